@@ -1,0 +1,72 @@
+//! Criterion benches of the two in-process stages, on generated in-memory data, so that
+//! regressions show without a database:
+//!   cargo bench --bench pipeline
+//! `normalize`: Arrow batch → polars frame → fact frame with surrogate keys (fresh registry).
+//! `write_facts`: fact frame → SQLite scrobbles table through reused 100-row INSERTs.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use scrobsync::normalize::{window_frame, Normalizer};
+use scrobsync::sink::Writer;
+use scrobsync::source::seed::{record_batch, Generator, SeedOptions};
+
+const ROWS: u64 = 100_000;
+
+fn batch() -> arrow::record_batch::RecordBatch {
+    let rows: Vec<_> = Generator::new(
+        SeedOptions {
+            rows: ROWS,
+            users: 50,
+            seed: 1,
+        },
+        0,
+    )
+    .collect();
+    record_batch(&rows)
+}
+
+fn normalize(c: &mut Criterion) {
+    let b = batch();
+    let mut g = c.benchmark_group("normalize");
+    g.throughput(Throughput::Elements(ROWS));
+    g.sample_size(20);
+    g.bench_function("100k_rows_fresh_registry", |bench| {
+        bench.iter(|| {
+            let df = window_frame(vec![b.clone()]).unwrap();
+            Normalizer::default().normalize(&df).unwrap()
+        })
+    });
+    let df = window_frame(vec![b.clone()]).unwrap();
+    let mut warm = Normalizer::default();
+    warm.normalize(&df).unwrap();
+    g.bench_function("100k_rows_warm_registry", |bench| {
+        bench.iter(|| {
+            let df = window_frame(vec![b.clone()]).unwrap();
+            warm.normalize(&df).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn write(c: &mut Criterion) {
+    let df = window_frame(vec![batch()]).unwrap();
+    let facts = Normalizer::default().normalize(&df).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("write");
+    g.throughput(Throughput::Elements(ROWS));
+    g.sample_size(20);
+    let mut i = 0;
+    g.bench_function("100k_facts", |bench| {
+        bench.iter(|| {
+            i += 1;
+            let path = dir.path().join(format!("b{i}.sqlite"));
+            let mut w = Writer::create(&path).unwrap();
+            w.write_facts(&facts).unwrap();
+            drop(w);
+            std::fs::remove_file(&path).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, normalize, write);
+criterion_main!(benches);

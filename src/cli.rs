@@ -1,0 +1,138 @@
+//! Command-line parsing: clap definitions, turned into the plain option values of the core.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str =
+    "Move Last.fm scrobbles from PostgreSQL into a normalised SQLite database, fast.";
+
+const AFTER_HELP: &str = "Examples:
+  scrobsync demo                      # seed a local demo database and load it into scrobsync-demo.sqlite
+  scrobsync seed --source postgresql://postgres@127.0.0.1/music --rows 1000000
+  scrobsync load --source postgresql://postgres@127.0.0.1/music --target music.sqlite --json
+
+The source URL may also come from SCROBSYNC_SOURCE or DATABASE_URL.";
+
+#[derive(Debug, Parser)]
+#[command(name = "scrobsync", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Full load: replace the target SQLite file with a normalised copy of the source.
+    #[command(after_help = "Example:
+  scrobsync load --source postgresql://postgres@127.0.0.1:5432/music --target music.sqlite --json
+
+The target is written to a temporary file beside it and renamed over it only after the load
+is complete and checked (foreign keys, integrity, row count); on any failure the target is
+left exactly as it was.")]
+    Load(LoadArgs),
+
+    /// Create the source table if absent and append generated, realistic scrobbles (COPY).
+    #[command(after_help = "Example:
+  scrobsync seed --source postgresql://postgres@127.0.0.1:5432/music --rows 1000000 --users 200
+
+The same --rows/--users/--seed give the same rows. Seeding a table that already has rows
+appends new rows after its greatest id.")]
+    Seed(SeedArgs),
+
+    /// Seed a local demo database (if empty) and load it into a SQLite file.
+    #[command(after_help = "Example:
+  scrobsync demo --rows 200000 --target scrobsync-demo.sqlite
+
+Connects to --source (by default the local server's postgres database), creates the database
+named by --database if needed, seeds it when its table is empty, then runs a full load.")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArg {
+    /// PostgreSQL URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DB [env: SCROBSYNC_SOURCE, then DATABASE_URL]
+    #[arg(
+        long,
+        env = "SCROBSYNC_SOURCE",
+        hide_env_values = true,
+        hide_env = true
+    )]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// SQLite file to create or replace.
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// Partition queries read in parallel [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Rows per partition query; a window of rows in memory is about partitions × batch-rows.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    pub batch_rows: u64,
+
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// Number of scrobbles to generate.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rows: u64,
+
+    /// Number of distinct users.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub users: u32,
+
+    /// Random seed; the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Server to use; the demo database is created next to this URL's database.
+    #[arg(
+        long,
+        env = "SCROBSYNC_SOURCE",
+        hide_env_values = true,
+        hide_env = true,
+        default_value = "postgresql://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub source: String,
+
+    /// Name of the demo database.
+    #[arg(long, default_value = "scrobsync_demo")]
+    pub database: String,
+
+    /// Scrobbles to seed when the demo table is empty.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rows: u64,
+
+    /// SQLite file to create or replace.
+    #[arg(long, default_value = "scrobsync-demo.sqlite")]
+    pub target: PathBuf,
+
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

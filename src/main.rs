@@ -1,0 +1,91 @@
+//! Entry point: parse the command line, set up logging, dispatch, render the result.
+//! All real work lives in the library; this file only connects it to a terminal.
+
+mod cli;
+mod output;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+use scrobsync::modes::load::{self, LoadOptions};
+use scrobsync::source::plan::SourceTable;
+use scrobsync::source::seed::{self, SeedOptions};
+use scrobsync::source::SourceUrl;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", output::one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--source`, then SCROBSYNC_SOURCE (via clap), then DATABASE_URL.
+fn resolve_source(arg: Option<String>) -> Result<SourceUrl> {
+    let raw = match arg.or_else(|| std::env::var("DATABASE_URL").ok()) {
+        Some(s) if !s.trim().is_empty() => s,
+        _ => bail!("no source given; pass --source postgresql://USER@HOST/DB or set SCROBSYNC_SOURCE or DATABASE_URL"),
+    };
+    SourceUrl::parse(&raw)
+}
+
+fn partitions(arg: Option<u16>) -> usize {
+    arg.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Load(a) => {
+            let opts = LoadOptions {
+                source: resolve_source(a.source.source)?,
+                table: SourceTable::default(),
+                target: a.target,
+                partitions: partitions(a.partitions),
+                batch_rows: a.batch_rows as usize,
+            };
+            let bar = output::ProgressBar::new();
+            let summary = load::run(&opts, &bar)?;
+            output::print_load(&summary, a.json)
+        }
+        Command::Seed(a) => {
+            let url = resolve_source(a.source.source)?;
+            let opts = SeedOptions {
+                rows: a.rows,
+                users: a.users,
+                seed: a.seed,
+            };
+            let summary = seed::seed(&url, &opts)?;
+            output::print_seed(&summary, a.json)
+        }
+        Command::Demo(a) => {
+            let admin = SourceUrl::parse(&a.source)?;
+            if a.database.is_empty() || a.database.contains('\0') {
+                return Err(anyhow!("--database must be a non-empty name"));
+            }
+            let url = scrobsync::modes::demo::prepare(&admin, &a.database, a.rows, &mut |s| {
+                if !a.json {
+                    eprintln!("{s}");
+                }
+            })?;
+            let opts = LoadOptions {
+                source: url,
+                table: SourceTable::default(),
+                target: a.target,
+                partitions: partitions(None),
+                batch_rows: 100_000,
+            };
+            let bar = output::ProgressBar::new();
+            let summary = load::run(&opts, &bar)?;
+            output::print_load(&summary, a.json)
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The demo flow behind the README's first command: make sure a demo database with generated
+//! scrobbles exists on the given server, then hand back its URL for a normal load.
+
+use crate::source::conn::explain_query_error;
+use crate::source::quote_ident;
+use crate::source::seed::{seed, SeedOptions};
+use crate::source::SourceUrl;
+use anyhow::{anyhow, Result};
+
+/// Creates database `db` next to `admin`'s database if needed and seeds `rows` scrobbles when
+/// its table is missing or empty. `status` receives one-line notes of what was done.
+pub fn prepare(
+    admin: &SourceUrl,
+    db: &str,
+    rows: u64,
+    status: &mut dyn FnMut(&str),
+) -> Result<SourceUrl> {
+    let mut client = admin.connect()?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(db)))
+            .map_err(|e| anyhow!("cannot create database '{db}': {}; pass --source with a user allowed to create databases", explain_query_error(&e)))?;
+        status(&format!("created database {db}"));
+    }
+    let url = admin.with_database(db);
+    let mut c = url.connect()?;
+    let have: i64 = c
+        .query_one(
+            "SELECT CASE WHEN to_regclass('scrobbles') IS NULL THEN 0
+                    ELSE (SELECT count(*) FROM (SELECT 1 FROM scrobbles LIMIT 1) s) END",
+            &[],
+        )?
+        .get(0);
+    if have == 0 {
+        status(&format!("seeding {rows} scrobbles into {db} ..."));
+        let s = seed(
+            &url,
+            &SeedOptions {
+                rows,
+                users: 50,
+                seed: 42,
+            },
+        )?;
+        status(&format!("seeded {} rows in {:.1} s", s.rows, s.seconds));
+    } else {
+        status(&format!(
+            "database {db} already has scrobbles; loading them"
+        ));
+    }
+    Ok(url)
+}

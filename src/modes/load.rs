@@ -1,0 +1,316 @@
+//! Full load: read every source row up to a high-water mark into a fresh SQLite file, check
+//! it, and only then rename it over the target. A failure at any point leaves the target as it
+//! was and removes the temporary file.
+
+use super::{StageSeconds, TableRows};
+use crate::normalize::frames::InfinitePlayedAt;
+use crate::normalize::registry::State;
+use crate::normalize::{window_frame, DimFrames, Normalizer};
+use crate::progress::Progress;
+use crate::sink::state::{now_iso, RunRecord};
+use crate::sink::Writer;
+use crate::source::conn::explain_query_error;
+use crate::source::plan::{plan_full, SourceTable};
+use crate::source::read::spawn_reader;
+use crate::source::SourceUrl;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+/// What `scrobsync load` needs; built by the CLI, never parsed here.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub source: SourceUrl,
+    pub table: SourceTable,
+    pub target: PathBuf,
+    /// Partition queries read in parallel per window.
+    pub partitions: usize,
+    /// Rows per partition query (so a window holds about `partitions × batch_rows` rows).
+    pub batch_rows: usize,
+}
+
+/// The machine-readable result of a load (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSummary {
+    pub mode: &'static str,
+    pub source: String,
+    pub target: String,
+    pub high_water_mark: Option<i64>,
+    pub partitions: usize,
+    pub windows: usize,
+    pub rows: TableRows,
+    pub seconds: StageSeconds,
+    pub rows_per_second: f64,
+}
+
+/// A temporary file beside the target, removed on drop unless it was renamed into place.
+struct TempTarget {
+    path: PathBuf,
+    installed: bool,
+}
+
+impl TempTarget {
+    fn new(target: &Path) -> Result<Self> {
+        if target.is_dir() {
+            bail!(
+                "target {} is a folder; give a file path such as {}/scrobbles.sqlite",
+                target.display(),
+                target.display()
+            );
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| {
+                anyhow!(
+                    "target {} has no file name; give a file path",
+                    target.display()
+                )
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.exists() {
+            bail!(
+                "target folder {} does not exist; create it first (mkdir -p {})",
+                dir.display(),
+                dir.display()
+            );
+        }
+        if !dir.is_dir() {
+            bail!(
+                "target folder {} is not a folder; choose another target path",
+                dir.display()
+            );
+        }
+        let path = dir.join(format!(".{name}.scrobsync-{}.tmp", std::process::id()));
+        let t = Self {
+            path,
+            installed: false,
+        };
+        t.remove_files();
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&t.path)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot write in target folder {}: {}; choose a writable folder",
+                    dir.display(),
+                    e
+                )
+            })?;
+        Ok(t)
+    }
+
+    fn remove_files(&self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    /// Makes the file durable and atomically replaces `target` with it.
+    fn install(mut self, target: &Path) -> Result<()> {
+        fs::File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .context("syncing the new target to disk")?;
+        fs::rename(&self.path, target)
+            .with_context(|| format!("cannot replace {}", target.display()))?;
+        self.installed = true;
+        if let Some(dir) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempTarget {
+    fn drop(&mut self) {
+        if !self.installed {
+            self.remove_files();
+        }
+    }
+}
+
+/// Runs a full load.
+pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
+    let started = Instant::now();
+    let started_at = now_iso();
+    let temp = TempTarget::new(&opts.target)?;
+
+    let _span = tracing::info_span!("load", source = %opts.source).entered();
+    let mut client = opts.source.connect()?;
+    opts.table.validate(&mut client, &opts.source)?;
+    let plan = plan_full(&mut client, &opts.table, opts.batch_rows)?;
+    let windows = plan.windows(opts.partitions);
+    let plan_secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        hwm = plan.hwm,
+        est_rows = plan.est_rows,
+        slices = plan.slices.len(),
+        windows = windows.len(),
+        "planned"
+    );
+    let nwindows = windows.len();
+    let mut writer = Writer::create(&temp.path)?;
+
+    progress.stage("load", Some(plan.est_rows));
+    let (rx_windows, reader) = spawn_reader(opts.source.clone(), opts.table.clone(), windows, 1);
+    let (tx_facts, rx_facts) = sync_channel(2);
+    let normaliser = std::thread::Builder::new()
+        .name("scrobsync-normalize".into())
+        .spawn(move || -> Result<(Normalizer, f64, f64)> {
+            let mut norm = Normalizer::default();
+            let (mut busy, mut read) = (0.0, 0.0);
+            for window in rx_windows {
+                let window = window?;
+                read += window.read_time.as_secs_f64();
+                let t = Instant::now();
+                let df = window_frame(window.batches)?;
+                let facts = norm.normalize(&df)?;
+                busy += t.elapsed().as_secs_f64();
+                tracing::debug!(
+                    window = window.index,
+                    rows = facts.height(),
+                    "window normalised"
+                );
+                if tx_facts.send(facts).is_err() {
+                    break;
+                }
+            }
+            Ok((norm, busy, read))
+        })
+        .expect("spawning the normaliser thread");
+
+    let mut write_secs = 0.0;
+    let mut facts_written = 0u64;
+    let mut write_error = None;
+    for facts in rx_facts.iter() {
+        let t = Instant::now();
+        match writer.write_facts(&facts) {
+            Ok(n) => {
+                facts_written += n as u64;
+                progress.advance(n as u64);
+            }
+            Err(e) => {
+                write_error = Some(e);
+                break;
+            }
+        }
+        write_secs += t.elapsed().as_secs_f64();
+    }
+    drop(rx_facts);
+    let normalised = normaliser
+        .join()
+        .map_err(|_| anyhow!("the normaliser thread panicked"))?;
+    let _ = reader.join();
+    progress.finish();
+    let (norm, normalize_secs, read_secs) = match normalised {
+        Ok(v) => v,
+        Err(e) => return Err(explain_infinite(e, &mut client, &opts.table, plan.hwm)),
+    };
+    if let Some(e) = write_error {
+        return Err(e.context(format!("writing {}", temp.path.display())));
+    }
+
+    let t = Instant::now();
+    let dims = DimFrames::from_registry(&norm.registry, State::New)?;
+    writer.write_dims(&dims)?;
+    write_secs += t.elapsed().as_secs_f64();
+    let [users, artists, albums, tracks] = dims.heights().map(|n| n as u64);
+    let rows = TableRows {
+        users,
+        artists,
+        albums,
+        tracks,
+        scrobbles: facts_written,
+    };
+    let run = RunRecord {
+        mode: "load",
+        source: opts.source.redacted(),
+        started_at,
+        outcome: "ok",
+        hwm_before: None,
+        hwm_after: (facts_written > 0).then_some(plan.hwm),
+        rows: [facts_written, users, artists, albums, tracks],
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let (index_secs, check_secs) = writer.finish(facts_written, &run)?;
+    temp.install(&opts.target)?;
+
+    let total = started.elapsed().as_secs_f64();
+    Ok(LoadSummary {
+        mode: "load",
+        source: opts.source.redacted().to_string(),
+        target: opts.target.display().to_string(),
+        high_water_mark: run.hwm_after,
+        partitions: opts.partitions,
+        windows: nwindows,
+        rows,
+        seconds: StageSeconds {
+            plan: plan_secs,
+            read: read_secs,
+            normalize: normalize_secs,
+            write: write_secs,
+            index: index_secs,
+            check: check_secs,
+            total,
+        },
+        rows_per_second: if total > 0.0 {
+            facts_written as f64 / total
+        } else {
+            0.0
+        },
+    })
+}
+
+/// Replaces the normaliser's per-window report of infinite timestamps by the full list of ids,
+/// asked from PostgreSQL; other errors pass through.
+fn explain_infinite(
+    e: anyhow::Error,
+    client: &mut postgres::Client,
+    table: &SourceTable,
+    hwm: i64,
+) -> anyhow::Error {
+    let Some(inf) = e.downcast_ref::<InfinitePlayedAt>() else {
+        return e;
+    };
+    const SHOW: i64 = 20;
+    let sql = format!(
+        "SELECT id::int8, count(*) OVER () FROM {} WHERE NOT isfinite(played_at) AND id <= $1 ORDER BY id LIMIT {SHOW}",
+        table.sql_name()
+    );
+    match client.query(&sql, &[&hwm]) {
+        Ok(rows) if !rows.is_empty() => {
+            let total: i64 = rows[0].get(1);
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let mut err = InfinitePlayedAt { ids }.to_string();
+            if total > SHOW {
+                err = err.replacen(
+                    "; fix",
+                    &format!(
+                        " and {} more (SELECT id FROM {} WHERE NOT isfinite(played_at)); fix",
+                        total - SHOW,
+                        table.sql_name()
+                    ),
+                    1,
+                );
+            }
+            anyhow!(err)
+        }
+        Ok(_) => anyhow!(inf.to_string()),
+        Err(q) => anyhow!(
+            "{inf} (listing all such rows failed: {})",
+            explain_query_error(&q)
+        ),
+    }
+}

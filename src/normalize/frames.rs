@@ -1,0 +1,346 @@
+//! Arrow record batches → polars frames → normalised fact and dimension frames.
+//!
+//! A window's batches arrive from connectorx in completion order; we order them by their first
+//! id, stack them into one polars frame (zero-copy import through the Arrow C data interface) and
+//! sort by id only if the server returned rows out of order. Processing rows in id order is what
+//! makes surrogate keys deterministic, and it lets the writer append facts in key order.
+
+use super::registry::{Registry, State};
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use polars::prelude::*;
+
+/// chrono's limits, which connectorx substitutes for PostgreSQL's `infinity` / `-infinity`.
+fn infinity_sentinels() -> (i64, i64) {
+    (
+        chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros(),
+        chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_micros(),
+    )
+}
+
+/// Rows whose `played_at` is `infinity` or `-infinity`, which have no epoch second.
+#[derive(Debug)]
+pub struct InfinitePlayedAt {
+    pub ids: Vec<i64>,
+}
+
+impl std::fmt::Display for InfinitePlayedAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.ids.iter().map(|i| i.to_string()).collect();
+        write!(
+            f,
+            "played_at is infinity/-infinity in source rows with id {}; fix or delete those rows in PostgreSQL and rerun",
+            ids.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for InfinitePlayedAt {}
+
+/// Imports one arrow-rs batch into a polars frame without copying column data.
+/// Timestamps are reinterpreted as their physical Int64 microseconds first.
+pub fn batch_to_frame(batch: &RecordBatch) -> Result<DataFrame> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let col = match col.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let ts = col.as_primitive::<TimestampMicrosecondType>();
+                std::sync::Arc::new(ts.reinterpret_cast::<Int64Type>()) as arrow::array::ArrayRef
+            }
+            DataType::Timestamp(unit, _) => {
+                bail!(
+                    "column {} arrived as a {unit:?} timestamp; expected microseconds",
+                    field.name()
+                )
+            }
+            _ => col.clone(),
+        };
+        let data = col.to_data();
+        let (out_array, out_schema) =
+            arrow::ffi::to_ffi(&data).context("exporting Arrow column")?;
+        // SAFETY: arrow-rs and polars-arrow implement the same C data interface structs; the
+        // schema and array were just produced by arrow-rs and are consumed exactly once.
+        let pfield = unsafe {
+            polars_arrow::ffi::import_field_from_c(
+                &*(&out_schema as *const arrow::ffi::FFI_ArrowSchema
+                    as *const polars_arrow::ffi::ArrowSchema),
+            )
+        }?;
+        let array = unsafe {
+            polars_arrow::ffi::import_array_from_c(
+                std::mem::transmute::<arrow::ffi::FFI_ArrowArray, polars_arrow::ffi::ArrowArray>(
+                    out_array,
+                ),
+                pfield.dtype().clone(),
+            )
+        }?;
+        columns.push(
+            Series::from_arrow(PlSmallStr::from(field.name().as_str()), array)?.into_column(),
+        );
+    }
+    Ok(DataFrame::new(columns)?)
+}
+
+fn first_id(batch: &RecordBatch) -> i64 {
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    if ids.is_empty() || ids.is_null(0) {
+        i64::MIN
+    } else {
+        ids.value(0)
+    }
+}
+
+/// Stacks a window's batches into one frame in ascending id order.
+pub fn window_frame(mut batches: Vec<RecordBatch>) -> Result<DataFrame> {
+    batches.retain(|b| b.num_rows() > 0);
+    batches.sort_by_key(first_id);
+    let mut iter = batches.iter();
+    let Some(first) = iter.next() else {
+        return Ok(DataFrame::empty());
+    };
+    let mut df = batch_to_frame(first)?;
+    for b in iter {
+        df.vstack_mut(&batch_to_frame(b)?)?;
+    }
+    let ids = df.column("id")?.i64()?;
+    let mut sorted = true;
+    let mut prev = i64::MIN;
+    for v in ids.iter() {
+        let v = v.unwrap_or(i64::MIN);
+        if v < prev {
+            sorted = false;
+            break;
+        }
+        prev = v;
+    }
+    if !sorted {
+        tracing::debug!("window rows out of id order; sorting");
+        df = df.sort(["id"], SortMultipleOptions::default())?;
+    }
+    Ok(df)
+}
+
+/// The normaliser: owns the registry and turns source frames into fact frames.
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    pub registry: Registry,
+}
+
+fn need<'a>(v: Option<&'a str>, field: &str, id: i64) -> Result<&'a str> {
+    v.ok_or_else(|| anyhow!("source row with id {id} has NULL {field}; {field} must not be NULL"))
+}
+
+impl Normalizer {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+
+    /// Normalises one frame of source rows (columns named as [`crate::source::COLUMNS`], rows in
+    /// ascending id order) into a fact frame: scrobble_id, user_id, track_id, played_at, loved.
+    pub fn normalize(&mut self, df: &DataFrame) -> Result<DataFrame> {
+        let n = df.height();
+        let ids = df.column("id")?.i64()?;
+        let users = df.column("username")?.str()?;
+        let played = df.column("played_at")?.i64()?;
+        let artists = df.column("artist_name")?.str()?;
+        let artist_mbids = df.column("artist_mbid")?.str()?;
+        let albums = df.column("album_name")?.str()?;
+        let album_mbids = df.column("album_mbid")?.str()?;
+        let tracks = df.column("track_name")?.str()?;
+        let track_mbids = df.column("track_mbid")?.str()?;
+        let durations = df.column("duration_ms")?.i32()?;
+        let loved = df.column("loved")?.bool()?;
+
+        let (pos_inf, neg_inf) = infinity_sentinels();
+        let mut out_id = Vec::with_capacity(n);
+        let mut out_user = Vec::with_capacity(n);
+        let mut out_track = Vec::with_capacity(n);
+        let mut out_played = Vec::with_capacity(n);
+        let mut out_loved = Vec::with_capacity(n);
+        let mut infinite = Vec::new();
+        let reg = &mut self.registry;
+
+        let rows = ids
+            .iter()
+            .zip(users.iter())
+            .zip(played.iter())
+            .zip(artists.iter().zip(artist_mbids.iter()))
+            .zip(albums.iter().zip(album_mbids.iter()))
+            .zip(tracks.iter().zip(track_mbids.iter()))
+            .zip(durations.iter().zip(loved.iter()));
+        for (
+            (((((id, user), ts), (artist, artist_mbid)), (album, album_mbid)), (track, track_mbid)),
+            (dur, love),
+        ) in rows
+        {
+            let id = id.ok_or_else(|| {
+                anyhow!("source has a row with NULL id; ids must be non-null integers")
+            })?;
+            let ts = ts.ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
+            if ts == pos_inf || ts == neg_inf {
+                infinite.push(id);
+                continue;
+            }
+            let user_id = reg.user(need(user, "username", id)?);
+            let artist_id = reg.artist(need(artist, "artist_name", id)?, artist_mbid);
+            let album_id = album.map(|t| reg.album(artist_id, t, album_mbid));
+            let track_id = reg.track(
+                artist_id,
+                album_id,
+                need(track, "track_name", id)?,
+                track_mbid,
+                dur,
+            );
+            out_id.push(id);
+            out_user.push(user_id);
+            out_track.push(track_id);
+            // floor, not truncation: 1969-12-31 23:59:59.5 is second -1
+            out_played.push(ts.div_euclid(1_000_000));
+            out_loved.push(love.unwrap_or(false) as i64);
+        }
+        if !infinite.is_empty() {
+            return Err(InfinitePlayedAt { ids: infinite }.into());
+        }
+        Ok(DataFrame::new(vec![
+            Column::new("scrobble_id".into(), out_id),
+            Column::new("user_id".into(), out_user),
+            Column::new("track_id".into(), out_track),
+            Column::new("played_at".into(), out_played),
+            Column::new("loved".into(), out_loved),
+        ])?)
+    }
+}
+
+/// The four dimension frames, ordered by surrogate key.
+#[derive(Debug)]
+pub struct DimFrames {
+    /// user_id, name
+    pub users: DataFrame,
+    /// artist_id, name, mbid
+    pub artists: DataFrame,
+    /// album_id, artist_id, title, mbid
+    pub albums: DataFrame,
+    /// track_id, artist_id, album_id, title, mbid, duration_ms
+    pub tracks: DataFrame,
+}
+
+impl DimFrames {
+    /// Frames of the registry entries in `state` (e.g. all new rows after a load).
+    pub fn from_registry(reg: &Registry, state: State) -> Result<Self> {
+        let mut users: Vec<(i64, &str)> = reg
+            .users
+            .iter()
+            .filter(|(_, v)| v.1 == state)
+            .map(|(k, v)| (v.0, &**k))
+            .collect();
+        users.sort_unstable_by_key(|u| u.0);
+        let mut artists: Vec<(i64, &str, Option<&str>)> = reg
+            .artists
+            .iter()
+            .filter(|(_, v)| v.state == state)
+            .map(|(k, v)| (v.id, &**k, v.mbid.as_deref()))
+            .collect();
+        artists.sort_unstable_by_key(|a| a.0);
+        let mut albums: Vec<(i64, i64, &str, Option<&str>)> = reg
+            .albums
+            .iter()
+            .filter(|(_, v)| v.state == state)
+            .map(|(k, v)| {
+                let (artist, title) = Registry::album_key_parts(k);
+                (v.id, artist, title, v.mbid.as_deref())
+            })
+            .collect();
+        albums.sort_unstable_by_key(|a| a.0);
+        type TrackRow<'a> = (i64, i64, Option<i64>, &'a str, Option<&'a str>, Option<i32>);
+        let mut tracks: Vec<TrackRow> = reg
+            .tracks
+            .iter()
+            .filter(|(_, v)| v.state == state)
+            .map(|(k, v)| {
+                let (artist, album, title) = Registry::track_key_parts(k);
+                (v.id, artist, album, title, v.mbid.as_deref(), v.duration_ms)
+            })
+            .collect();
+        tracks.sort_unstable_by_key(|t| t.0);
+
+        Ok(Self {
+            users: DataFrame::new(vec![
+                Column::new(
+                    "user_id".into(),
+                    users.iter().map(|u| u.0).collect::<Vec<_>>(),
+                ),
+                Column::new("name".into(), users.iter().map(|u| u.1).collect::<Vec<_>>()),
+            ])?,
+            artists: DataFrame::new(vec![
+                Column::new(
+                    "artist_id".into(),
+                    artists.iter().map(|a| a.0).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "name".into(),
+                    artists.iter().map(|a| a.1).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "mbid".into(),
+                    artists.iter().map(|a| a.2).collect::<Vec<_>>(),
+                ),
+            ])?,
+            albums: DataFrame::new(vec![
+                Column::new(
+                    "album_id".into(),
+                    albums.iter().map(|a| a.0).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "artist_id".into(),
+                    albums.iter().map(|a| a.1).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "title".into(),
+                    albums.iter().map(|a| a.2).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "mbid".into(),
+                    albums.iter().map(|a| a.3).collect::<Vec<_>>(),
+                ),
+            ])?,
+            tracks: DataFrame::new(vec![
+                Column::new(
+                    "track_id".into(),
+                    tracks.iter().map(|t| t.0).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "artist_id".into(),
+                    tracks.iter().map(|t| t.1).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "album_id".into(),
+                    tracks.iter().map(|t| t.2).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "title".into(),
+                    tracks.iter().map(|t| t.3).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "mbid".into(),
+                    tracks.iter().map(|t| t.4).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "duration_ms".into(),
+                    tracks.iter().map(|t| t.5).collect::<Vec<_>>(),
+                ),
+            ])?,
+        })
+    }
+
+    /// Row counts: users, artists, albums, tracks.
+    pub fn heights(&self) -> [usize; 4] {
+        [
+            self.users.height(),
+            self.artists.height(),
+            self.albums.height(),
+            self.tracks.height(),
+        ]
+    }
+}

@@ -1,0 +1,127 @@
+//! Terminal output: logging set-up, the progress bar, and human or JSON summaries.
+
+use anyhow::Result;
+use scrobsync::modes::load::LoadSummary;
+use scrobsync::progress::Progress;
+use scrobsync::source::seed::SeedSummary;
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Collapses a message to one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An indicatif bar on stderr, shown only when stderr is a terminal.
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressBar {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+        Self { bar }
+    }
+}
+
+impl Progress for ProgressBar {
+    fn stage(&self, name: &str, total: Option<u64>) {
+        if let Some(b) = &self.bar {
+            b.set_message(name.to_string());
+            if let Some(t) = total {
+                b.set_length(t);
+            }
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+    }
+    fn advance(&self, rows: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(rows);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn print_load(s: &LoadSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let r = &s.rows;
+    let t = &s.seconds;
+    println!(
+        "loaded {} scrobbles into {} in {:.2} s ({} rows/s)",
+        thousands(r.scrobbles),
+        s.target,
+        t.total,
+        thousands(s.rows_per_second as u64)
+    );
+    println!(
+        "  users {} · artists {} · albums {} · tracks {} · high-water mark {}",
+        thousands(r.users),
+        thousands(r.artists),
+        thousands(r.albums),
+        thousands(r.tracks),
+        s.high_water_mark.map_or("-".into(), |h| h.to_string())
+    );
+    println!(
+        "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} ({} windows × {} partitions)",
+        t.plan, t.read, t.normalize, t.write, t.index, t.check, s.windows, s.partitions
+    );
+    Ok(())
+}
+
+pub fn print_seed(s: &SeedSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!(
+            "seeded {} scrobbles (ids {}..={}) in {:.2} s",
+            thousands(s.rows),
+            s.first_id.unwrap_or(0),
+            s.last_id.unwrap_or(0),
+            s.seconds
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The SQLite side: the target schema, the bulk writer and scrobsync's own state tables.
+//! This is the only code that touches SQLite.
+
+pub mod schema;
+pub mod state;
+pub mod writer;
+
+pub use writer::Writer;

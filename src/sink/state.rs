@@ -1,0 +1,98 @@
+//! scrobsync's own bookkeeping inside the target (`_scrobsync_*` tables): the high-water mark
+//! and a log of runs, so a target file describes where it came from and how far it got.
+
+use anyhow::Result;
+use rusqlite::{params, Connection};
+
+pub const STATE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS _scrobsync_state(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _scrobsync_runs(
+    run_id INTEGER PRIMARY KEY,
+    mode TEXT NOT NULL,
+    source TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    hwm_before INTEGER,
+    hwm_after INTEGER,
+    rows_scrobbles INTEGER NOT NULL,
+    rows_users INTEGER NOT NULL,
+    rows_artists INTEGER NOT NULL,
+    rows_albums INTEGER NOT NULL,
+    rows_tracks INTEGER NOT NULL,
+    seconds REAL NOT NULL
+);
+";
+
+/// One row of `_scrobsync_runs`.
+#[derive(Debug, Clone)]
+pub struct RunRecord<'a> {
+    pub mode: &'a str,
+    /// Redacted source URL (never the password).
+    pub source: &'a str,
+    pub started_at: String,
+    pub outcome: &'a str,
+    pub hwm_before: Option<i64>,
+    pub hwm_after: Option<i64>,
+    /// scrobbles, users, artists, albums, tracks added
+    pub rows: [u64; 5],
+    pub seconds: f64,
+}
+
+pub fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch(STATE_TABLES)?;
+    Ok(())
+}
+
+pub fn set(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO _scrobsync_state(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT value FROM _scrobsync_state WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn record_run(conn: &Connection, r: &RunRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO _scrobsync_runs(mode, source, started_at, finished_at, outcome, hwm_before,
+             hwm_after, rows_scrobbles, rows_users, rows_artists, rows_albums, rows_tracks, seconds)
+         VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ','now'), ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            r.mode,
+            r.source,
+            r.started_at,
+            r.outcome,
+            r.hwm_before,
+            r.hwm_after,
+            r.rows[0] as i64,
+            r.rows[1] as i64,
+            r.rows[2] as i64,
+            r.rows[3] as i64,
+            r.rows[4] as i64,
+            r.seconds
+        ],
+    )?;
+    Ok(())
+}
+
+/// Current UTC time as an ISO-8601 string, for run records.
+pub fn now_iso() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}

@@ -1,0 +1,248 @@
+//! Source URL handling. The URL carries the password, so it is kept private: everything that
+//! may reach a log, an error or `Debug` output uses the redacted form.
+
+use anyhow::{anyhow, bail, Result};
+use postgres::error::SqlState;
+use std::fmt;
+use std::time::Duration;
+
+/// A parsed `postgresql://` URL with its secret kept out of every printable form.
+#[derive(Clone)]
+pub struct SourceUrl {
+    raw: url::Url,
+    redacted: String,
+}
+
+impl SourceUrl {
+    /// Parses a libpq-style URL. The error never echoes the input, which may hold a password.
+    pub fn parse(input: &str) -> Result<Self> {
+        const EXPECTED: &str = "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
+        let raw = url::Url::parse(input.trim())
+            .map_err(|e| anyhow!("invalid source URL ({e}); {EXPECTED}"))?;
+        if !matches!(raw.scheme(), "postgres" | "postgresql") {
+            bail!(
+                "invalid source URL: scheme '{}' is not supported; {EXPECTED}",
+                raw.scheme()
+            );
+        }
+        if raw.host_str().unwrap_or("").is_empty() {
+            bail!("invalid source URL: no host; {EXPECTED}");
+        }
+        let mut shown = raw.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        let mut shown = shown.to_string();
+        // A password may also arrive as a query parameter (libpq allows `?password=`).
+        if raw.query_pairs().any(|(k, _)| k == "password") {
+            let mut s = raw.clone();
+            let pairs: Vec<(String, String)> = raw
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            s.query_pairs_mut().clear().extend_pairs(pairs);
+            if s.password().is_some() {
+                let _ = s.set_password(Some("***"));
+            }
+            shown = s.to_string();
+        }
+        Ok(Self {
+            raw,
+            redacted: shown,
+        })
+    }
+
+    /// The URL with any password replaced by `***`: safe to print.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The database name, for messages.
+    pub fn database(&self) -> String {
+        let path = self.raw.path().trim_start_matches('/');
+        if path.is_empty() {
+            self.raw.username().to_string()
+        } else {
+            path.to_string()
+        }
+    }
+
+    /// `host:port`, for messages.
+    pub fn host_port(&self) -> String {
+        format!(
+            "{}:{}",
+            self.raw.host_str().unwrap_or("?"),
+            self.raw.port().unwrap_or(5432)
+        )
+    }
+
+    /// The URL handed to connectorx: the same server, binary `COPY` protocol.
+    pub(crate) fn connectorx_url(&self) -> String {
+        let mut u = self.raw.clone();
+        let pairs: Vec<(String, String)> = self
+            .raw
+            .query_pairs()
+            .filter(|(k, _)| k != "cxprotocol")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(pairs)
+            .append_pair("cxprotocol", "binary");
+        u.to_string()
+    }
+
+    /// The same server with another database, e.g. to create the demo database from `postgres`.
+    pub fn with_database(&self, db: &str) -> Self {
+        let mut raw = self.raw.clone();
+        raw.set_path(&format!("/{db}"));
+        let mut redacted = url::Url::parse(&self.redacted).expect("redacted URL parses");
+        redacted.set_path(&format!("/{db}"));
+        Self {
+            raw,
+            redacted: redacted.to_string(),
+        }
+    }
+
+    fn config(&self) -> Result<postgres::Config> {
+        let mut cfg: postgres::Config = self
+            .raw
+            .as_str()
+            .parse()
+            .map_err(|e| anyhow!("invalid source URL ({e}); check its parameters"))?;
+        cfg.connect_timeout(Duration::from_secs(10));
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("scrobsync");
+        }
+        Ok(cfg)
+    }
+
+    /// Opens a plain client connection, turning the usual failures into one actionable line.
+    pub fn connect(&self) -> Result<postgres::Client> {
+        let cfg = self.config()?;
+        cfg.connect(postgres::NoTls)
+            .map_err(|e| explain_connect_error(&e, self))
+    }
+}
+
+impl fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SourceUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// Maps a connection error to a message that names the problem and the fix.
+fn explain_connect_error(e: &postgres::Error, url: &SourceUrl) -> anyhow::Error {
+    let where_ = url.host_port();
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD {
+            return anyhow!(
+                "PostgreSQL at {where_} rejected the login for user '{}': wrong password; fix the password in the source URL",
+                url.raw.username()
+            );
+        }
+        if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return anyhow!(
+                "PostgreSQL at {where_} refused user '{}' ({}); check the user name in the source URL and pg_hba.conf",
+                url.raw.username(),
+                one_line(db.message())
+            );
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return anyhow!(
+                "database '{}' does not exist on {where_}; create it or fix the database name in the source URL",
+                url.database()
+            );
+        }
+        return anyhow!(
+            "cannot connect to PostgreSQL at {where_}: {}",
+            one_line(db.message())
+        );
+    }
+    let text = one_line(&e.to_string());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => anyhow!(
+                    "cannot connect to PostgreSQL at {where_}: connection refused; start the server or fix host/port in the source URL"
+                ),
+                std::io::ErrorKind::TimedOut => anyhow!(
+                    "cannot connect to PostgreSQL at {where_}: timed out; check that the host is reachable"
+                ),
+                _ => anyhow!("cannot connect to PostgreSQL at {where_}: {}", one_line(&io.to_string())),
+            };
+        }
+        source = s.source();
+    }
+    if text.contains("password missing") {
+        return anyhow!(
+            "PostgreSQL at {where_} asks for a password and the source URL has none; add it as postgresql://USER:PASSWORD@HOST/DB"
+        );
+    }
+    anyhow!("cannot connect to PostgreSQL at {where_}: {text}")
+}
+
+/// Collapses a message to one line (server messages may carry DETAIL/HINT lines).
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Describes a query error from the server in one line, with the server's own words.
+pub fn explain_query_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => one_line(db.message()),
+        None => one_line(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password_in_userinfo_and_query() {
+        let u = SourceUrl::parse("postgresql://bob:s3cr%40t@db.example:6543/music").unwrap();
+        assert_eq!(u.redacted(), "postgresql://bob:***@db.example:6543/music");
+        assert!(!format!("{u:?}").contains("s3cr"));
+        assert_eq!(u.database(), "music");
+        assert_eq!(u.host_port(), "db.example:6543");
+        let q = SourceUrl::parse("postgres://bob@h/db?password=hunter2&sslmode=disable").unwrap();
+        assert!(!q.redacted().contains("hunter2"), "{}", q.redacted());
+        assert!(q.redacted().contains("sslmode=disable"));
+    }
+
+    #[test]
+    fn rejects_other_schemes_without_echoing_input() {
+        let e = SourceUrl::parse("mysql://u:topsecret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported"), "{e}");
+        assert!(!e.contains("topsecret"));
+        let e = SourceUrl::parse("not a url with topsecret")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn connectorx_url_uses_binary_protocol() {
+        let u = SourceUrl::parse("postgresql://u:p@h:5432/d?cxprotocol=csv").unwrap();
+        let cx = u.connectorx_url();
+        assert!(cx.ends_with("?cxprotocol=binary"), "{cx}");
+    }
+}

@@ -1,0 +1,135 @@
+//! connectorx → Arrow. Everything connectorx-specific lives here.
+//!
+//! connectorx 0.4.6 offers `get_arrow` (materialises a whole result) and
+//! `new_record_batch_iter` (streams, but into an unbounded channel, and panics when the
+//! producer fails). We use `get_arrow` on one *window* of slices at a time, one partition query
+//! per slice run in parallel by connectorx, from a reader thread that hands windows to the
+//! pipeline through a bounded channel. Memory is then bounded by the window size times the
+//! channel capacity, a failing query becomes an error, and a panic inside connectorx is caught.
+
+use super::conn::SourceUrl;
+use super::plan::{Slice, SourceTable};
+use anyhow::{anyhow, Result};
+use arrow::record_batch::RecordBatch;
+use connectorx::prelude::{get_arrow, SourceConn};
+use connectorx::sql::CXQuery;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The rows of one window, as connectorx returned them (batches in no particular order).
+pub struct Window {
+    pub index: usize,
+    pub batches: Vec<RecordBatch>,
+    /// Wall time connectorx took for this window.
+    pub read_time: Duration,
+}
+
+/// The partition query for one slice.
+pub fn slice_query(table: &SourceTable, s: Slice) -> String {
+    format!(
+        "{} WHERE id BETWEEN {} AND {}",
+        table.select_sql(),
+        s.lo,
+        s.hi
+    )
+}
+
+/// Reads one window: one connectorx partition per slice, in parallel.
+pub fn read_window(
+    url: &SourceUrl,
+    table: &SourceTable,
+    slices: &[Slice],
+) -> Result<Vec<RecordBatch>> {
+    let conn = SourceConn::try_from(url.connectorx_url().as_str()).map_err(|e| {
+        anyhow!(
+            "invalid source URL for the reader: {}",
+            scrub(&e.to_string(), url)
+        )
+    })?;
+    let queries: Vec<CXQuery<String>> = slices
+        .iter()
+        .map(|s| CXQuery::naked(slice_query(table, *s)))
+        .collect();
+    let result = std::panic::catch_unwind(|| get_arrow(&conn, None, &queries, None));
+    let dest = match result {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            return Err(anyhow!(
+                "reading ids {}..={} from PostgreSQL failed: {}",
+                slices.first().map_or(0, |s| s.lo),
+                slices.last().map_or(0, |s| s.hi),
+                scrub(&e.to_string(), url)
+            ))
+        }
+        Err(_) => {
+            return Err(anyhow!(
+                "the PostgreSQL reader crashed (connectorx panicked); rerun with -v for details"
+            ))
+        }
+    };
+    dest.arrow().map_err(|e| {
+        anyhow!(
+            "collecting Arrow batches failed: {}",
+            scrub(&e.to_string(), url)
+        )
+    })
+}
+
+/// Starts a reader thread over `windows`; at most `capacity` windows wait in the channel.
+/// The thread stops at the first error (sent as the last item) or when the receiver is gone.
+pub fn spawn_reader(
+    url: SourceUrl,
+    table: SourceTable,
+    windows: Vec<Vec<Slice>>,
+    capacity: usize,
+) -> (Receiver<Result<Window>>, JoinHandle<()>) {
+    let (tx, rx) = sync_channel(capacity.max(1));
+    let handle = std::thread::Builder::new()
+        .name("scrobsync-read".into())
+        .spawn(move || {
+            for (index, slices) in windows.into_iter().enumerate() {
+                let _span =
+                    tracing::debug_span!("read_window", index, slices = slices.len()).entered();
+                let t = Instant::now();
+                let item = read_window(&url, &table, &slices).map(|batches| Window {
+                    index,
+                    batches,
+                    read_time: t.elapsed(),
+                });
+                let failed = item.is_err();
+                if let Ok(w) = &item {
+                    let rows: usize = w.batches.iter().map(|b| b.num_rows()).sum();
+                    tracing::debug!(
+                        index,
+                        rows,
+                        ms = w.read_time.as_millis() as u64,
+                        "window read"
+                    );
+                }
+                if tx.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the reader thread");
+    (rx, handle)
+}
+
+/// Removes anything that looks like the URL's password from a library's error text.
+fn scrub(text: &str, url: &SourceUrl) -> String {
+    let raw = url.connectorx_url();
+    let mut out = super::conn::one_line(text);
+    if let Ok(u) = url::Url::parse(&raw) {
+        if let Some(p) = u.password() {
+            if !p.is_empty() {
+                out = out.replace(p, "***");
+                let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
+                if !decoded.is_empty() {
+                    out = out.replace(decoded.as_ref(), "***");
+                }
+            }
+        }
+    }
+    out
+}

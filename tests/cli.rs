@@ -1,0 +1,338 @@
+//! End-to-end CLI behaviour on bad input: one clear line, non-zero exit, no panic, no password,
+//! and the previous target untouched.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::path::Path;
+
+const SECRET: &str = "Sup3rS3cretPw";
+
+/// Runs a failing command and returns its stderr after the common assertions.
+fn fails(args: &[&str], target_dir: Option<&Path>) -> String {
+    let out = bin().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code for {args:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
+    assert!(
+        !stderr.contains(SECRET) && !stdout.contains(SECRET),
+        "password leaked: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line for {args:?}: {stderr}");
+    if let Some(dir) = target_dir {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("scrobsync-"))
+            .collect();
+        assert!(names.is_empty(), "temporary files left: {names:?}");
+    }
+    lines[0].to_string()
+}
+
+/// A target with known content that every failure must leave byte-for-byte as it was.
+fn precious_target(dir: &Path) -> std::path::PathBuf {
+    let t = dir.join("precious.sqlite");
+    std::fs::write(&t, b"previous target content").unwrap();
+    t
+}
+
+fn assert_untouched(t: &Path) {
+    assert_eq!(std::fs::read(t).unwrap(), b"previous target content");
+}
+
+#[test]
+fn unreachable_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    let url = format!("postgresql://postgres:{SECRET}@127.0.0.1:1/postgres");
+    for verbosity in ["-v", "-vvv"] {
+        let e = fails(
+            &[
+                "load",
+                verbosity,
+                "--source",
+                &url,
+                "--target",
+                t.to_str().unwrap(),
+            ],
+            Some(dir.path()),
+        );
+        assert!(
+            e.contains("connection refused") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+    }
+    assert_untouched(&t);
+}
+
+#[test]
+fn bad_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    let ts = t.to_str().unwrap();
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &format!("not a url {SECRET}"),
+            "--target",
+            ts,
+        ],
+        Some(dir.path()),
+    );
+    assert!(
+        e.contains("invalid source URL") && e.contains("postgresql://"),
+        "{e}"
+    );
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &format!("mysql://root:{SECRET}@localhost/db"),
+            "--target",
+            ts,
+        ],
+        None,
+    );
+    assert!(e.contains("not supported"), "{e}");
+    let e = fails(&["load", "--target", ts], None);
+    assert!(
+        e.contains("SCROBSYNC_SOURCE") && e.contains("DATABASE_URL"),
+        "{e}"
+    );
+    assert_untouched(&t);
+}
+
+#[test]
+fn rejected_login_and_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    let ts = t.to_str().unwrap();
+    // pg_hba.conf here has no entry for ::1, so the server rejects the login itself.
+    let e = fails(
+        &[
+            "load",
+            "-vvv",
+            "--source",
+            &format!("postgresql://postgres:{SECRET}@[::1]:5432/postgres"),
+            "--target",
+            ts,
+        ],
+        Some(dir.path()),
+    );
+    assert!(
+        e.contains("PostgreSQL at") || e.contains("cannot connect"),
+        "{e}"
+    );
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &format!("postgresql://postgres:{SECRET}@127.0.0.1:5432/no_such_db_scrobsync"),
+            "--target",
+            ts,
+        ],
+        Some(dir.path()),
+    );
+    assert!(
+        e.contains("no_such_db_scrobsync") && e.contains("does not exist"),
+        "{e}"
+    );
+    assert_untouched(&t);
+}
+
+#[test]
+fn missing_table_and_column() {
+    let db = TestDb::new("missing");
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    let ts = t.to_str().unwrap();
+    let e = fails(
+        &["load", "--source", &db.url, "--target", ts],
+        Some(dir.path()),
+    );
+    assert!(e.contains("source table 'scrobbles' not found"), "{e}");
+    db.client()
+        .batch_execute(
+            "CREATE TABLE scrobbles (id bigint primary key, username text not null,
+             played_at timestamptz not null, artist_name text not null, artist_mbid uuid,
+             album_name text, album_mbid uuid, track_name text not null, track_mbid uuid,
+             duration_ms integer)",
+        )
+        .unwrap();
+    let e = fails(
+        &["load", "--source", &db.url, "--target", ts],
+        Some(dir.path()),
+    );
+    assert!(
+        e.contains("lacks a required column") && e.contains("loved"),
+        "{e}"
+    );
+    db.client()
+        .batch_execute("ALTER TABLE scrobbles ADD COLUMN loved text")
+        .unwrap();
+    let e = fails(
+        &["load", "--source", &db.url, "--target", ts],
+        Some(dir.path()),
+    );
+    assert!(e.contains("scrobbles.loved") && e.contains("text"), "{e}");
+    assert_untouched(&t);
+}
+
+#[test]
+fn bad_target_paths() {
+    let db = TestDb::new("paths");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "100"])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/folder/x.sqlite");
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &db.url,
+            "--target",
+            missing.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(e.contains("does not exist") && e.contains("mkdir"), "{e}");
+    let file = dir.path().join("plainfile");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("x.sqlite");
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &db.url,
+            "--target",
+            under_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(e.contains("not a folder"), "{e}");
+    // Root ignores permission bits, so use a read-only file system for "cannot write".
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &db.url,
+            "--target",
+            "/proc/scrobsync-test.sqlite",
+        ],
+        None,
+    );
+    assert!(e.contains("cannot write in target folder /proc"), "{e}");
+    let e = fails(
+        &[
+            "load",
+            "--source",
+            &db.url,
+            "--target",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(e.contains("is a folder"), "{e}");
+}
+
+#[test]
+fn infinite_timestamps_stop_the_load_naming_ids() {
+    let db = TestDb::new("inf");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "5000"])
+        .assert()
+        .success();
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             VALUES (-77, 'u', 'infinity', 'a', 't'), (-78, 'u', '-infinity', 'a', 't')",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    let e = fails(
+        &["load", "--source", &db.url, "--target", t.to_str().unwrap()],
+        Some(dir.path()),
+    );
+    assert!(
+        e.contains("-77") && e.contains("-78") && e.contains("infinity"),
+        "{e}"
+    );
+    assert_untouched(&t);
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in [None, Some("load"), Some("seed"), Some("demo")] {
+        let mut c = bin();
+        if let Some(s) = sub {
+            c.arg(s);
+        }
+        c.arg("--help")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"));
+    }
+    bin().args(["load", "--help"]).assert().stdout(
+        predicate::str::contains("--source")
+            .and(predicate::str::contains("--target"))
+            .and(predicate::str::contains("--partitions"))
+            .and(predicate::str::contains("--batch-rows"))
+            .and(predicate::str::contains("--json")),
+    );
+}
+
+#[test]
+fn password_never_printed_even_on_success_at_trace_level() {
+    let db = TestDb::new("pw");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "2000"])
+        .assert()
+        .success();
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(Some(SECRET)).unwrap(); // trust auth accepts any password
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("ok.sqlite");
+    let out = bin()
+        .args([
+            "load",
+            "-vvv",
+            "--json",
+            "--source",
+            url.as_str(),
+            "--target",
+            t.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = [out.stdout, out.stderr].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(!text.contains(SECRET), "password printed");
+    assert!(text.contains("***"), "the redacted URL is shown");
+    let conn = rusqlite::Connection::open(&t).unwrap();
+    let runs: String = conn
+        .query_row(
+            "SELECT group_concat(source) FROM _scrobsync_runs",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!runs.contains(SECRET) && runs.contains("***"), "{runs}");
+}
