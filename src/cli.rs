@@ -43,6 +43,28 @@ The same --rows/--users/--seed give the same rows. Seeding a table that already 
 appends new rows after its greatest id.")]
     Seed(SeedArgs),
 
+    /// Incremental sync: add only the source rows above the target's mark (full load if no target).
+    #[command(after_help = "Examples:
+  scrobsync sync --source postgresql://postgres@127.0.0.1:5432/music --target music.sqlite
+  scrobsync sync --source ... --target music.sqlite --cursor played_at --lookback 2d
+
+With the default --cursor id, a run reads rows with mark < id <= the source's greatest id at
+the start of the run, so back-dated imports (old played_at, new id) are picked up. Existing
+surrogate keys never change. The whole run commits in one transaction: a failed or killed run
+leaves the target at its previous mark, and the next run completes it.
+
+--cursor played_at is for sources without a monotonic id: each run re-reads rows from
+(mark - lookback) on and upserts them by id, so overlap rows are not duplicated.
+
+Updates or deletes of rows that were already synced are NOT picked up by sync; re-load the
+affected date range with `scrobsync backfill`, or run a full `scrobsync load`.")]
+    Sync(SyncArgs),
+
+    /// Show a target's marks, row counts per table and last runs.
+    #[command(after_help = "Example:
+  scrobsync status --target music.sqlite --json")]
+    Status(StatusArgs),
+
     /// Seed a local demo database (if empty) and load it into a SQLite file.
     #[command(after_help = "Example:
   scrobsync demo --rows 200000 --target scrobsync-demo.sqlite
@@ -133,6 +155,51 @@ pub struct DemoArgs {
     pub target: PathBuf,
 
     /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// SQLite target to bring up to date (created by a full load when absent).
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// What marks progress: the source id (default) or played_at (needs --lookback).
+    #[arg(long, default_value = "id", value_parser = ["id", "played_at"])]
+    pub cursor: String,
+
+    /// With --cursor played_at: how far before the mark each run re-reads, e.g. 1h, 2d, 1h30m.
+    #[arg(long)]
+    pub lookback: Option<String>,
+
+    /// Partition queries read in parallel [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Rows per partition query.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    pub batch_rows: u64,
+
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// SQLite target to describe.
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// How many recent runs to list.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+
+    /// Print machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
 }

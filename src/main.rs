@@ -8,6 +8,8 @@ use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
+use scrobsync::modes::status;
+use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
 use scrobsync::source::plan::SourceTable;
 use scrobsync::source::seed::{self, SeedOptions};
 use scrobsync::source::SourceUrl;
@@ -55,6 +57,26 @@ fn run(command: Command) -> Result<()> {
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
             output::print_load(&summary, a.json)
+        }
+        Command::Sync(a) => {
+            let cursor = sync::check_cursor_args(&a.cursor, a.lookback.as_deref())?;
+            let opts = SyncOptions {
+                source: resolve_source(a.source.source)?,
+                table: SourceTable::default(),
+                target: a.target,
+                partitions: partitions(a.partitions),
+                batch_rows: a.batch_rows as usize,
+                cursor,
+            };
+            let bar = output::ProgressBar::new();
+            match sync::run(&opts, &bar)? {
+                SyncOutcome::Loaded(s) => output::print_load(&s, a.json),
+                SyncOutcome::Synced(s) => output::print_sync(&s, a.json),
+            }
+        }
+        Command::Status(a) => {
+            let s = status::run(&a.target, a.runs)?;
+            output::print_status(&s, a.json)
         }
         Command::Seed(a) => {
             let url = resolve_source(a.source.source)?;

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use scrobsync::modes::load::LoadSummary;
+use scrobsync::modes::status::Status;
+use scrobsync::modes::sync::SyncSummary;
 use scrobsync::progress::Progress;
 use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
@@ -121,6 +123,74 @@ pub fn print_seed(s: &SeedSummary, json: bool) -> Result<()> {
             s.first_id.unwrap_or(0),
             s.last_id.unwrap_or(0),
             s.seconds
+        );
+    }
+    Ok(())
+}
+
+fn mark(m: Option<i64>) -> String {
+    m.map_or("-".into(), |v| v.to_string())
+}
+
+pub fn print_sync(s: &SyncSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let r = &s.rows;
+    println!(
+        "synced {} new scrobbles into {} in {:.2} s (cursor {}, mark {} → {})",
+        thousands(r.scrobbles),
+        s.target,
+        s.seconds.total,
+        s.cursor,
+        mark(s.mark_before),
+        mark(s.mark_after)
+    );
+    println!(
+        "  new: users {} · artists {} · albums {} · tracks {} · updated dimension rows {} · rows read {}",
+        thousands(r.users),
+        thousands(r.artists),
+        thousands(r.albums),
+        thousands(r.tracks),
+        thousands(s.dimension_rows_updated),
+        thousands(s.rows_read)
+    );
+    Ok(())
+}
+
+pub fn print_status(s: &Status, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let r = &s.rows;
+    println!("target {}", s.target);
+    println!("  source {}", s.source.as_deref().unwrap_or("-"));
+    println!(
+        "  high-water mark (id) {} · played_at mark {}",
+        mark(s.high_water_mark),
+        mark(s.played_at_mark)
+    );
+    println!(
+        "  rows: scrobbles {} · users {} · artists {} · albums {} · tracks {}",
+        thousands(r.scrobbles),
+        thousands(r.users),
+        thousands(r.artists),
+        thousands(r.albums),
+        thousands(r.tracks)
+    );
+    for run in &s.last_runs {
+        println!(
+            "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} s",
+            run.run_id,
+            run.mode,
+            run.finished_at,
+            run.outcome,
+            thousands(run.scrobbles_added.max(0) as u64),
+            mark(run.mark_before),
+            mark(run.mark_after),
+            run.seconds
         );
     }
     Ok(())

@@ -27,14 +27,13 @@ pub fn prepare(
     }
     let url = admin.with_database(db);
     let mut c = url.connect()?;
-    let have: i64 = c
-        .query_one(
-            "SELECT CASE WHEN to_regclass('scrobbles') IS NULL THEN 0
-                    ELSE (SELECT count(*) FROM (SELECT 1 FROM scrobbles LIMIT 1) s) END",
-            &[],
-        )?
-        .get(0);
-    if have == 0 {
+    let table_exists = c
+        .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
+        .get::<_, bool>(0);
+    let have = table_exists
+        && c.query_opt("SELECT 1 FROM scrobbles LIMIT 1", &[])?
+            .is_some();
+    if !have {
         status(&format!("seeding {rows} scrobbles into {db} ..."));
         let s = seed(
             &url,

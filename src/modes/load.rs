@@ -164,7 +164,13 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let mut writer = Writer::create(&temp.path)?;
 
     progress.stage("load", Some(plan.est_rows));
-    let (rx_windows, reader) = spawn_reader(opts.source.clone(), opts.table.clone(), windows, 1);
+    let (rx_windows, reader) = spawn_reader(
+        opts.source.clone(),
+        opts.table.clone(),
+        plan.filter.clone(),
+        windows,
+        1,
+    );
     let (tx_facts, rx_facts) = sync_channel(2);
     let normaliser = std::thread::Builder::new()
         .name("scrobsync-normalize".into())
@@ -275,7 +281,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
 
 /// Replaces the normaliser's per-window report of infinite timestamps by the full list of ids,
 /// asked from PostgreSQL; other errors pass through.
-fn explain_infinite(
+pub(crate) fn explain_infinite(
     e: anyhow::Error,
     client: &mut postgres::Client,
     table: &SourceTable,

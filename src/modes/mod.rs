@@ -3,6 +3,8 @@
 
 pub mod demo;
 pub mod load;
+pub mod status;
+pub mod sync;
 
 use serde::Serialize;
 

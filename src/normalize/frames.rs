@@ -5,7 +5,7 @@
 //! sort by id only if the server returned rows out of order. Processing rows in id order is what
 //! makes surrogate keys deterministic, and it lets the writer append facts in key order.
 
-use super::registry::{Registry, State};
+use super::registry::{NoResolver, Registry, Resolver, State};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
@@ -140,6 +140,12 @@ impl Normalizer {
     /// Normalises one frame of source rows (columns named as [`crate::source::COLUMNS`], rows in
     /// ascending id order) into a fact frame: scrobble_id, user_id, track_id, played_at, loved.
     pub fn normalize(&mut self, df: &DataFrame) -> Result<DataFrame> {
+        self.normalize_with(df, &mut NoResolver)
+    }
+
+    /// Like [`Normalizer::normalize`], asking `res` about entities the registry has not seen
+    /// (incremental modes, where they may already be in the target).
+    pub fn normalize_with(&mut self, df: &DataFrame, res: &mut dyn Resolver) -> Result<DataFrame> {
         let n = df.height();
         let ids = df.column("id")?.i64()?;
         let users = df.column("username")?.str()?;
@@ -183,16 +189,20 @@ impl Normalizer {
                 infinite.push(id);
                 continue;
             }
-            let user_id = reg.user(need(user, "username", id)?);
-            let artist_id = reg.artist(need(artist, "artist_name", id)?, artist_mbid);
-            let album_id = album.map(|t| reg.album(artist_id, t, album_mbid));
+            let user_id = reg.user(need(user, "username", id)?, res)?;
+            let artist_id = reg.artist(need(artist, "artist_name", id)?, artist_mbid, res)?;
+            let album_id = match album {
+                Some(t) => Some(reg.album(artist_id, t, album_mbid, res)?),
+                None => None,
+            };
             let track_id = reg.track(
                 artist_id,
                 album_id,
                 need(track, "track_name", id)?,
                 track_mbid,
                 dur,
-            );
+                res,
+            )?;
             out_id.push(id);
             out_user.push(user_id);
             out_track.push(track_id);

@@ -3,6 +3,7 @@
 
 pub mod schema;
 pub mod state;
+pub mod target;
 pub mod writer;
 
 pub use writer::Writer;

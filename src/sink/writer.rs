@@ -31,10 +31,16 @@ pub struct Writer {
     path: PathBuf,
 }
 
+/// `table` may carry a conflict clause, e.g. `OR REPLACE INTO scrobbles`.
 fn insert_sql(table: &str, columns: &[&str], rows: usize) -> String {
     let one = format!("({})", vec!["?"; columns.len()].join(","));
     format!(
-        "INSERT INTO {table}({}) VALUES {}",
+        "INSERT {}{table}({}) VALUES {}",
+        if table.starts_with("OR ") {
+            ""
+        } else {
+            "INTO "
+        },
         columns.join(","),
         vec![one.as_str(); rows].join(",")
     )
@@ -109,29 +115,7 @@ impl Writer {
 
     /// Appends a fact frame (scrobble_id, user_id, track_id, played_at, loved).
     pub fn write_facts(&mut self, facts: &DataFrame) -> Result<usize> {
-        let n = facts.height();
-        if n == 0 {
-            return Ok(0);
-        }
-        let ids = i64_col(facts, "scrobble_id")?.cont_slice()?;
-        let users = i64_col(facts, "user_id")?.cont_slice()?;
-        let tracks = i64_col(facts, "track_id")?.cont_slice()?;
-        let played = i64_col(facts, "played_at")?.cont_slice()?;
-        let loved = i64_col(facts, "loved")?.cont_slice()?;
-        bulk_insert(
-            &self.conn,
-            "scrobbles",
-            &["scrobble_id", "user_id", "track_id", "played_at", "loved"],
-            n,
-            |s, p, i| {
-                s.raw_bind_parameter(p, ids[i])?;
-                s.raw_bind_parameter(p + 1, users[i])?;
-                s.raw_bind_parameter(p + 2, tracks[i])?;
-                s.raw_bind_parameter(p + 3, played[i])?;
-                s.raw_bind_parameter(p + 4, loved[i])
-            },
-        )?;
-        Ok(n)
+        insert_facts(&self.conn, facts, false)
     }
 
     /// Inserts the dimension frames.
@@ -165,6 +149,63 @@ impl Writer {
             .with_context(|| format!("closing {}", self.path.display()))?;
         Ok((index_secs, check_secs))
     }
+}
+
+/// Writes a fact frame (scrobble_id, user_id, track_id, played_at, loved). With `upsert`, a
+/// scrobble already present is replaced (overlap windows of time-cursor syncs).
+pub fn insert_facts(conn: &Connection, facts: &DataFrame, upsert: bool) -> Result<usize> {
+    let n = facts.height();
+    if n == 0 {
+        return Ok(0);
+    }
+    let ids = i64_col(facts, "scrobble_id")?.cont_slice()?;
+    let users = i64_col(facts, "user_id")?.cont_slice()?;
+    let tracks = i64_col(facts, "track_id")?.cont_slice()?;
+    let played = i64_col(facts, "played_at")?.cont_slice()?;
+    let loved = i64_col(facts, "loved")?.cont_slice()?;
+    let table = if upsert {
+        "OR REPLACE INTO scrobbles"
+    } else {
+        "scrobbles"
+    };
+    bulk_insert(
+        conn,
+        table,
+        &["scrobble_id", "user_id", "track_id", "played_at", "loved"],
+        n,
+        |s, p, i| {
+            s.raw_bind_parameter(p, ids[i])?;
+            s.raw_bind_parameter(p + 1, users[i])?;
+            s.raw_bind_parameter(p + 2, tracks[i])?;
+            s.raw_bind_parameter(p + 3, played[i])?;
+            s.raw_bind_parameter(p + 4, loved[i])
+        },
+    )?;
+    Ok(n)
+}
+
+/// Applies filled-in attributes of dimension rows that already exist in the target.
+pub fn update_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
+    for (table, key, frame) in [
+        ("artists", "artist_id", &dims.artists),
+        ("albums", "album_id", &dims.albums),
+    ] {
+        let (id, mbid) = (i64_col(frame, key)?, str_col(frame, "mbid")?);
+        let mut stmt =
+            conn.prepare_cached(&format!("UPDATE {table} SET mbid = ?2 WHERE {key} = ?1"))?;
+        for i in 0..frame.height() {
+            stmt.execute(rusqlite::params![id.get(i), mbid.get(i)])?;
+        }
+    }
+    let d = &dims.tracks;
+    let (id, mbid) = (i64_col(d, "track_id")?, str_col(d, "mbid")?);
+    let duration = d.column("duration_ms")?.i32()?;
+    let mut stmt =
+        conn.prepare_cached("UPDATE tracks SET mbid = ?2, duration_ms = ?3 WHERE track_id = ?1")?;
+    for i in 0..d.height() {
+        stmt.execute(rusqlite::params![id.get(i), mbid.get(i), duration.get(i)])?;
+    }
+    Ok(())
 }
 
 /// Inserts dimension frames (used by full loads and, for new rows, by incremental modes).

@@ -94,9 +94,11 @@ pub struct Slice {
     pub hi: i64,
 }
 
-/// What a run will read: all ids in `[min_id, hwm]`, cut into slices.
+/// What a run will read: all ids in `[min_id, hwm]` that pass `filter`, cut into slices.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
+    /// Extra SQL condition every read query carries (`""` or `" AND …"`).
+    pub filter: String,
     pub min_id: i64,
     /// The high-water mark: the greatest id this run reads.
     pub hwm: i64,
@@ -144,6 +146,35 @@ const EXACT_QUANTILE_ROWS: f64 = 2_000_000.0;
 /// How many sampled ids a block sample aims for.
 const SAMPLE_TARGET: f64 = 300_000.0;
 
+/// Which rows a run reads.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only ids greater than this (the stored mark of an incremental run).
+    pub after_id: Option<i64>,
+    /// Only ids up to this; `None` takes the current greatest id as the high-water mark.
+    pub up_to_id: Option<i64>,
+    /// Only rows with `played_at` in `(lo, hi]`, in Unix microseconds.
+    pub played_at: Option<(i64, i64)>,
+}
+
+/// SQL for a `timestamptz` given in Unix microseconds, exact at any magnitude.
+pub fn ts_sql(us: i64) -> String {
+    format!("(timestamptz 'epoch' + {us}::int8 * interval '1 microsecond')")
+}
+
+impl Scope {
+    fn filter_sql(&self) -> String {
+        match self.played_at {
+            Some((lo, hi)) => format!(
+                " AND played_at > {} AND played_at <= {}",
+                ts_sql(lo),
+                ts_sql(hi)
+            ),
+            None => String::new(),
+        }
+    }
+}
+
 /// Plans a full read of `table`: high-water mark, row estimate and balanced slices of about
 /// `rows_per_slice` rows each.
 pub fn plan_full(
@@ -151,27 +182,53 @@ pub fn plan_full(
     table: &SourceTable,
     rows_per_slice: usize,
 ) -> Result<ReadPlan> {
+    plan(client, table, &Scope::default(), rows_per_slice)
+}
+
+/// Plans a read of the rows of `table` in `scope`.
+pub fn plan(
+    client: &mut postgres::Client,
+    table: &SourceTable,
+    scope: &Scope,
+    rows_per_slice: usize,
+) -> Result<ReadPlan> {
     let t = table.sql_name();
-    let row = client
-        .query_one(
-            &format!("SELECT min(id)::int8, max(id)::int8 FROM {t}"),
-            &[],
+    let filter = scope.filter_sql();
+    let range_err = |e: postgres::Error| {
+        anyhow!(
+            "cannot read id range of '{}': {}",
+            table.name,
+            explain_query_error(&e)
         )
-        .map_err(|e| {
-            anyhow!(
-                "cannot read id range of '{}': {}",
-                table.name,
-                explain_query_error(&e)
-            )
-        })?;
-    let (min_id, hwm): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
-    let (Some(min_id), Some(hwm)) = (min_id, hwm) else {
-        return Ok(ReadPlan {
-            min_id: 0,
-            hwm: 0,
-            est_rows: 0,
-            slices: Vec::new(),
-        });
+    };
+    let hwm: Option<i64> = match scope.up_to_id {
+        Some(h) => Some(h),
+        None => client
+            .query_one(&format!("SELECT max(id)::int8 FROM {t}"), &[])
+            .map_err(range_err)?
+            .get(0),
+    };
+    let empty = |hwm: i64| ReadPlan {
+        filter: filter.clone(),
+        min_id: 0,
+        hwm,
+        est_rows: 0,
+        slices: Vec::new(),
+    };
+    let Some(hwm) = hwm else {
+        return Ok(empty(0));
+    };
+    let lower = match scope.after_id {
+        Some(a) => format!(" AND id > {a}"),
+        None => String::new(),
+    };
+    let range = format!("id <= {hwm}{lower}{filter}");
+    let min_id: Option<i64> = client
+        .query_one(&format!("SELECT min(id)::int8 FROM {t} WHERE {range}"), &[])
+        .map_err(range_err)?
+        .get(0);
+    let Some(min_id) = min_id else {
+        return Ok(empty(hwm));
     };
     let reltuples: f64 = client
         .query_one(
@@ -181,17 +238,19 @@ pub fn plan_full(
         .map(|r| r.get(0))
         .unwrap_or(-1.0);
 
-    let (est_rows, sample_clause) = if reltuples < EXACT_QUANTILE_ROWS {
-        // Small or never analysed: count exactly, it is cheap at this size.
-        let n: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {t} WHERE id <= $1"), &[&hwm])
-            .context("counting source rows")?
-            .get(0);
-        (n as u64, String::new())
-    } else {
-        let pct = (SAMPLE_TARGET / reltuples * 100.0).clamp(0.01, 100.0);
-        (reltuples as u64, format!(" TABLESAMPLE SYSTEM ({pct:.4})"))
-    };
+    let (est_rows, sample_clause) =
+        if reltuples < EXACT_QUANTILE_ROWS || !filter.is_empty() || scope.after_id.is_some() {
+            // Small, never analysed, or an incremental slice of it: count exactly.
+            // Small or never analysed: count exactly, it is cheap at this size.
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {t} WHERE {range}"), &[])
+                .context("counting source rows")?
+                .get(0);
+            (n as u64, String::new())
+        } else {
+            let pct = (SAMPLE_TARGET / reltuples * 100.0).clamp(0.01, 100.0);
+            (reltuples as u64, format!(" TABLESAMPLE SYSTEM ({pct:.4})"))
+        };
     let nslices = (est_rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
     let cuts = if nslices > 1 {
         let fractions: Vec<f64> = (1..nslices).map(|i| i as f64 / nslices as f64).collect();
@@ -199,9 +258,9 @@ pub fn plan_full(
             .query_one(
                 &format!(
                     "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY id)::int8[] \
-                     FROM (SELECT id FROM {t}{sample_clause} WHERE id <= $2) s"
+                     FROM (SELECT id FROM {t}{sample_clause} WHERE {range}) s"
                 ),
-                &[&fractions, &hwm],
+                &[&fractions],
             )
             .context("sampling id quantiles")?;
         let cuts: Option<Vec<Option<i64>>> = row.get(0);
@@ -210,6 +269,7 @@ pub fn plan_full(
         Vec::new()
     };
     Ok(ReadPlan {
+        filter,
         min_id,
         hwm,
         est_rows,
@@ -259,6 +319,7 @@ mod tests {
     #[test]
     fn windows_group_slices_in_order() {
         let plan = ReadPlan {
+            filter: String::new(),
             min_id: 1,
             hwm: 50,
             est_rows: 50,

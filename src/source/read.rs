@@ -25,10 +25,10 @@ pub struct Window {
     pub read_time: Duration,
 }
 
-/// The partition query for one slice.
-pub fn slice_query(table: &SourceTable, s: Slice) -> String {
+/// The partition query for one slice; `filter` is the plan's extra condition.
+pub fn slice_query(table: &SourceTable, filter: &str, s: Slice) -> String {
     format!(
-        "{} WHERE id BETWEEN {} AND {}",
+        "{} WHERE id BETWEEN {} AND {}{filter}",
         table.select_sql(),
         s.lo,
         s.hi
@@ -39,6 +39,7 @@ pub fn slice_query(table: &SourceTable, s: Slice) -> String {
 pub fn read_window(
     url: &SourceUrl,
     table: &SourceTable,
+    filter: &str,
     slices: &[Slice],
 ) -> Result<Vec<RecordBatch>> {
     let conn = SourceConn::try_from(url.connectorx_url().as_str()).map_err(|e| {
@@ -49,7 +50,7 @@ pub fn read_window(
     })?;
     let queries: Vec<CXQuery<String>> = slices
         .iter()
-        .map(|s| CXQuery::naked(slice_query(table, *s)))
+        .map(|s| CXQuery::naked(slice_query(table, filter, *s)))
         .collect();
     let result = std::panic::catch_unwind(|| get_arrow(&conn, None, &queries, None));
     let dest = match result {
@@ -81,6 +82,7 @@ pub fn read_window(
 pub fn spawn_reader(
     url: SourceUrl,
     table: SourceTable,
+    filter: String,
     windows: Vec<Vec<Slice>>,
     capacity: usize,
 ) -> (Receiver<Result<Window>>, JoinHandle<()>) {
@@ -92,7 +94,7 @@ pub fn spawn_reader(
                 let _span =
                     tracing::debug_span!("read_window", index, slices = slices.len()).entered();
                 let t = Instant::now();
-                let item = read_window(&url, &table, &slices).map(|batches| Window {
+                let item = read_window(&url, &table, &filter, &slices).map(|batches| Window {
                     index,
                     batches,
                     read_time: t.elapsed(),

@@ -1,0 +1,391 @@
+//! Incremental sync: bring an existing target up to date with the new source rows only.
+//!
+//! By default the mark is the greatest source `id` loaded: a run reads `mark < id <= hwm`, where
+//! `hwm` is the source's greatest id at the start of the run, so rows inserted while it runs wait
+//! for the next run, and back-dated imports (old `played_at`, new id) are picked up. For sources
+//! without a monotonic id, the `played_at` cursor re-reads a lookback window and upserts by id.
+//!
+//! Everything a run changes — facts, new and updated dimension rows, the new mark and the run
+//! log — commits in one SQLite transaction: a failure or a kill leaves the previous state, and
+//! the next run completes the work. Updates and deletes of rows at or below the mark are not
+//! seen; `backfill` re-loads date ranges for that.
+
+use super::load::{self, LoadOptions, LoadSummary};
+use super::{StageSeconds, TableRows};
+use crate::normalize::registry::State;
+use crate::normalize::{window_frame, DimFrames, Normalizer};
+use crate::progress::Progress;
+use crate::sink::state::{self, now_iso, RunRecord};
+use crate::sink::{target, writer};
+use crate::source::conn::explain_query_error;
+use crate::source::plan::{plan, Scope, SourceTable};
+use crate::source::read::spawn_reader;
+use crate::source::seed::PG_MIN_US;
+use crate::source::SourceUrl;
+use anyhow::{anyhow, bail, Context, Result};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What marks progress between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The greatest source id loaded (the default).
+    Id,
+    /// The greatest `played_at` loaded; each run re-reads `lookback_us` before it and upserts.
+    PlayedAt { lookback_us: i64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub source: SourceUrl,
+    pub table: SourceTable,
+    pub target: PathBuf,
+    pub partitions: usize,
+    pub batch_rows: usize,
+    pub cursor: Cursor,
+}
+
+/// Result of an incremental run (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSummary {
+    pub mode: &'static str,
+    pub source: String,
+    pub target: String,
+    pub cursor: &'static str,
+    pub mark_before: Option<i64>,
+    pub mark_after: Option<i64>,
+    /// Rows added per table (scrobbles replaced by an upsert are not counted).
+    pub rows: TableRows,
+    /// Existing dimension rows whose NULL mbid/duration got filled.
+    pub dimension_rows_updated: u64,
+    pub rows_read: u64,
+    pub seconds: StageSeconds,
+}
+
+/// What `sync` did: a full load (no target yet) or an incremental run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SyncOutcome {
+    Loaded(LoadSummary),
+    Synced(SyncSummary),
+}
+
+/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m` into microseconds.
+pub fn parse_duration(text: &str) -> Result<i64> {
+    let bad = || {
+        anyhow!(
+            "invalid duration '{text}'; use a number with a unit, e.g. 30s, 15m, 2h, 7d or 1h30m"
+        )
+    };
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit * 1_000_000)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Test hook: `SCROBSYNC_FAILPOINT=abort-after-windows=N` aborts the process right after the
+/// N-th window is written, to prove that a killed run leaves the previous state.
+pub(crate) fn failpoint_after_window(written: usize) {
+    if let Ok(fp) = std::env::var("SCROBSYNC_FAILPOINT") {
+        if let Some(n) = fp.strip_prefix("abort-after-windows=") {
+            if n.parse::<usize>().ok() == Some(written) {
+                tracing::warn!("failpoint: aborting after window {written}");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+fn parse_mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
+    match state::get(conn, key)? {
+        Some(v) => Ok(Some(v.parse().map_err(|_| {
+            anyhow!("the target's stored mark '{key}' is not a number ({v}); the target is damaged, run a full `load`")
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs `sync`: a full load when the target does not exist, else an incremental run.
+pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
+    if !opts.target.exists() {
+        let mut summary = load::run(
+            &LoadOptions {
+                source: opts.source.clone(),
+                table: opts.table.clone(),
+                target: opts.target.clone(),
+                partitions: opts.partitions,
+                batch_rows: opts.batch_rows,
+            },
+            progress,
+        )?;
+        if let Cursor::PlayedAt { .. } = opts.cursor {
+            let conn = target::open(&opts.target)?;
+            let max: Option<i64> =
+                conn.query_row("SELECT max(played_at) FROM scrobbles", [], |r| r.get(0))?;
+            if let Some(m) = max {
+                state::set(
+                    &conn,
+                    "played_at_mark",
+                    &m.saturating_mul(1_000_000).to_string(),
+                )?;
+            }
+        }
+        summary.mode = "load";
+        return Ok(SyncOutcome::Loaded(summary));
+    }
+    incremental(opts, progress).map(SyncOutcome::Synced)
+}
+
+fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
+    let started = Instant::now();
+    let started_at = now_iso();
+    let conn = target::open(&opts.target)?;
+    let mut client = opts.source.connect()?;
+    opts.table.validate(&mut client, &opts.source)?;
+
+    let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
+        Cursor::Id => {
+            let mark = parse_mark(&conn, "hwm")?;
+            let scope = Scope {
+                after_id: mark,
+                ..Scope::default()
+            };
+            (scope, "hwm", mark, None)
+        }
+        Cursor::PlayedAt { lookback_us } => {
+            let mark = match parse_mark(&conn, "played_at_mark")? {
+                Some(m) => Some(m),
+                None => conn
+                    .query_row("SELECT max(played_at) FROM scrobbles", [], |r| {
+                        r.get::<_, Option<i64>>(0)
+                    })?
+                    .map(|s| s.saturating_mul(1_000_000)),
+            };
+            let src_max: Option<i64> = client
+                .query_one(
+                    &format!(
+                        "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at))) * 1000000)::int8 FROM {}",
+                        opts.table.sql_name()
+                    ),
+                    &[],
+                )
+                .map_err(|e| anyhow!("cannot read the newest played_at: {}", explain_query_error(&e)))?
+                .get(0);
+            let hi = src_max.unwrap_or(PG_MIN_US);
+            let lo = mark.map_or(PG_MIN_US - 1, |m| m.saturating_sub(lookback_us));
+            let scope = Scope {
+                played_at: Some((lo, hi)),
+                ..Scope::default()
+            };
+            (
+                scope,
+                "played_at_mark",
+                mark,
+                Some(hi.max(mark.unwrap_or(hi))),
+            )
+        }
+    };
+    let upsert = matches!(opts.cursor, Cursor::PlayedAt { .. });
+    let plan = plan(&mut client, &opts.table, &scope, opts.batch_rows)?;
+    let plan_secs = started.elapsed().as_secs_f64();
+    let mark_after = match opts.cursor {
+        Cursor::Id => Some(mark_before.map_or(plan.hwm, |m| m.max(plan.hwm)))
+            .filter(|_| mark_before.is_some() || !plan.slices.is_empty()),
+        Cursor::PlayedAt { .. } => new_mark,
+    };
+    tracing::info!(
+        ?mark_before,
+        ?mark_after,
+        est_rows = plan.est_rows,
+        "sync planned"
+    );
+
+    let facts_before: i64 = if upsert {
+        conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?
+    } else {
+        0
+    };
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .context("the target is busy (another run?); try again when it is done")?;
+    let result = (|| -> Result<SyncSummary> {
+        let mut norm = Normalizer::new(target::registry_for(&conn)?);
+        let mut resolver = target::TargetResolver { conn: &conn };
+        progress.stage("sync", Some(plan.est_rows));
+        let windows = plan.windows(opts.partitions);
+        let (rx, reader) = spawn_reader(
+            opts.source.clone(),
+            opts.table.clone(),
+            plan.filter.clone(),
+            windows,
+            1,
+        );
+        let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
+        let mut outcome = Ok(());
+        for (i, window) in rx.iter().enumerate() {
+            let step = (|| -> Result<()> {
+                let window = window?;
+                read_s += window.read_time.as_secs_f64();
+                let t = Instant::now();
+                let df = window_frame(window.batches)?;
+                let facts = norm.normalize_with(&df, &mut resolver)?;
+                norm_s += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let n = writer::insert_facts(&conn, &facts, upsert)?;
+                write_s += t.elapsed().as_secs_f64();
+                rows_read += n as u64;
+                progress.advance(n as u64);
+                Ok(())
+            })();
+            if step.is_err() {
+                outcome = step;
+                break;
+            }
+            failpoint_after_window(i + 1);
+        }
+        drop(rx);
+        let _ = reader.join();
+        progress.finish();
+        if let Err(e) = outcome {
+            return Err(super::load::explain_infinite(
+                e,
+                &mut client,
+                &opts.table,
+                plan.hwm,
+            ));
+        }
+        let t = Instant::now();
+        let new = DimFrames::from_registry(&norm.registry, State::New)?;
+        writer::insert_dims(&conn, &new)?;
+        let changed = DimFrames::from_registry(&norm.registry, State::Changed)?;
+        writer::update_dims(&conn, &changed)?;
+        let added_facts = if upsert {
+            let after: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
+            (after - facts_before).max(0) as u64
+        } else {
+            rows_read
+        };
+        let [users, artists, albums, tracks] = new.heights().map(|n| n as u64);
+        if let Some(m) = mark_after {
+            state::set(&conn, mark_key, &m.to_string())?;
+        }
+        state::record_run(
+            &conn,
+            &RunRecord {
+                mode: if upsert { "sync-played_at" } else { "sync" },
+                source: opts.source.redacted(),
+                started_at: started_at.clone(),
+                outcome: "ok",
+                hwm_before: mark_before,
+                hwm_after: mark_after,
+                rows: [added_facts, users, artists, albums, tracks],
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        )?;
+        write_s += t.elapsed().as_secs_f64();
+        Ok(SyncSummary {
+            mode: "sync",
+            source: opts.source.redacted().to_string(),
+            target: opts.target.display().to_string(),
+            cursor: if upsert { "played_at" } else { "id" },
+            mark_before,
+            mark_after,
+            rows: TableRows {
+                users,
+                artists,
+                albums,
+                tracks,
+                scrobbles: added_facts,
+            },
+            dimension_rows_updated: changed.heights().iter().sum::<usize>() as u64,
+            rows_read,
+            seconds: StageSeconds {
+                plan: plan_secs,
+                read: read_s,
+                normalize: norm_s,
+                write: write_s,
+                ..StageSeconds::default()
+            },
+        })
+    })();
+    match result {
+        Ok(mut s) => {
+            let t = Instant::now();
+            conn.execute_batch("COMMIT")
+                .context("committing the sync")?;
+            s.seconds.write += t.elapsed().as_secs_f64();
+            s.seconds.total = started.elapsed().as_secs_f64();
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Refuses a `--lookback` without the time cursor, and the like.
+pub fn check_cursor_args(cursor: &str, lookback: Option<&str>) -> Result<Cursor> {
+    match (cursor, lookback) {
+        ("id", None) => Ok(Cursor::Id),
+        ("id", Some(_)) => bail!("--lookback only applies to --cursor played_at"),
+        ("played_at", Some(l)) => Ok(Cursor::PlayedAt {
+            lookback_us: parse_duration(l)?,
+        }),
+        ("played_at", None) => bail!("--cursor played_at needs --lookback, e.g. --lookback 1d"),
+        (other, _) => bail!("unknown --cursor '{other}'; use id or played_at"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), 90_000_000);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000_000);
+        assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400_000_000);
+        for bad in ["", "10", "5x", "h", "-3m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursor_args() {
+        assert_eq!(check_cursor_args("id", None).unwrap(), Cursor::Id);
+        assert!(check_cursor_args("id", Some("1d")).is_err());
+        assert!(check_cursor_args("played_at", None).is_err());
+        assert!(matches!(
+            check_cursor_args("played_at", Some("2h")).unwrap(),
+            Cursor::PlayedAt {
+                lookback_us: 7_200_000_000
+            }
+        ));
+    }
+}

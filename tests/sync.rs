@@ -1,0 +1,314 @@
+//! Incremental sync against a real PostgreSQL: stable keys, idempotence, kills, time cursor.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use rusqlite::Connection;
+use serde_json::Value;
+use std::path::Path;
+
+fn run_json(args: &[&str]) -> Value {
+    let out = bin().args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sync(db: &TestDb, target: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "sync",
+        "--source",
+        &db.url,
+        "--target",
+        target.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_json(&args)
+}
+
+fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+const DIM_TABLES: [&str; 4] = [
+    "SELECT user_id, name FROM users ORDER BY 1",
+    "SELECT artist_id, name FROM artists ORDER BY 1",
+    "SELECT album_id, artist_id, title FROM albums ORDER BY 1",
+    "SELECT track_id, artist_id, album_id, title FROM tracks ORDER BY 1",
+];
+
+/// New rows: new and known artists, back-dated plays, new users, an mbid for a known artist.
+const NEW_ROWS: &str = r#"
+INSERT INTO scrobbles (id, username, played_at, artist_name, artist_mbid, album_name, album_mbid,
+                       track_name, track_mbid, duration_ms, loved)
+SELECT m + g, 'alice', '2024-05-01 12:00:00.25+00'::timestamptz, 'Radiohead', NULL::uuid, 'OK Computer', NULL::uuid, 'Airbag', NULL::uuid, 284000, g % 2 = 0
+  FROM (SELECT max(id) AS m FROM scrobbles) s, generate_series(1, 50) g
+UNION ALL
+SELECT m + 100 + g, 'newcomer ' || (g % 3), '1999-02-03 04:05:06+00'::timestamptz, 'Brand New Artist ' || (g % 7), NULL::uuid,
+       CASE WHEN g % 5 = 0 THEN NULL ELSE 'Debut' END, NULL::uuid, 'Song ' || (g % 11), NULL::uuid, NULL::int, false
+  FROM (SELECT max(id) AS m FROM scrobbles) s, generate_series(1, 400) g
+"#;
+
+#[test]
+fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
+    let db = TestDb::new("sync");
+    bin()
+        .args([
+            "seed", "--source", &db.url, "--rows", "20000", "--seed", "3",
+        ])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("s.sqlite");
+
+    let first = sync(&db, &target, &[]);
+    assert_eq!(first["mode"], "load", "no target yet: full load");
+    let conn = Connection::open(&target).unwrap();
+    let before: Vec<Vec<String>> = DIM_TABLES.iter().map(|q| rows(&conn, q)).collect();
+    let radiohead: i64 = conn
+        .query_row(
+            "SELECT artist_id FROM artists WHERE name = 'Radiohead'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+
+    let mut client = db.client();
+    client.batch_execute(NEW_ROWS).unwrap();
+    let s = sync(&db, &target, &["--partitions", "2", "--batch-rows", "1000"]);
+    assert_eq!(s["mode"], "sync");
+    assert_eq!(s["rows"]["scrobbles"], 450);
+    assert_eq!(s["rows"]["users"], 3);
+    assert_eq!(s["rows"]["artists"], 7);
+    assert!(s["mark_after"].as_i64() > s["mark_before"].as_i64());
+    assert_lossless(&mut client, &target);
+
+    let conn = Connection::open(&target).unwrap();
+    for (q, old) in DIM_TABLES.iter().zip(&before) {
+        let now = rows(&conn, q);
+        assert_eq!(
+            &now[..old.len()],
+            &old[..],
+            "existing rows of `{q}` changed"
+        );
+    }
+    let reused: i64 = conn
+        .query_row(
+            "SELECT count(DISTINCT t.artist_id) FROM scrobbles s JOIN tracks t USING(track_id)
+             JOIN users u USING(user_id) WHERE u.name = 'alice' AND t.title = 'Airbag'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reused, 1);
+    let aid: i64 = conn
+        .query_row(
+            "SELECT DISTINCT t.artist_id FROM tracks t WHERE t.title = 'Airbag'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(aid, radiohead, "known artist keeps its key");
+    drop(conn);
+
+    // Load + sync gives exactly what one full load of the same source gives.
+    let full = dir.path().join("full.sqlite");
+    run_json(&[
+        "load",
+        "--source",
+        &db.url,
+        "--target",
+        full.to_str().unwrap(),
+    ]);
+    let (a, b) = (
+        Connection::open(&target).unwrap(),
+        Connection::open(&full).unwrap(),
+    );
+    for q in [
+        "SELECT * FROM users ORDER BY 1",
+        "SELECT * FROM artists ORDER BY 1",
+        "SELECT * FROM albums ORDER BY 1",
+        "SELECT * FROM tracks ORDER BY 1",
+        "SELECT * FROM scrobbles ORDER BY 1",
+    ] {
+        assert!(rows(&a, q) == rows(&b, q), "`{q}` differs from a full load");
+    }
+    drop((a, b));
+
+    // A second sync adds nothing.
+    let again = sync(&db, &target, &[]);
+    assert_eq!(again["rows"]["scrobbles"], 0);
+    assert_eq!(again["rows_read"], 0);
+    assert_eq!(again["mark_after"], s["mark_after"]);
+    let status = run_json(&["status", "--target", target.to_str().unwrap()]);
+    assert_eq!(status["rows"]["scrobbles"], 20_450);
+    assert_eq!(status["high_water_mark"], s["mark_after"]);
+    assert_eq!(status["last_runs"].as_array().unwrap().len(), 3);
+    assert_eq!(status["last_runs"][0]["scrobbles_added"], 0);
+}
+
+#[test]
+fn killed_sync_leaves_previous_state_and_next_run_completes() {
+    let db = TestDb::new("kill");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "5000"])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("k.sqlite");
+    sync(&db, &target, &[]);
+    let status_before = run_json(&["status", "--target", target.to_str().unwrap()]);
+
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "30000"])
+        .assert()
+        .success();
+    let out = bin()
+        .args([
+            "sync",
+            "--source",
+            &db.url,
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .args(["--partitions", "1", "--batch-rows", "2000"])
+        .env("SCROBSYNC_FAILPOINT", "abort-after-windows=3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint must kill the run");
+
+    let status_after = run_json(&["status", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        status_after["rows"], status_before["rows"],
+        "a killed run changes nothing"
+    );
+    assert_eq!(
+        status_after["high_water_mark"],
+        status_before["high_water_mark"]
+    );
+    assert_eq!(status_after["last_runs"], status_before["last_runs"]);
+    let conn = Connection::open(&target).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    drop(conn);
+
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 30_000);
+    assert_lossless(&mut db.client(), &target);
+}
+
+#[test]
+fn played_at_cursor_upserts_overlap_without_duplicates() {
+    let db = TestDb::new("cursor");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "3000"])
+        .assert()
+        .success();
+    let mut client = db.client();
+    // A source without a usable id order: drop the far-future rows the generator includes.
+    client
+        .batch_execute("DELETE FROM scrobbles WHERE played_at > '2026-11-01'")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("c.sqlite");
+    let first = sync(&db, &target, &["--cursor", "played_at", "--lookback", "1d"]);
+    assert_eq!(first["mode"], "load");
+
+    // New plays with ids below existing ones, one late row inside the lookback window, and
+    // an edit of a row inside the window (picked up by the upsert).
+    client
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (-100, 'late', '2026-11-02 10:00:00+00', 'Cursor Band', NULL, 'One'),
+                    (-101, 'late', '2026-11-02 10:00:01+00', 'Cursor Band', '', 'Two'),
+                    (-102, 'late', (SELECT max(played_at) - interval '1 hour' FROM scrobbles WHERE id > 0), 'Lagging', NULL, 'Three');
+             UPDATE scrobbles SET loved = NOT loved
+              WHERE id = (SELECT id FROM scrobbles WHERE id > 0 ORDER BY played_at DESC LIMIT 1);",
+        )
+        .unwrap();
+    let s = sync(&db, &target, &["--cursor", "played_at", "--lookback", "1d"]);
+    assert_eq!(s["cursor"], "played_at");
+    assert_eq!(
+        s["rows"]["scrobbles"], 3,
+        "only the three new rows are added"
+    );
+    assert!(
+        s["rows_read"].as_u64().unwrap() > 3,
+        "the overlap window is re-read"
+    );
+    assert_lossless(&mut client, &target);
+    let again = sync(&db, &target, &["--cursor", "played_at", "--lookback", "1d"]);
+    assert_eq!(again["rows"]["scrobbles"], 0);
+    assert_lossless(&mut client, &target);
+}
+
+#[test]
+fn sync_refuses_bad_cursor_arguments_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("x.sqlite");
+    let url = "postgresql://postgres@127.0.0.1:5432/postgres";
+    bin()
+        .args([
+            "sync",
+            "--source",
+            url,
+            "--target",
+            t.to_str().unwrap(),
+            "--cursor",
+            "played_at",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--lookback"));
+    bin()
+        .args([
+            "sync",
+            "--source",
+            url,
+            "--target",
+            t.to_str().unwrap(),
+            "--cursor",
+            "played_at",
+            "--lookback",
+            "3x",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("invalid duration"));
+    std::fs::write(&t, b"not a database at all, just some bytes in a file").unwrap();
+    bin()
+        .args(["sync", "--source", url, "--target", t.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not a").and(predicates::str::contains("x.sqlite")));
+    assert_eq!(
+        std::fs::read(&t).unwrap(),
+        b"not a database at all, just some bytes in a file"
+    );
+    bin()
+        .args([
+            "status",
+            "--target",
+            dir.path().join("none.sqlite").to_str().unwrap(),
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("does not exist"));
+}
