@@ -65,6 +65,16 @@ affected date range with `scrobsync backfill`, or run a full `scrobsync load`.")
   scrobsync status --target music.sqlite --json")]
     Status(StatusArgs),
 
+    /// End-to-end benchmark: read floor vs. full load (median of runs), peak RSS, sync cost.
+    #[command(after_help = "Example:
+  scrobsync bench --source postgresql://postgres@127.0.0.1:5432/bench --rows 1000000 --repeat 3
+
+Seeds the source table up to --rows if it has fewer. The read floor is a binary COPY of the
+same columns to nowhere over the same connection (one stream). Loads run as child processes so
+their peak RSS is measured alone. With --sync-rows N, N rows are added to the source, synced
+into the loaded target and then deleted from the source again.")]
+    Bench(BenchArgs),
+
     /// Seed a local demo database (if empty) and load it into a SQLite file.
     #[command(after_help = "Example:
   scrobsync demo --rows 200000 --target scrobsync-demo.sqlite
@@ -198,6 +208,40 @@ pub struct StatusArgs {
     /// How many recent runs to list.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+
+    /// Print machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// Rows the source should have (seeded if it has fewer).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rows: u64,
+
+    /// Runs of the read floor and of the load; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub repeat: u64,
+
+    /// Rows to add and sync after the loads to measure an incremental run (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    pub sync_rows: u64,
+
+    /// Partition queries read in parallel [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Rows per partition query.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    pub batch_rows: u64,
+
+    /// Folder for the benchmark's target file [default: the system temp folder]
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
 
     /// Print machine-readable output on stdout.
     #[arg(long)]

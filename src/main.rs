@@ -8,14 +8,20 @@ use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
-use scrobsync::modes::status;
 use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
+use scrobsync::modes::{bench, status};
 use scrobsync::source::plan::SourceTable;
 use scrobsync::source::seed::{self, SeedOptions};
 use scrobsync::source::SourceUrl;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Fewer malloc arenas: the pipeline's threads otherwise each grow their own heap, which
+    // measurably raised peak RSS (≈ 370 → 320 MiB on a 1M-row load) for no speed gain.
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let cli = Cli::parse();
     output::init_logging(cli.verbose);
     match run(cli.command) {
@@ -77,6 +83,25 @@ fn run(command: Command) -> Result<()> {
         Command::Status(a) => {
             let s = status::run(&a.target, a.runs)?;
             output::print_status(&s, a.json)
+        }
+        Command::Bench(a) => {
+            let opts = bench::BenchOptions {
+                source: resolve_source(a.source.source)?,
+                exe: std::env::current_exe()?,
+                rows: a.rows,
+                repeat: a.repeat as usize,
+                partitions: partitions(a.partitions),
+                batch_rows: a.batch_rows as usize,
+                sync_rows: a.sync_rows,
+                workdir: a.workdir.unwrap_or_else(std::env::temp_dir),
+            };
+            let json = a.json;
+            let report = bench::run(&opts, &mut |s| {
+                if !json {
+                    eprintln!("{s}");
+                }
+            })?;
+            output::print_bench(&report, json)
         }
         Command::Seed(a) => {
             let url = resolve_source(a.source.source)?;

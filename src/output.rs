@@ -1,6 +1,7 @@
 //! Terminal output: logging set-up, the progress bar, and human or JSON summaries.
 
 use anyhow::Result;
+use scrobsync::modes::bench::BenchReport;
 use scrobsync::modes::load::LoadSummary;
 use scrobsync::modes::status::Status;
 use scrobsync::modes::sync::SyncSummary;
@@ -21,6 +22,7 @@ pub fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -191,6 +193,55 @@ pub fn print_status(s: &Status, json: bool) -> Result<()> {
             mark(run.mark_before),
             mark(run.mark_after),
             run.seconds
+        );
+    }
+    Ok(())
+}
+
+pub fn print_bench(r: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let st = &r.stages;
+    println!(
+        "scrobsync bench — {} rows, {} partitions × {} rows per query",
+        thousands(r.rows),
+        r.partitions,
+        thousands(r.batch_rows as u64)
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| read floor (binary COPY to nowhere, median) | {:.2} s ({}) |",
+        r.read_floor_seconds,
+        runs(&r.read_floor_runs)
+    );
+    println!(
+        "| load wall time (median) | {:.2} s ({}) |",
+        r.load_seconds,
+        runs(&r.load_runs)
+    );
+    println!("| ratio to read floor | {:.2}× |", r.ratio_to_read_floor);
+    println!("| rows/s | {} |", thousands(r.rows_per_second as u64));
+    println!("| peak RSS (max over runs) | {:.0} MiB |", r.peak_rss_mib);
+    println!(
+        "| stages of the median run (s) | plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} |",
+        st.plan, st.read, st.normalize, st.write, st.index, st.check
+    );
+    if let Some(s) = &r.sync {
+        println!(
+            "| sync of {} new rows | {:.2} s = {:.1}% of the load (peak RSS {:.0} MiB) |",
+            thousands(s.rows),
+            s.seconds,
+            s.percent_of_load,
+            s.peak_rss_mib
         );
     }
     Ok(())

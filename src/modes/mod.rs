@@ -1,12 +1,13 @@
 //! User-facing jobs, each composing plan → read → normalise → write with its own transaction
 //! boundaries.
 
+pub mod bench;
 pub mod demo;
 pub mod load;
 pub mod status;
 pub mod sync;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Rows per target table.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub struct TableRows {
 
 /// Seconds spent per stage. Read, normalise and write overlap, so they can add up to more than
 /// the wall time; `total` is the wall time.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StageSeconds {
     pub plan: f64,
     pub read: f64,

@@ -99,6 +99,12 @@ impl SourceUrl {
         u.to_string()
     }
 
+    /// The full URL, password included, to hand to a child process of ours (`bench`). Never
+    /// print it.
+    pub fn expose_for_child(&self) -> String {
+        self.raw.to_string()
+    }
+
     /// The same server with another database, e.g. to create the demo database from `postgres`.
     pub fn with_database(&self, db: &str) -> Self {
         let mut raw = self.raw.clone();

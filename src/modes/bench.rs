@@ -1,0 +1,259 @@
+//! `scrobsync bench`: the end-to-end benchmark. Seeds the source if needed, measures the
+//! *read floor* (how fast PostgreSQL can emit the rows: a binary `COPY` of the same columns to
+//! nowhere, over the same connection parameters), runs full loads as child processes (so their
+//! peak RSS is their own), optionally an incremental sync of fresh rows, and reports medians.
+
+use super::StageSeconds;
+use crate::source::conn::explain_query_error;
+use crate::source::plan::SourceTable;
+use crate::source::seed::{seed, SeedOptions};
+use crate::source::{SourceUrl, COLUMNS};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub source: SourceUrl,
+    /// The scrobsync executable to run loads with.
+    pub exe: PathBuf,
+    pub rows: u64,
+    pub repeat: usize,
+    pub partitions: usize,
+    pub batch_rows: usize,
+    /// Rows to add for the incremental-sync measurement (0: skip it).
+    pub sync_rows: u64,
+    /// Folder for the target files.
+    pub workdir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildRun {
+    pub seconds: f64,
+    pub peak_rss_mib: f64,
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncBench {
+    pub rows: u64,
+    pub seconds: f64,
+    pub peak_rss_mib: f64,
+    /// Sync wall time as a percentage of the median full-load wall time.
+    pub percent_of_load: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub source: String,
+    pub rows: u64,
+    pub partitions: usize,
+    pub batch_rows: usize,
+    /// Median seconds of the binary COPY of the source columns to nowhere.
+    pub read_floor_seconds: f64,
+    pub read_floor_runs: Vec<f64>,
+    /// Median wall seconds of `scrobsync load`.
+    pub load_seconds: f64,
+    pub load_runs: Vec<f64>,
+    pub ratio_to_read_floor: f64,
+    pub rows_per_second: f64,
+    /// Greatest peak RSS over the load runs.
+    pub peak_rss_mib: f64,
+    /// Stage seconds of the median load run.
+    pub stages: StageSeconds,
+    pub sync: Option<SyncBench>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// Runs `exe args…`, returning its wall time, peak RSS (from `wait4`) and parsed JSON stdout.
+/// The source URL travels in the environment, not on the command line where other local
+/// users could read it (/proc/PID/cmdline).
+fn run_child(exe: &PathBuf, source: &SourceUrl, args: &[String]) -> Result<ChildRun> {
+    let t = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("SCROBSYNC_SOURCE", source.expose_for_child())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)?;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)?;
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child's pid with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = t.elapsed().as_secs_f64();
+    if r != pid {
+        bail!("waiting for the benchmark child failed");
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!(
+            "benchmark run `{}` failed: {}",
+            args.first().map_or("", |s| s.as_str()),
+            err.trim()
+        );
+    }
+    Ok(ChildRun {
+        seconds,
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        summary: serde_json::from_str(&out).context("parsing the child's --json summary")?,
+    })
+}
+
+/// The read floor: one binary COPY of the canonical columns, bytes discarded.
+fn read_floor(client: &mut postgres::Client, table: &SourceTable) -> Result<f64> {
+    let t = Instant::now();
+    let mut r = client
+        .copy_out(&format!(
+            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+            COLUMNS.join(", "),
+            table.sql_name()
+        ))
+        .map_err(|e| {
+            anyhow!(
+                "COPY for the read floor failed: {}",
+                explain_query_error(&e)
+            )
+        })?;
+    std::io::copy(&mut r, &mut std::io::sink())?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let table = SourceTable::default();
+    let mut client = opts.source.connect()?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
+        .get(0);
+    let have: i64 = if exists {
+        client
+            .query_one("SELECT count(*) FROM scrobbles", &[])?
+            .get(0)
+    } else {
+        0
+    };
+    if (have as u64) < opts.rows {
+        let add = opts.rows - have as u64;
+        status(&format!("seeding {add} rows (the table has {have}) ..."));
+        seed(
+            &opts.source,
+            &SeedOptions {
+                rows: add,
+                users: 200,
+                seed: 42,
+            },
+        )?;
+        client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+    } else if have as u64 > opts.rows {
+        status(&format!(
+            "note: the table has {have} rows, more than --rows; benchmarking all of them"
+        ));
+    }
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM scrobbles", &[])?
+        .get(0);
+    let repeat = opts.repeat.max(1);
+
+    status("measuring the read floor ...");
+    read_floor(&mut client, &table)?; // warm-up: caches and hint bits
+    let floors = (0..repeat)
+        .map(|_| read_floor(&mut client, &table))
+        .collect::<Result<Vec<_>>>()?;
+
+    std::fs::create_dir_all(&opts.workdir)?;
+    let target = opts.workdir.join("scrobsync-bench.sqlite");
+    let base = |cmd: &str| -> Vec<String> {
+        vec![
+            cmd.into(),
+            "--target".into(),
+            target.display().to_string(),
+            "--partitions".into(),
+            opts.partitions.to_string(),
+            "--batch-rows".into(),
+            opts.batch_rows.to_string(),
+            "--json".into(),
+        ]
+    };
+    let mut loads = Vec::new();
+    for i in 0..repeat {
+        status(&format!("load run {}/{repeat} ...", i + 1));
+        loads.push(run_child(&opts.exe, &opts.source, &base("load"))?);
+    }
+    let load_runs: Vec<f64> = loads.iter().map(|r| r.seconds).collect();
+    let load_seconds = median(&load_runs);
+    let median_run = loads
+        .iter()
+        .find(|r| r.seconds == load_seconds)
+        .expect("median is one of the runs");
+    let stages: StageSeconds =
+        serde_json::from_value(median_run.summary["seconds"].clone()).unwrap_or_default();
+    let peak_rss_mib = loads.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+
+    let sync = if opts.sync_rows > 0 {
+        let before: i64 = client
+            .query_one("SELECT max(id)::int8 FROM scrobbles", &[])?
+            .get(0);
+        status(&format!(
+            "adding {} rows for the sync run ...",
+            opts.sync_rows
+        ));
+        seed(
+            &opts.source,
+            &SeedOptions {
+                rows: opts.sync_rows,
+                users: 200,
+                seed: 4242,
+            },
+        )?;
+        let run = run_child(&opts.exe, &opts.source, &base("sync"));
+        // Restore the source whatever happened, so repeated benches measure the same data.
+        client.execute("DELETE FROM scrobbles WHERE id > $1", &[&before])?;
+        client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+        let run = run?;
+        Some(SyncBench {
+            rows: opts.sync_rows,
+            seconds: run.seconds,
+            peak_rss_mib: run.peak_rss_mib,
+            percent_of_load: 100.0 * run.seconds / load_seconds,
+        })
+    } else {
+        None
+    };
+    let _ = std::fs::remove_file(&target);
+    let read_floor_seconds = median(&floors);
+    Ok(BenchReport {
+        source: opts.source.redacted().to_string(),
+        rows: rows as u64,
+        partitions: opts.partitions,
+        batch_rows: opts.batch_rows,
+        read_floor_seconds,
+        read_floor_runs: floors,
+        load_seconds,
+        load_runs,
+        ratio_to_read_floor: load_seconds / read_floor_seconds,
+        rows_per_second: rows as f64 / load_seconds,
+        peak_rss_mib,
+        stages,
+        sync,
+    })
+}
