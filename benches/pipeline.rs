@@ -2,7 +2,7 @@
 //! regressions show without a database:
 //!   cargo bench --bench pipeline
 //! `normalize`: Arrow batch → polars frame → fact frame with surrogate keys (fresh registry).
-//! `write_facts`: fact frame → SQLite scrobbles table through reused 100-row INSERTs.
+//! `write`: a normalised window (new dimension rows + facts) → SQLite through reused 100-row INSERTs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scrobsync::normalize::{window_frame, Normalizer};
@@ -49,18 +49,20 @@ fn normalize(c: &mut Criterion) {
 
 fn write(c: &mut Criterion) {
     let df = window_frame(vec![batch()]).unwrap();
-    let facts = Normalizer::default().normalize(&df).unwrap();
+    let out = Normalizer::default()
+        .window(&df, &mut scrobsync::normalize::registry::NoResolver)
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("write");
     g.throughput(Throughput::Elements(ROWS));
     g.sample_size(20);
     let mut i = 0;
-    g.bench_function("100k_facts", |bench| {
+    g.bench_function("100k_rows_window", |bench| {
         bench.iter(|| {
             i += 1;
             let path = dir.path().join(format!("b{i}.sqlite"));
             let mut w = Writer::create(&path).unwrap();
-            w.write_facts(&facts).unwrap();
+            w.write_window(&out).unwrap();
             drop(w);
             std::fs::remove_file(&path).unwrap();
         })

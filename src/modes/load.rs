@@ -4,8 +4,8 @@
 
 use super::{StageSeconds, TableRows};
 use crate::normalize::frames::InfinitePlayedAt;
-use crate::normalize::registry::State;
-use crate::normalize::{window_frame, DimFrames, Normalizer};
+use crate::normalize::registry::NoResolver;
+use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::Writer;
@@ -174,7 +174,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let (tx_facts, rx_facts) = sync_channel(2);
     let normaliser = std::thread::Builder::new()
         .name("scrobsync-normalize".into())
-        .spawn(move || -> Result<(Normalizer, f64, f64)> {
+        .spawn(move || -> Result<(f64, f64)> {
             let mut norm = Normalizer::default();
             let (mut busy, mut read) = (0.0, 0.0);
             for window in rx_windows {
@@ -182,29 +182,33 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
                 read += window.read_time.as_secs_f64();
                 let t = Instant::now();
                 let df = window_frame(window.batches)?;
-                let facts = norm.normalize(&df)?;
+                let out = norm.window(&df, &mut NoResolver)?;
                 busy += t.elapsed().as_secs_f64();
                 tracing::debug!(
                     window = window.index,
-                    rows = facts.height(),
+                    rows = out.facts.height(),
                     "window normalised"
                 );
-                if tx_facts.send(facts).is_err() {
+                if tx_facts.send(out).is_err() {
                     break;
                 }
             }
-            Ok((norm, busy, read))
+            Ok((busy, read))
         })
         .expect("spawning the normaliser thread");
 
     let mut write_secs = 0.0;
     let mut facts_written = 0u64;
+    let mut dims_written = [0u64; 4];
     let mut write_error = None;
-    for facts in rx_facts.iter() {
+    for out in rx_facts.iter() {
         let t = Instant::now();
-        match writer.write_facts(&facts) {
+        match writer.write_window(&out) {
             Ok(n) => {
                 facts_written += n as u64;
+                for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {
+                    *total += h as u64;
+                }
                 progress.advance(n as u64);
             }
             Err(e) => {
@@ -220,7 +224,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         .map_err(|_| anyhow!("the normaliser thread panicked"))?;
     let _ = reader.join();
     progress.finish();
-    let (norm, normalize_secs, read_secs) = match normalised {
+    let (normalize_secs, read_secs) = match normalised {
         Ok(v) => v,
         Err(e) => return Err(explain_infinite(e, &mut client, &opts.table, plan.hwm)),
     };
@@ -228,11 +232,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         return Err(e.context(format!("writing {}", temp.path.display())));
     }
 
-    let t = Instant::now();
-    let dims = DimFrames::from_registry(&norm.registry, State::New)?;
-    writer.write_dims(&dims)?;
-    write_secs += t.elapsed().as_secs_f64();
-    let [users, artists, albums, tracks] = dims.heights().map(|n| n as u64);
+    let [users, artists, albums, tracks] = dims_written;
     let rows = TableRows {
         users,
         artists,

@@ -5,7 +5,7 @@
 //! sort by id only if the server returned rows out of order. Processing rows in id order is what
 //! makes surrogate keys deterministic, and it lets the writer append facts in key order.
 
-use super::registry::{NoResolver, Registry, Resolver, State};
+use super::registry::{Delta, NoResolver, Registry, Resolver};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
@@ -122,6 +122,15 @@ pub fn window_frame(mut batches: Vec<RecordBatch>) -> Result<DataFrame> {
     Ok(df)
 }
 
+/// What one window of source rows becomes: the fact frame, frames of the new dimension rows,
+/// and attribute fills of dimension rows written before (in `fills`, whose new-row lists are
+/// empty).
+pub struct Normalized {
+    pub facts: DataFrame,
+    pub dims: DimFrames,
+    pub fills: Delta,
+}
+
 /// The normaliser: owns the registry and turns source frames into fact frames.
 #[derive(Debug, Default)]
 pub struct Normalizer {
@@ -141,6 +150,14 @@ impl Normalizer {
     /// ascending id order) into a fact frame: scrobble_id, user_id, track_id, played_at, loved.
     pub fn normalize(&mut self, df: &DataFrame) -> Result<DataFrame> {
         self.normalize_with(df, &mut NoResolver)
+    }
+
+    /// Normalises one window and flushes the registry's changes with it.
+    pub fn window(&mut self, df: &DataFrame, res: &mut dyn Resolver) -> Result<Normalized> {
+        let facts = self.normalize_with(df, res)?;
+        let mut fills = self.registry.take_delta();
+        let dims = DimFrames::from_delta(&mut fills)?;
+        Ok(Normalized { facts, dims, fills })
     }
 
     /// Like [`Normalizer::normalize`], asking `res` about entities the registry has not seen
@@ -237,109 +254,41 @@ pub struct DimFrames {
 }
 
 impl DimFrames {
-    /// Frames of the registry entries in `state` (e.g. all new rows after a load).
-    pub fn from_registry(reg: &Registry, state: State) -> Result<Self> {
-        let mut users: Vec<(i64, &str)> = reg
-            .users
-            .iter()
-            .filter(|(_, v)| v.1 == state)
-            .map(|(k, v)| (v.0, &**k))
-            .collect();
-        users.sort_unstable_by_key(|u| u.0);
-        let mut artists: Vec<(i64, &str, Option<&str>)> = reg
-            .artists
-            .iter()
-            .filter(|(_, v)| v.state == state)
-            .map(|(k, v)| (v.id, &**k, v.mbid.as_deref()))
-            .collect();
-        artists.sort_unstable_by_key(|a| a.0);
-        let mut albums: Vec<(i64, i64, &str, Option<&str>)> = reg
-            .albums
-            .iter()
-            .filter(|(_, v)| v.state == state)
-            .map(|(k, v)| {
-                let (artist, title) = Registry::album_key_parts(k);
-                (v.id, artist, title, v.mbid.as_deref())
-            })
-            .collect();
-        albums.sort_unstable_by_key(|a| a.0);
-        type TrackRow<'a> = (i64, i64, Option<i64>, &'a str, Option<&'a str>, Option<i32>);
-        let mut tracks: Vec<TrackRow> = reg
-            .tracks
-            .iter()
-            .filter(|(_, v)| v.state == state)
-            .map(|(k, v)| {
-                let (artist, album, title) = Registry::track_key_parts(k);
-                (v.id, artist, album, title, v.mbid.as_deref(), v.duration_ms)
-            })
-            .collect();
-        tracks.sort_unstable_by_key(|t| t.0);
-
+    /// Frames of the new dimension rows of `delta` (taken out of it; the attribute fills stay).
+    pub fn from_delta(delta: &mut Delta) -> Result<Self> {
+        let users = std::mem::take(&mut delta.users);
+        let artists = std::mem::take(&mut delta.artists);
+        let albums = std::mem::take(&mut delta.albums);
+        let tracks = std::mem::take(&mut delta.tracks);
+        fn col<T, I: IntoIterator<Item = T>>(name: &str, it: I) -> Column
+        where
+            Series: NamedFrom<Vec<T>, [T]>,
+        {
+            Column::new(name.into(), it.into_iter().collect::<Vec<T>>())
+        }
         Ok(Self {
             users: DataFrame::new(vec![
-                Column::new(
-                    "user_id".into(),
-                    users.iter().map(|u| u.0).collect::<Vec<_>>(),
-                ),
-                Column::new("name".into(), users.iter().map(|u| u.1).collect::<Vec<_>>()),
+                col("user_id", users.iter().map(|u| u.0)),
+                col("name", users.iter().map(|u| &*u.1)),
             ])?,
             artists: DataFrame::new(vec![
-                Column::new(
-                    "artist_id".into(),
-                    artists.iter().map(|a| a.0).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "name".into(),
-                    artists.iter().map(|a| a.1).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "mbid".into(),
-                    artists.iter().map(|a| a.2).collect::<Vec<_>>(),
-                ),
+                col("artist_id", artists.iter().map(|a| a.0)),
+                col("name", artists.iter().map(|a| &*a.1)),
+                col("mbid", artists.iter().map(|a| a.2.as_deref())),
             ])?,
             albums: DataFrame::new(vec![
-                Column::new(
-                    "album_id".into(),
-                    albums.iter().map(|a| a.0).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "artist_id".into(),
-                    albums.iter().map(|a| a.1).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "title".into(),
-                    albums.iter().map(|a| a.2).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "mbid".into(),
-                    albums.iter().map(|a| a.3).collect::<Vec<_>>(),
-                ),
+                col("album_id", albums.iter().map(|a| a.0)),
+                col("artist_id", albums.iter().map(|a| a.1)),
+                col("title", albums.iter().map(|a| &*a.2)),
+                col("mbid", albums.iter().map(|a| a.3.as_deref())),
             ])?,
             tracks: DataFrame::new(vec![
-                Column::new(
-                    "track_id".into(),
-                    tracks.iter().map(|t| t.0).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "artist_id".into(),
-                    tracks.iter().map(|t| t.1).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "album_id".into(),
-                    tracks.iter().map(|t| t.2).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "title".into(),
-                    tracks.iter().map(|t| t.3).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "mbid".into(),
-                    tracks.iter().map(|t| t.4).collect::<Vec<_>>(),
-                ),
-                Column::new(
-                    "duration_ms".into(),
-                    tracks.iter().map(|t| t.5).collect::<Vec<_>>(),
-                ),
+                col("track_id", tracks.iter().map(|t| t.0)),
+                col("artist_id", tracks.iter().map(|t| t.1)),
+                col("album_id", tracks.iter().map(|t| t.2)),
+                col("title", tracks.iter().map(|t| &*t.3)),
+                col("mbid", tracks.iter().map(|t| t.4.as_deref())),
+                col("duration_ms", tracks.iter().map(|t| t.5)),
             ])?,
         })
     }

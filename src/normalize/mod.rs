@@ -4,5 +4,5 @@
 pub mod frames;
 pub mod registry;
 
-pub use frames::{window_frame, DimFrames, Normalizer};
+pub use frames::{window_frame, DimFrames, Normalized, Normalizer};
 pub use registry::Registry;

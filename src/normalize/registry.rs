@@ -7,6 +7,10 @@
 //!
 //! Attribute rule (documented in the README): a dimension row keeps the first non-NULL mbid
 //! (and, for tracks, duration) in source-id order; later rows only fill a value that is NULL.
+//!
+//! Only keys and "has a value" flags stay in memory. What changed since the last flush —
+//! new rows and filled-in attributes — is collected in a [`Delta`] that the writer applies
+//! with each window, so memory holds the key maps and one window's changes, nothing more.
 
 use anyhow::Result;
 use hashbrown::hash_map::EntryRef;
@@ -52,57 +56,79 @@ impl Resolver for NoResolver {
     }
 }
 
-/// Whether an entry must be written: inserted, or updated (an attribute was filled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Already in the target, unchanged.
-    Stored,
-    /// Not in the target yet.
-    New,
-    /// In the target, but an attribute was filled since.
-    Changed,
+/// New dimension rows and attribute fills, waiting to be written.
+#[derive(Debug, Default)]
+#[allow(clippy::type_complexity)]
+pub struct Delta {
+    /// (user_id, name)
+    pub users: Vec<(i64, Box<str>)>,
+    /// (artist_id, name, mbid)
+    pub artists: Vec<(i64, Box<str>, Option<Box<str>>)>,
+    /// (album_id, artist_id, title, mbid)
+    pub albums: Vec<(i64, i64, Box<str>, Option<Box<str>>)>,
+    /// (track_id, artist_id, album_id, title, mbid, duration_ms)
+    pub tracks: Vec<(
+        i64,
+        i64,
+        Option<i64>,
+        Box<str>,
+        Option<Box<str>>,
+        Option<i32>,
+    )>,
+    /// Filled-in mbid of an artist row written earlier: (artist_id, mbid).
+    pub artist_mbids: Vec<(i64, Box<str>)>,
+    /// (album_id, mbid)
+    pub album_mbids: Vec<(i64, Box<str>)>,
+    /// (track_id, mbid or None, duration or None): only the filled-in values are Some.
+    pub track_fills: Vec<(i64, Option<Box<str>>, Option<i32>)>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Attr {
-    pub id: i64,
-    pub mbid: Option<Box<str>>,
-    pub state: State,
+impl Delta {
+    /// Counts of new users, artists, albums, tracks.
+    pub fn new_rows(&self) -> [u64; 4] {
+        [
+            self.users.len() as u64,
+            self.artists.len() as u64,
+            self.albums.len() as u64,
+            self.tracks.len() as u64,
+        ]
+    }
+
+    /// Existing rows whose attributes got filled.
+    pub fn fills(&self) -> u64 {
+        (self.artist_mbids.len() + self.album_mbids.len() + self.track_fills.len()) as u64
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct TrackAttr {
-    pub id: i64,
-    pub mbid: Option<Box<str>>,
-    pub duration_ms: Option<i32>,
-    pub state: State,
+/// What the registry remembers of an artist or album: its key and whether it has an mbid.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: i64,
+    has_mbid: bool,
 }
 
-/// All four key maps and their next free ids.
+#[derive(Debug, Clone, Copy)]
+struct TrackEntry {
+    id: i64,
+    has_mbid: bool,
+    has_duration: bool,
+}
+
+/// All four key maps, their next free ids, and the changes not yet flushed.
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub(crate) users: HashMap<Box<str>, (i64, State)>,
-    pub(crate) artists: HashMap<Box<str>, Attr>,
+    users: HashMap<Box<str>, i64>,
+    artists: HashMap<Box<str>, Entry>,
     /// key: artist_id (8 bytes LE) ++ title
-    pub(crate) albums: HashMap<Box<[u8]>, Attr>,
+    albums: HashMap<Box<[u8]>, Entry>,
     /// key: artist_id (8 bytes LE) ++ album_id or 0 (8 bytes LE) ++ title
-    pub(crate) tracks: HashMap<Box<[u8]>, TrackAttr>,
+    tracks: HashMap<Box<[u8]>, TrackEntry>,
     next_user: i64,
     next_artist: i64,
     next_album: i64,
     next_track: i64,
     scratch: Vec<u8>,
-}
-
-fn fill(slot: &mut Option<Box<str>>, value: Option<&str>, state: &mut State) {
-    if slot.is_none() {
-        if let Some(v) = value {
-            *slot = Some(v.into());
-            if *state == State::Stored {
-                *state = State::Changed;
-            }
-        }
-    }
+    delta: Delta,
 }
 
 impl Registry {
@@ -132,14 +158,20 @@ impl Registry {
         ]
     }
 
+    /// Hands over the changes since the last call.
+    pub fn take_delta(&mut self) -> Delta {
+        std::mem::take(&mut self.delta)
+    }
+
     pub fn user(&mut self, name: &str, res: &mut dyn Resolver) -> Result<i64> {
         Ok(match self.users.entry_ref(name) {
-            EntryRef::Occupied(o) => o.get().0,
+            EntryRef::Occupied(o) => *o.get(),
             EntryRef::Vacant(v) => match res.user(name)? {
-                Some(id) => v.insert((id, State::Stored)).0,
+                Some(id) => *v.insert(id),
                 None => {
                     self.next_user += 1;
-                    v.insert((self.next_user, State::New)).0
+                    self.delta.users.push((self.next_user, name.into()));
+                    *v.insert(self.next_user)
                 }
             },
         })
@@ -151,26 +183,32 @@ impl Registry {
         mbid: Option<&str>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
-        let a = match self.artists.entry_ref(name) {
+        let e = match self.artists.entry_ref(name) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(v) => match res.artist(name)? {
-                Some((id, stored)) => v.insert(Attr {
+                Some((id, stored)) => v.insert(Entry {
                     id,
-                    mbid: stored.map(Into::into),
-                    state: State::Stored,
+                    has_mbid: stored.is_some(),
                 }),
                 None => {
                     self.next_artist += 1;
-                    v.insert(Attr {
+                    self.delta
+                        .artists
+                        .push((self.next_artist, name.into(), mbid.map(Into::into)));
+                    v.insert(Entry {
                         id: self.next_artist,
-                        mbid: None,
-                        state: State::New,
+                        has_mbid: mbid.is_some(),
                     })
                 }
             },
         };
-        fill(&mut a.mbid, mbid, &mut a.state);
-        Ok(a.id)
+        if !e.has_mbid {
+            if let Some(m) = mbid {
+                e.has_mbid = true;
+                self.delta.artist_mbids.push((e.id, m.into()));
+            }
+        }
+        Ok(e.id)
     }
 
     pub fn album(
@@ -183,26 +221,35 @@ impl Registry {
         self.scratch.clear();
         self.scratch.extend_from_slice(&artist_id.to_le_bytes());
         self.scratch.extend_from_slice(title.as_bytes());
-        let a = match self.albums.entry_ref(&self.scratch[..]) {
+        let e = match self.albums.entry_ref(&self.scratch[..]) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(v) => match res.album(artist_id, title)? {
-                Some((id, stored)) => v.insert(Attr {
+                Some((id, stored)) => v.insert(Entry {
                     id,
-                    mbid: stored.map(Into::into),
-                    state: State::Stored,
+                    has_mbid: stored.is_some(),
                 }),
                 None => {
                     self.next_album += 1;
-                    v.insert(Attr {
+                    self.delta.albums.push((
+                        self.next_album,
+                        artist_id,
+                        title.into(),
+                        mbid.map(Into::into),
+                    ));
+                    v.insert(Entry {
                         id: self.next_album,
-                        mbid: None,
-                        state: State::New,
+                        has_mbid: mbid.is_some(),
                     })
                 }
             },
         };
-        fill(&mut a.mbid, mbid, &mut a.state);
-        Ok(a.id)
+        if !e.has_mbid {
+            if let Some(m) = mbid {
+                e.has_mbid = true;
+                self.delta.album_mbids.push((e.id, m.into()));
+            }
+        }
+        Ok(e.id)
     }
 
     pub fn track(
@@ -219,54 +266,42 @@ impl Registry {
         self.scratch
             .extend_from_slice(&album_id.unwrap_or(0).to_le_bytes());
         self.scratch.extend_from_slice(title.as_bytes());
-        let t = match self.tracks.entry_ref(&self.scratch[..]) {
+        let e = match self.tracks.entry_ref(&self.scratch[..]) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(v) => match res.track(artist_id, album_id, title)? {
-                Some((id, stored_mbid, stored_duration)) => v.insert(TrackAttr {
+                Some((id, stored_mbid, stored_duration)) => v.insert(TrackEntry {
                     id,
-                    mbid: stored_mbid.map(Into::into),
-                    duration_ms: stored_duration,
-                    state: State::Stored,
+                    has_mbid: stored_mbid.is_some(),
+                    has_duration: stored_duration.is_some(),
                 }),
                 None => {
                     self.next_track += 1;
-                    v.insert(TrackAttr {
+                    self.delta.tracks.push((
+                        self.next_track,
+                        artist_id,
+                        album_id,
+                        title.into(),
+                        mbid.map(Into::into),
+                        duration_ms,
+                    ));
+                    v.insert(TrackEntry {
                         id: self.next_track,
-                        mbid: None,
-                        duration_ms: None,
-                        state: State::New,
+                        has_mbid: mbid.is_some(),
+                        has_duration: duration_ms.is_some(),
                     })
                 }
             },
         };
-        fill(&mut t.mbid, mbid, &mut t.state);
-        if t.duration_ms.is_none() && duration_ms.is_some() {
-            t.duration_ms = duration_ms;
-            if t.state == State::Stored {
-                t.state = State::Changed;
-            }
+        let fill_mbid = if e.has_mbid { None } else { mbid };
+        let fill_duration = if e.has_duration { None } else { duration_ms };
+        if fill_mbid.is_some() || fill_duration.is_some() {
+            e.has_mbid |= fill_mbid.is_some();
+            e.has_duration |= fill_duration.is_some();
+            self.delta
+                .track_fills
+                .push((e.id, fill_mbid.map(Into::into), fill_duration));
         }
-        Ok(t.id)
-    }
-
-    /// Splits an album key into (artist_id, title).
-    pub(crate) fn album_key_parts(key: &[u8]) -> (i64, &str) {
-        let artist = i64::from_le_bytes(key[..8].try_into().expect("8-byte artist id"));
-        (
-            artist,
-            std::str::from_utf8(&key[8..]).expect("keys are built from str"),
-        )
-    }
-
-    /// Splits a track key into (artist_id, album_id or None, title).
-    pub(crate) fn track_key_parts(key: &[u8]) -> (i64, Option<i64>, &str) {
-        let artist = i64::from_le_bytes(key[..8].try_into().expect("8-byte artist id"));
-        let album = i64::from_le_bytes(key[8..16].try_into().expect("8-byte album id"));
-        (
-            artist,
-            (album != 0).then_some(album),
-            std::str::from_utf8(&key[16..]).expect("keys are built from str"),
-        )
+        Ok(e.id)
     }
 }
 
@@ -298,6 +333,16 @@ mod tests {
         );
         // same album title under another artist is another album
         assert_ne!(r.album(b, "", None, &mut NoResolver).unwrap(), empty);
+        let d = r.take_delta();
+        assert_eq!(d.new_rows(), [0, 3, 2, 2]);
+        assert_eq!(&*d.tracks[1].3, "Creep");
+        assert_eq!(d.tracks[0].2, None);
+        assert_eq!(d.tracks[1].2, Some(empty));
+        assert_eq!(
+            r.take_delta().new_rows(),
+            [0, 0, 0, 0],
+            "a delta is handed over once"
+        );
     }
 
     #[test]
@@ -306,31 +351,30 @@ mod tests {
         let id = r.artist("X", None, &mut NoResolver).unwrap();
         r.artist("X", Some("m1"), &mut NoResolver).unwrap();
         r.artist("X", Some("m2"), &mut NoResolver).unwrap();
-        assert_eq!(r.artists["X"].mbid.as_deref(), Some("m1"));
-        assert_eq!(r.artists["X"].id, id);
         let t = r
             .track(id, None, "T", None, Some(5), &mut NoResolver)
             .unwrap();
+        r.take_delta();
         r.track(id, None, "T", Some("tm"), Some(9), &mut NoResolver)
             .unwrap();
-        let (_, attr) = r.tracks.iter().next().unwrap();
-        assert_eq!(
-            (attr.id, attr.duration_ms, attr.mbid.as_deref()),
-            (t, Some(5), Some("tm"))
-        );
+        r.track(id, None, "T", Some("later"), Some(7), &mut NoResolver)
+            .unwrap();
+        let d = r.take_delta();
+        assert_eq!(d.track_fills.len(), 1);
+        let (tid, mbid, dur) = &d.track_fills[0];
+        assert_eq!((*tid, mbid.as_deref(), *dur), (t, Some("tm"), None));
     }
 
     #[test]
-    fn key_parts_round_trip() {
+    fn new_row_then_fill_within_one_delta() {
         let mut r = Registry::new();
-        let a = r.artist("A", None, &mut NoResolver).unwrap();
-        let al = r.album(a, "Ålbum", None, &mut NoResolver).unwrap();
-        r.track(a, Some(al), "tïtle", None, None, &mut NoResolver)
-            .unwrap();
-        let (k, _) = r.tracks.iter().next().unwrap();
-        assert_eq!(Registry::track_key_parts(k), (a, Some(al), "tïtle"));
-        let (k, _) = r.albums.iter().next().unwrap();
-        assert_eq!(Registry::album_key_parts(k), (a, "Ålbum"));
+        r.artist("X", None, &mut NoResolver).unwrap();
+        r.artist("X", Some("m1"), &mut NoResolver).unwrap();
+        r.artist("X", Some("m2"), &mut NoResolver).unwrap();
+        let d = r.take_delta();
+        assert_eq!(d.artists.len(), 1);
+        assert_eq!(d.artists[0].2, None);
+        assert_eq!(d.artist_mbids, vec![(1, "m1".into())]);
     }
 
     /// A target that already holds artist "Known" as id 7 with no mbid.
@@ -359,12 +403,12 @@ mod tests {
     fn stored_entities_keep_their_keys_and_new_ones_continue() {
         let mut r = Registry::continuing_after(3, 10, 0, 0);
         assert_eq!(r.artist("Known", None, &mut OneArtist).unwrap(), 7);
-        assert_eq!(r.artists["Known"].state, State::Stored);
         assert_eq!(r.artist("Fresh", None, &mut OneArtist).unwrap(), 11);
-        assert_eq!(r.artists["Fresh"].state, State::New);
-        // filling a NULL attribute of a stored row marks it for an update
+        // filling a NULL attribute of a stored row becomes an update, not a new row
         r.artist("Known", Some("mb"), &mut OneArtist).unwrap();
-        assert_eq!(r.artists["Known"].state, State::Changed);
         assert_eq!(r.user("u", &mut OneArtist).unwrap(), 4);
+        let d = r.take_delta();
+        assert_eq!(d.new_rows(), [1, 1, 0, 0]);
+        assert_eq!(d.artist_mbids, vec![(7, "mb".into())]);
     }
 }

@@ -3,6 +3,8 @@
 
 use super::schema::{INDEXES, TABLES, USER_TABLES};
 use super::state;
+use crate::normalize::frames::Normalized;
+use crate::normalize::registry::Delta;
 use crate::normalize::DimFrames;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
@@ -114,14 +116,9 @@ impl Writer {
         &self.conn
     }
 
-    /// Appends a fact frame (scrobble_id, user_id, track_id, played_at, loved).
-    pub fn write_facts(&mut self, facts: &DataFrame) -> Result<usize> {
-        insert_facts(&self.conn, facts, false)
-    }
-
-    /// Inserts the dimension frames.
-    pub fn write_dims(&mut self, dims: &DimFrames) -> Result<()> {
-        insert_dims(&self.conn, dims)
+    /// Writes one normalised window.
+    pub fn write_window(&mut self, n: &Normalized) -> Result<usize> {
+        write_window(&self.conn, n, false)
     }
 
     /// Commits the data, checks it (foreign keys, integrity, the expected number of facts),
@@ -203,28 +200,41 @@ pub fn insert_facts(conn: &Connection, facts: &DataFrame, upsert: bool) -> Resul
     Ok(n)
 }
 
-/// Applies filled-in attributes of dimension rows that already exist in the target.
-pub fn update_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
-    for (table, key, frame) in [
-        ("artists", "artist_id", &dims.artists),
-        ("albums", "album_id", &dims.albums),
+/// Applies filled-in attributes of dimension rows written earlier. `coalesce` keeps a value
+/// that is already there, so applying a fill twice or late never overwrites the first one.
+pub fn write_fills(conn: &Connection, fills: &Delta) -> Result<()> {
+    for (table, key, list) in [
+        ("artists", "artist_id", &fills.artist_mbids),
+        ("albums", "album_id", &fills.album_mbids),
     ] {
-        let (id, mbid) = (i64_col(frame, key)?, str_col(frame, "mbid")?);
-        let mut stmt =
-            conn.prepare_cached(&format!("UPDATE {table} SET mbid = ?2 WHERE {key} = ?1"))?;
-        for i in 0..frame.height() {
-            stmt.execute(rusqlite::params![id.get(i), mbid.get(i)])?;
+        if list.is_empty() {
+            continue;
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "UPDATE {table} SET mbid = coalesce(mbid, ?2) WHERE {key} = ?1"
+        ))?;
+        for (id, mbid) in list {
+            stmt.execute(rusqlite::params![id, &**mbid])?;
         }
     }
-    let d = &dims.tracks;
-    let (id, mbid) = (i64_col(d, "track_id")?, str_col(d, "mbid")?);
-    let duration = d.column("duration_ms")?.i32()?;
-    let mut stmt =
-        conn.prepare_cached("UPDATE tracks SET mbid = ?2, duration_ms = ?3 WHERE track_id = ?1")?;
-    for i in 0..d.height() {
-        stmt.execute(rusqlite::params![id.get(i), mbid.get(i), duration.get(i)])?;
+    if !fills.track_fills.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "UPDATE tracks SET mbid = coalesce(mbid, ?2), duration_ms = coalesce(duration_ms, ?3)
+             WHERE track_id = ?1",
+        )?;
+        for (id, mbid, duration) in &fills.track_fills {
+            stmt.execute(rusqlite::params![id, mbid.as_deref(), duration])?;
+        }
     }
     Ok(())
+}
+
+/// Writes one normalised window: new dimension rows, attribute fills, then the facts.
+/// Returns the number of facts written.
+pub fn write_window(conn: &Connection, n: &Normalized, upsert: bool) -> Result<usize> {
+    insert_dims(conn, &n.dims)?;
+    write_fills(conn, &n.fills)?;
+    insert_facts(conn, &n.facts, upsert)
 }
 
 /// Inserts dimension frames (used by full loads and, for new rows, by incremental modes).
