@@ -60,6 +60,32 @@ Updates or deletes of rows that were already synced are NOT picked up by sync; r
 affected date range with `scrobsync backfill`, or run a full `scrobsync load`.")]
     Sync(SyncArgs),
 
+    /// Re-load date ranges: replace each UTC window's scrobbles with the source's rows.
+    #[command(after_help = "Examples:
+  scrobsync backfill --source postgresql://postgres@127.0.0.1/music --target music.sqlite \\
+      --from 2024-01-01 --to 2024-04-01 --by month
+  scrobsync backfill ... --from 2024-01-01 --to 2024-04-01 --by month --resume
+
+Windows are half-open UTC ranges [from, to), cut at day / ISO-week (Monday) / month
+boundaries. Each window is replaced in one SQLite transaction: rows deleted in the source
+disappear, edited rows are replaced, nothing outside the window changes, and dimension keys
+stay stable. Finished windows are recorded, so --resume with the same arguments continues an
+interrupted backfill. Dimension rows no fact references any more are kept unless --prune.
+Dates: YYYY-MM-DD (UTC midnight) or RFC 3339 times such as 2024-03-01T12:00:00Z.")]
+    Backfill(BackfillArgs),
+
+    /// Compare source and target per UTC window (row count + content hash); --repair fixes.
+    #[command(after_help = "Examples:
+  scrobsync verify --source postgresql://postgres@127.0.0.1/music --target music.sqlite
+  scrobsync verify ... --from 2024-01-01 --to 2025-01-01 --by month --repair
+
+Both sides compute, per window, the row count and a hash of the lossless tuples (id,
+username, epoch second, artist, album or NULL, track, loved) — PostgreSQL in SQL, the target
+in scrobsync — so no rows cross the network. Without --from/--to every row is compared.
+Exit codes: 0 all windows match; 3 some windows differ (after --repair: still differ);
+1 an error; 2 a command-line usage error.")]
+    Verify(VerifyArgs),
+
     /// Show a target's marks, row counts per table and last runs.
     #[command(after_help = "Example:
   scrobsync status --target music.sqlite --json")]
@@ -244,6 +270,78 @@ pub struct BenchArgs {
     pub workdir: Option<PathBuf>,
 
     /// Print machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// Existing SQLite target (made by `load` or `sync`).
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// Start of the range, inclusive (UTC).
+    #[arg(long)]
+    pub from: String,
+
+    /// End of the range, exclusive (UTC).
+    #[arg(long)]
+    pub to: String,
+
+    /// Window size: day, week or month.
+    #[arg(long, default_value = "month")]
+    pub by: String,
+
+    /// Continue an interrupted backfill with the same --from/--to/--by.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Delete dimension rows that no scrobble references any more.
+    #[arg(long)]
+    pub prune: bool,
+
+    /// Partition queries read in parallel per window [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// SQLite target to check.
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// Start of the range, inclusive (UTC) [default: the earliest row]
+    #[arg(long)]
+    pub from: Option<String>,
+
+    /// End of the range, exclusive (UTC) [default: after the latest row]
+    #[arg(long)]
+    pub to: Option<String>,
+
+    /// Window size: day, week or month.
+    #[arg(long, default_value = "month")]
+    pub by: String,
+
+    /// Backfill exactly the differing windows, then verify again.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Source connections used to hash in parallel [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Print a machine-readable report on stdout.
     #[arg(long)]
     pub json: bool,
 }

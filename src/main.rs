@@ -9,7 +9,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
 use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
-use scrobsync::modes::{bench, status};
+use scrobsync::modes::{backfill, bench, status, verify, windows};
 use scrobsync::source::plan::SourceTable;
 use scrobsync::source::seed::{self, SeedOptions};
 use scrobsync::source::SourceUrl;
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.verbose);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", output::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
@@ -50,8 +50,54 @@ fn partitions(arg: Option<u16>) -> usize {
     })
 }
 
-fn run(command: Command) -> Result<()> {
+/// Runs a command; the number is the process exit code.
+fn run(command: Command) -> Result<u8> {
     match command {
+        Command::Backfill(a) => {
+            let opts = backfill::BackfillOptions {
+                source: resolve_source(a.source.source)?,
+                table: SourceTable::default(),
+                target: a.target,
+                from: windows::parse_date("--from", &a.from)?,
+                to: windows::parse_date("--to", &a.to)?,
+                by: windows::By::parse(&a.by)?,
+                resume: a.resume,
+                prune: a.prune,
+                partitions: partitions(a.partitions),
+            };
+            let bar = output::ProgressBar::new();
+            let summary = backfill::run(&opts, &bar)?;
+            output::print_backfill(&summary, a.json)?;
+            Ok(0)
+        }
+        Command::Verify(a) => {
+            let opts = verify::VerifyOptions {
+                source: resolve_source(a.source.source)?,
+                table: SourceTable::default(),
+                target: a.target,
+                from: a
+                    .from
+                    .as_deref()
+                    .map(|s| windows::parse_date("--from", s))
+                    .transpose()?,
+                to: a
+                    .to
+                    .as_deref()
+                    .map(|s| windows::parse_date("--to", s))
+                    .transpose()?,
+                by: windows::By::parse(&a.by)?,
+                repair: a.repair,
+                partitions: partitions(a.partitions),
+            };
+            let bar = output::ProgressBar::new();
+            let report = verify::run(&opts, &bar)?;
+            output::print_verify(&report, a.json)?;
+            Ok(if report.all_equal() {
+                0
+            } else {
+                verify::EXIT_DIFFERENT
+            })
+        }
         Command::Load(a) => {
             let opts = LoadOptions {
                 source: resolve_source(a.source.source)?,
@@ -62,7 +108,8 @@ fn run(command: Command) -> Result<()> {
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
-            output::print_load(&summary, a.json)
+            output::print_load(&summary, a.json)?;
+            Ok(0)
         }
         Command::Sync(a) => {
             let cursor = sync::check_cursor_args(&a.cursor, a.lookback.as_deref())?;
@@ -76,13 +123,15 @@ fn run(command: Command) -> Result<()> {
             };
             let bar = output::ProgressBar::new();
             match sync::run(&opts, &bar)? {
-                SyncOutcome::Loaded(s) => output::print_load(&s, a.json),
-                SyncOutcome::Synced(s) => output::print_sync(&s, a.json),
+                SyncOutcome::Loaded(s) => output::print_load(&s, a.json)?,
+                SyncOutcome::Synced(s) => output::print_sync(&s, a.json)?,
             }
+            Ok(0)
         }
         Command::Status(a) => {
             let s = status::run(&a.target, a.runs)?;
-            output::print_status(&s, a.json)
+            output::print_status(&s, a.json)?;
+            Ok(0)
         }
         Command::Bench(a) => {
             let opts = bench::BenchOptions {
@@ -101,7 +150,8 @@ fn run(command: Command) -> Result<()> {
                     eprintln!("{s}");
                 }
             })?;
-            output::print_bench(&report, json)
+            output::print_bench(&report, json)?;
+            Ok(0)
         }
         Command::Seed(a) => {
             let url = resolve_source(a.source.source)?;
@@ -111,7 +161,8 @@ fn run(command: Command) -> Result<()> {
                 seed: a.seed,
             };
             let summary = seed::seed(&url, &opts)?;
-            output::print_seed(&summary, a.json)
+            output::print_seed(&summary, a.json)?;
+            Ok(0)
         }
         Command::Demo(a) => {
             let admin = SourceUrl::parse(&a.source)?;
@@ -132,7 +183,8 @@ fn run(command: Command) -> Result<()> {
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
-            output::print_load(&summary, a.json)
+            output::print_load(&summary, a.json)?;
+            Ok(0)
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Terminal output: logging set-up, the progress bar, and human or JSON summaries.
 
 use anyhow::Result;
+use scrobsync::modes::backfill::BackfillSummary;
 use scrobsync::modes::bench::BenchReport;
 use scrobsync::modes::load::LoadSummary;
 use scrobsync::modes::status::Status;
 use scrobsync::modes::sync::SyncSummary;
+use scrobsync::modes::verify::VerifyReport;
 use scrobsync::progress::Progress;
 use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
@@ -243,6 +245,96 @@ pub fn print_bench(r: &BenchReport, json: bool) -> Result<()> {
             s.percent_of_load,
             s.peak_rss_mib
         );
+    }
+    Ok(())
+}
+
+pub fn print_backfill(s: &BackfillSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    println!(
+        "backfilled {} of {} {} windows into {} in {:.2} s ({} skipped as done): {} rows deleted, {} written (net {:+})",
+        s.windows_done,
+        s.windows_total,
+        s.by.name(),
+        s.target,
+        s.seconds,
+        s.windows_skipped,
+        thousands(s.rows_deleted),
+        thousands(s.rows_written),
+        s.net_scrobble_change
+    );
+    let r = &s.rows;
+    println!(
+        "  new: users {} · artists {} · albums {} · tracks {}",
+        thousands(r.users),
+        thousands(r.artists),
+        thousands(r.albums),
+        thousands(r.tracks)
+    );
+    if let Some(p) = &s.pruned {
+        println!(
+            "  pruned: users {} · artists {} · albums {} · tracks {}",
+            thousands(p.users),
+            thousands(p.artists),
+            thousands(p.albums),
+            thousands(p.tracks)
+        );
+    }
+    Ok(())
+}
+
+fn print_verify_table(r: &VerifyReport) {
+    println!(
+        "checked {} {} windows in {:.2} s: source {} rows, target {} rows",
+        r.windows_checked,
+        r.by.name(),
+        r.seconds,
+        thousands(r.source_rows),
+        thousands(r.target_rows)
+    );
+    if r.differing.is_empty() {
+        println!("all windows match");
+        return;
+    }
+    println!(
+        "{:<22} {:>12} {:>12}  status",
+        "window", "source rows", "target rows"
+    );
+    for d in &r.differing {
+        let what = if d.source_rows == d.target_rows {
+            "content differs"
+        } else {
+            "counts differ"
+        };
+        println!(
+            "{:<22} {:>12} {:>12}  {what}",
+            d.window,
+            thousands(d.source_rows),
+            thousands(d.target_rows)
+        );
+    }
+    println!(
+        "{} of {} windows differ",
+        r.differing.len(),
+        r.windows_checked
+    );
+}
+
+pub fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    print_verify_table(r);
+    if let Some(after) = &r.after_repair {
+        println!(
+            "repaired {} windows by backfill; verifying again:",
+            r.repaired.len()
+        );
+        print_verify_table(after);
     }
     Ok(())
 }

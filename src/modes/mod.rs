@@ -1,11 +1,14 @@
 //! User-facing jobs, each composing plan → read → normalise → write with its own transaction
 //! boundaries.
 
+pub mod backfill;
 pub mod bench;
 pub mod demo;
 pub mod load;
 pub mod status;
 pub mod sync;
+pub mod verify;
+pub mod windows;
 
 use serde::{Deserialize, Serialize};
 

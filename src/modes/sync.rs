@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
-use crate::source::plan::{plan, Scope, SourceTable};
+use crate::source::plan::{plan, Scope, SourceTable, TimeRange};
 use crate::source::read::spawn_reader;
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
@@ -199,7 +199,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             let hi = src_max.unwrap_or(PG_MIN_US);
             let lo = mark.map_or(PG_MIN_US - 1, |m| m.saturating_sub(lookback_us));
             let scope = Scope {
-                played_at: Some((lo, hi)),
+                played_at: Some(TimeRange::after_until(lo, hi)),
                 ..Scope::default()
             };
             (

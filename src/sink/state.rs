@@ -25,6 +25,15 @@ CREATE TABLE IF NOT EXISTS _scrobsync_runs(
     rows_tracks INTEGER NOT NULL,
     seconds REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS _scrobsync_backfill(
+    job TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    rows_deleted INTEGER NOT NULL,
+    rows_written INTEGER NOT NULL,
+    done_at TEXT NOT NULL,
+    PRIMARY KEY (job, window_start)
+);
 ";
 
 /// One row of `_scrobsync_runs`.
@@ -95,4 +104,35 @@ pub fn now_iso() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+/// Windows of backfill job `job` already done (their start, Unix seconds).
+pub fn backfill_done(conn: &Connection, job: &str) -> Result<std::collections::HashSet<i64>> {
+    let mut stmt = conn.prepare("SELECT window_start FROM _scrobsync_backfill WHERE job = ?1")?;
+    let done = stmt
+        .query_map([job], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(done)
+}
+
+/// Forgets the windows of `job` (a new, non-resumed run of it).
+pub fn backfill_clear(conn: &Connection, job: &str) -> Result<()> {
+    conn.execute("DELETE FROM _scrobsync_backfill WHERE job = ?1", [job])?;
+    Ok(())
+}
+
+/// Records a window as done; called inside the window's own transaction.
+pub fn backfill_window_done(
+    conn: &Connection,
+    job: &str,
+    window: (i64, i64),
+    deleted: u64,
+    written: u64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO _scrobsync_backfill(job, window_start, window_end, rows_deleted,
+             rows_written, done_at) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+        params![job, window.0, window.1, deleted as i64, written as i64],
+    )?;
+    Ok(())
 }

@@ -153,8 +153,50 @@ pub struct Scope {
     pub after_id: Option<i64>,
     /// Only ids up to this; `None` takes the current greatest id as the high-water mark.
     pub up_to_id: Option<i64>,
-    /// Only rows with `played_at` in `(lo, hi]`, in Unix microseconds.
-    pub played_at: Option<(i64, i64)>,
+    /// Only rows with `played_at` in this range.
+    pub played_at: Option<TimeRange>,
+}
+
+/// A range of `played_at` values in Unix microseconds, each end open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub lo: i64,
+    pub lo_inclusive: bool,
+    pub hi: i64,
+    pub hi_inclusive: bool,
+}
+
+impl TimeRange {
+    /// `(lo, hi]`: what a time-cursor sync reads.
+    pub fn after_until(lo: i64, hi: i64) -> Self {
+        Self {
+            lo,
+            lo_inclusive: false,
+            hi,
+            hi_inclusive: true,
+        }
+    }
+
+    /// `[lo, hi)`: a backfill or verify window.
+    pub fn half_open(lo: i64, hi: i64) -> Self {
+        Self {
+            lo,
+            lo_inclusive: true,
+            hi,
+            hi_inclusive: false,
+        }
+    }
+
+    /// The SQL condition on `played_at` (without a leading AND).
+    pub fn sql(&self) -> String {
+        format!(
+            "played_at {} {} AND played_at {} {}",
+            if self.lo_inclusive { ">=" } else { ">" },
+            ts_sql(self.lo),
+            if self.hi_inclusive { "<=" } else { "<" },
+            ts_sql(self.hi)
+        )
+    }
 }
 
 /// SQL for a `timestamptz` given in Unix microseconds, exact at any magnitude.
@@ -165,11 +207,7 @@ pub fn ts_sql(us: i64) -> String {
 impl Scope {
     fn filter_sql(&self) -> String {
         match self.played_at {
-            Some((lo, hi)) => format!(
-                " AND played_at > {} AND played_at <= {}",
-                ts_sql(lo),
-                ts_sql(hi)
-            ),
+            Some(r) => format!(" AND {}", r.sql()),
             None => String::new(),
         }
     }

@@ -1,0 +1,328 @@
+//! Backfill and verify against a real PostgreSQL: exactly the changed months are reported,
+//! backfill fixes only its windows, --repair fixes the rest, killed backfills resume.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use rusqlite::Connection;
+use serde_json::Value;
+use std::path::Path;
+
+fn verify(db: &TestDb, target: &Path, extra: &[&str]) -> (i32, Value) {
+    let out = bin()
+        .args(["verify", "--json", "--source", &db.url, "--target"])
+        .arg(target)
+        .args(extra)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap();
+    assert!(
+        code == 0 || code == 3,
+        "verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn differing(report: &Value) -> Vec<String> {
+    report["differing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["window"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn backfill(db: &TestDb, target: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .args(["backfill", "--json", "--source", &db.url, "--target"])
+        .arg(target)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backfill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn dims(conn: &Connection) -> Vec<(i64, String)> {
+    let mut s = conn
+        .prepare("SELECT artist_id, name FROM artists ORDER BY 1")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn verify_reports_changed_months_and_backfill_repairs_them() {
+    let db = TestDb::new("backfill");
+    bin()
+        .args([
+            "seed", "--source", &db.url, "--rows", "30000", "--seed", "11",
+        ])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b.sqlite");
+    bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+
+    let (code, clean) = verify(&db, &target, &[]);
+    assert_eq!(code, 0, "a fresh load verifies clean: {clean}");
+    assert!(clean["windows_checked"].as_u64().unwrap() > 200);
+
+    let mut client = db.client();
+    let artists_before = dims(&Connection::open(&target).unwrap());
+    client
+        .batch_execute(
+            "UPDATE scrobbles SET artist_name = 'Edited Artist'
+              WHERE id IN (SELECT id FROM scrobbles WHERE played_at >= '2015-03-01Z' AND played_at < '2015-04-01Z' LIMIT 3);
+             DELETE FROM scrobbles
+              WHERE id IN (SELECT id FROM scrobbles WHERE played_at >= '2016-07-01Z' AND played_at < '2016-08-01Z' LIMIT 4);
+             INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             SELECT (SELECT max(id) FROM scrobbles) + g, 'late importer', '2017-11-15 08:00:00.5Z',
+                    'Back-dated Band', CASE WHEN g = 1 THEN NULL ELSE '' END, 'Old Song'
+               FROM generate_series(1, 2) g;
+             UPDATE scrobbles SET album_name = ''
+              WHERE id = (SELECT id FROM scrobbles WHERE album_name IS NULL
+                            AND played_at >= '2019-05-01Z' AND played_at < '2019-06-01Z' LIMIT 1);",
+        )
+        .unwrap();
+
+    let (code, report) = verify(&db, &target, &[]);
+    assert_eq!(code, 3, "differences exit with 3");
+    assert_eq!(
+        differing(&report),
+        ["2015-03", "2016-07", "2017-11", "2019-05"]
+    );
+    let may = &report["differing"][3];
+    assert_eq!(
+        may["source_rows"], may["target_rows"],
+        "NULL → '' changes content, not counts"
+    );
+
+    // Backfill one month: only that month is fixed.
+    let s = backfill(
+        &db,
+        &target,
+        &["--from", "2015-03-01", "--to", "2015-04-01"],
+    );
+    assert_eq!(s["windows_done"], 1);
+    let (_, report) = verify(&db, &target, &[]);
+    assert_eq!(differing(&report), ["2016-07", "2017-11", "2019-05"]);
+
+    // --repair backfills exactly the rest and then verifies clean.
+    let (code, report) = verify(&db, &target, &["--repair"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["repaired"].as_array().unwrap().len(), 3);
+    assert!(differing(&report["after_repair"]).is_empty());
+    assert_lossless(&mut client, &target);
+
+    // Existing keys never changed; the back-dated artist got a new one.
+    let artists_after = dims(&Connection::open(&target).unwrap());
+    assert_eq!(&artists_after[..artists_before.len()], &artists_before[..]);
+    assert!(artists_after.iter().any(|(_, n)| n == "Back-dated Band"));
+
+    // A range restricted verify only looks inside it.
+    let (code, r) = verify(
+        &db,
+        &target,
+        &["--from", "2015-01-01", "--to", "2016-01-01", "--by", "week"],
+    );
+    assert_eq!(code, 0);
+    assert!(r["windows_checked"].as_u64().unwrap() <= 53);
+}
+
+#[test]
+fn killed_backfill_leaves_whole_windows_and_resumes() {
+    let db = TestDb::new("resume");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "20000"])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("r.sqlite");
+    bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    let mut client = db.client();
+    // Change every month of the first half of 2018.
+    client
+        .batch_execute(
+            "DELETE FROM scrobbles WHERE id IN (
+                SELECT DISTINCT ON (date_trunc('month', played_at AT TIME ZONE 'UTC')) id FROM scrobbles
+                 WHERE played_at >= '2018-01-01Z' AND played_at < '2018-07-01Z'
+                 ORDER BY date_trunc('month', played_at AT TIME ZONE 'UTC'), id)",
+        )
+        .unwrap();
+    let range = [
+        "--from",
+        "2018-01-01",
+        "--to",
+        "2018-07-01",
+        "--by",
+        "month",
+    ];
+    let out = bin()
+        .args(["backfill", "--source", &db.url, "--target"])
+        .arg(&target)
+        .args(range)
+        .env("SCROBSYNC_FAILPOINT", "abort-after-windows=2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint kills the run");
+
+    // Windows are whole: the first two are new, the other four still old.
+    let (code, report) = verify(
+        &db,
+        &target,
+        &["--from", "2018-01-01", "--to", "2018-07-01"],
+    );
+    assert_eq!(code, 3);
+    assert_eq!(
+        differing(&report),
+        ["2018-03", "2018-04", "2018-05", "2018-06"]
+    );
+
+    let mut args = range.to_vec();
+    args.push("--resume");
+    let s = backfill(&db, &target, &args);
+    assert_eq!(s["windows_skipped"], 2);
+    assert_eq!(s["windows_done"], 4);
+    let (code, _) = verify(&db, &target, &[]);
+    assert_eq!(code, 0);
+    assert_lossless(&mut client, &target);
+}
+
+#[test]
+fn prune_removes_unreferenced_dimension_rows_only_when_asked() {
+    let db = TestDb::new("prune");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "3000"])
+        .assert()
+        .success();
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             VALUES (-5, 'ghost', '2020-02-02Z', 'Soon Gone', 'Vanishing')",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("p.sqlite");
+    bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    client
+        .batch_execute("DELETE FROM scrobbles WHERE id = -5")
+        .unwrap();
+    let count = |t: &Path| -> i64 {
+        Connection::open(t)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM artists WHERE name = 'Soon Gone'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    backfill(
+        &db,
+        &target,
+        &["--from", "2020-02-01", "--to", "2020-03-01"],
+    );
+    assert_eq!(count(&target), 1, "kept by default");
+    let max_before: i64 = Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT max(artist_id) FROM artists", [], |r| r.get(0))
+        .unwrap();
+    let s = backfill(
+        &db,
+        &target,
+        &["--from", "2020-02-01", "--to", "2020-03-01", "--prune"],
+    );
+    assert_eq!(count(&target), 0);
+    assert!(s["pruned"]["artists"].as_u64().unwrap() >= 1);
+    assert_lossless(&mut client, &target);
+    // A pruned key is never handed out again.
+    client
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             VALUES (-6, 'ghost', '2020-02-03Z', 'Newcomer', 'Fresh')",
+        )
+        .unwrap();
+    backfill(
+        &db,
+        &target,
+        &["--from", "2020-02-01", "--to", "2020-03-01"],
+    );
+    let id: i64 = Connection::open(&target)
+        .unwrap()
+        .query_row(
+            "SELECT artist_id FROM artists WHERE name = 'Newcomer'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        id > max_before,
+        "new key {id} must follow the pruned maximum {max_before}"
+    );
+}
+
+#[test]
+fn bad_backfill_and_verify_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("x.sqlite");
+    let ts = t.to_str().unwrap();
+    let url = "postgresql://postgres@127.0.0.1:5432/postgres";
+    for (args, msg) in [
+        (
+            vec!["backfill", "--from", "2024-02-01", "--to", "2024-01-01"],
+            "--from must be before --to",
+        ),
+        (
+            vec!["backfill", "--from", "2024-01-01", "--to", "2024-01-01"],
+            "--from must be before --to",
+        ),
+        (
+            vec!["backfill", "--from", "last tuesday", "--to", "2024-01-01"],
+            "cannot read --from",
+        ),
+        (
+            vec![
+                "backfill",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-02-01",
+                "--by",
+                "year",
+            ],
+            "unknown --by",
+        ),
+        (vec!["verify", "--by", "fortnight"], "unknown --by"),
+        (vec!["verify", "--from", "2024-13-45"], "cannot read --from"),
+    ] {
+        bin()
+            .args(&args)
+            .args(["--source", url, "--target", ts])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(msg));
+    }
+    assert!(!t.exists(), "nothing was created");
+}
