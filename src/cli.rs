@@ -101,6 +101,15 @@ their peak RSS is measured alone. With --sync-rows N, N rows are added to the so
 into the loaded target and then deleted from the source again.")]
     Bench(BenchArgs),
 
+    /// Source mapping files: `config example` prints one, `config check` validates one.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  scrobsync config example > mapping.toml
+  scrobsync config check --config mapping.toml --source postgresql://postgres@127.0.0.1/music"
+    )]
+    Config(ConfigCommand),
+
     /// Seed a local demo database (if empty) and load it into a SQLite file.
     #[command(after_help = "Example:
   scrobsync demo --rows 200000 --target scrobsync-demo.sqlite
@@ -123,9 +132,19 @@ pub struct SourceArg {
 }
 
 #[derive(Debug, Args)]
+pub struct MappingArg {
+    /// TOML file mapping another PostgreSQL schema onto scrobsync's fields (see `scrobsync config example`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]
     pub source: SourceArg,
+
+    #[command(flatten)]
+    pub mapping: MappingArg,
 
     /// SQLite file to create or replace.
     #[arg(long)]
@@ -200,6 +219,9 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub source: SourceArg,
 
+    #[command(flatten)]
+    pub mapping: MappingArg,
+
     /// SQLite target to bring up to date (created by a full load when absent).
     #[arg(long)]
     pub target: PathBuf,
@@ -245,6 +267,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub source: SourceArg,
 
+    #[command(flatten)]
+    pub mapping: MappingArg,
+
     /// Rows the source should have (seeded if it has fewer).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,
@@ -278,6 +303,9 @@ pub struct BenchArgs {
 pub struct BackfillArgs {
     #[command(flatten)]
     pub source: SourceArg,
+
+    #[command(flatten)]
+    pub mapping: MappingArg,
 
     /// Existing SQLite target (made by `load` or `sync`).
     #[arg(long)]
@@ -317,6 +345,9 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub source: SourceArg,
 
+    #[command(flatten)]
+    pub mapping: MappingArg,
+
     /// SQLite target to check.
     #[arg(long)]
     pub target: PathBuf,
@@ -342,6 +373,30 @@ pub struct VerifyArgs {
     pub partitions: Option<u16>,
 
     /// Print a machine-readable report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example mapping.
+    Example,
+    /// Check a mapping against the source and print the resolved query and field types.
+    #[command(after_help = "Example:
+  scrobsync config check --config examples/epoch_seconds.toml --source postgresql://postgres@127.0.0.1/music")]
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+
+    /// The mapping file to check.
+    #[arg(long)]
+    pub config: PathBuf,
+
+    /// Print machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -10,7 +10,7 @@ use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
 use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
 use scrobsync::modes::{backfill, bench, status, verify, windows};
-use scrobsync::source::plan::SourceTable;
+use scrobsync::source::mapping::SourceSpec;
 use scrobsync::source::seed::{self, SeedOptions};
 use scrobsync::source::SourceUrl;
 use std::process::ExitCode;
@@ -31,6 +31,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The source spec from `--config` (the default table without it).
+fn spec(m: &cli::MappingArg) -> Result<SourceSpec> {
+    Ok(match &m.config {
+        Some(path) => SourceSpec::Config(scrobsync::config::load(path)?),
+        None => SourceSpec::Default,
+    })
 }
 
 /// `--source`, then SCROBSYNC_SOURCE (via clap), then DATABASE_URL.
@@ -56,7 +64,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Backfill(a) => {
             let opts = backfill::BackfillOptions {
                 source: resolve_source(a.source.source)?,
-                table: SourceTable::default(),
+                table: spec(&a.mapping)?,
                 target: a.target,
                 from: windows::parse_date("--from", &a.from)?,
                 to: windows::parse_date("--to", &a.to)?,
@@ -73,7 +81,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Verify(a) => {
             let opts = verify::VerifyOptions {
                 source: resolve_source(a.source.source)?,
-                table: SourceTable::default(),
+                table: spec(&a.mapping)?,
                 target: a.target,
                 from: a
                     .from
@@ -101,7 +109,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Load(a) => {
             let opts = LoadOptions {
                 source: resolve_source(a.source.source)?,
-                table: SourceTable::default(),
+                table: spec(&a.mapping)?,
                 target: a.target,
                 partitions: partitions(a.partitions),
                 batch_rows: a.batch_rows as usize,
@@ -115,7 +123,7 @@ fn run(command: Command) -> Result<u8> {
             let cursor = sync::check_cursor_args(&a.cursor, a.lookback.as_deref())?;
             let opts = SyncOptions {
                 source: resolve_source(a.source.source)?,
-                table: SourceTable::default(),
+                table: spec(&a.mapping)?,
                 target: a.target,
                 partitions: partitions(a.partitions),
                 batch_rows: a.batch_rows as usize,
@@ -136,6 +144,8 @@ fn run(command: Command) -> Result<u8> {
         Command::Bench(a) => {
             let opts = bench::BenchOptions {
                 source: resolve_source(a.source.source)?,
+                table: spec(&a.mapping)?,
+                config: a.mapping.config.clone(),
                 exe: std::env::current_exe()?,
                 rows: a.rows,
                 repeat: a.repeat as usize,
@@ -151,6 +161,18 @@ fn run(command: Command) -> Result<u8> {
                 }
             })?;
             output::print_bench(&report, json)?;
+            Ok(0)
+        }
+        Command::Config(cli::ConfigCommand::Example) => {
+            print!("{}", scrobsync::config::EXAMPLE);
+            Ok(0)
+        }
+        Command::Config(cli::ConfigCommand::Check(a)) => {
+            let cfg = scrobsync::config::load(&a.config)?;
+            let url = resolve_source(a.source.source)?;
+            let mut client = url.connect_reader()?;
+            let (table, resolved) = SourceSpec::Config(cfg).resolve_verbose(&mut client, &url)?;
+            output::print_config_check(&table.name, &resolved, a.json)?;
             Ok(0)
         }
         Command::Seed(a) => {
@@ -176,7 +198,7 @@ fn run(command: Command) -> Result<u8> {
             })?;
             let opts = LoadOptions {
                 source: url,
-                table: SourceTable::default(),
+                table: SourceSpec::Default,
                 target: a.target,
                 partitions: partitions(None),
                 batch_rows: 100_000,

@@ -8,6 +8,7 @@ use scrobsync::modes::status::Status;
 use scrobsync::modes::sync::SyncSummary;
 use scrobsync::modes::verify::VerifyReport;
 use scrobsync::progress::Progress;
+use scrobsync::source::mapping::Resolved;
 use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -336,5 +337,25 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
         );
         print_verify_table(after);
     }
+    Ok(())
+}
+
+pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("mapping of {name} is valid");
+    println!("{:<12} {:<40} {:<12} as", "field", "from", "type");
+    for f in &r.fields {
+        println!(
+            "{:<12} {:<40} {:<12} {}",
+            f.field,
+            one_line(&f.source),
+            f.source_type,
+            one_line(&f.sql)
+        );
+    }
+    println!("resolved query:\n{}", r.query);
     Ok(())
 }

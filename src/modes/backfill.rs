@@ -16,6 +16,7 @@ use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
+use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable, TimeRange};
 use crate::source::read::read_window;
 use crate::source::SourceUrl;
@@ -31,7 +32,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct BackfillOptions {
     pub source: SourceUrl,
-    pub table: SourceTable,
+    pub table: SourceSpec,
     pub target: PathBuf,
     /// Unix seconds, inclusive.
     pub from: i64,
@@ -84,7 +85,7 @@ fn spawn_reader(
         .name("scrobsync-backfill-read".into())
         .spawn(move || {
             let run = || -> Result<()> {
-                let mut client = url.connect()?;
+                let mut client = url.connect_reader()?;
                 // Id slices of the whole table, computed once: every window reads them in parallel.
                 let est = plan_full(&mut client, &table, usize::MAX)?.est_rows.max(1) as usize;
                 let slices =
@@ -262,8 +263,8 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         );
     }
     let conn = target::open(&opts.target)?;
-    let mut client = opts.source.connect()?;
-    opts.table.validate(&mut client, &opts.source)?;
+    let mut client = opts.source.connect_reader()?;
+    let table = opts.table.resolve(&mut client, &opts.source)?;
     drop(client);
 
     let job = job_key(opts.from, opts.to, opts.by);
@@ -282,7 +283,7 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
     let totals = replace_windows(
         &conn,
         &opts.source,
-        &opts.table,
+        &table,
         &pending,
         opts.partitions,
         &job,

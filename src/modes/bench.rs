@@ -5,9 +5,10 @@
 
 use super::StageSeconds;
 use crate::source::conn::explain_query_error;
+use crate::source::mapping::SourceSpec;
 use crate::source::plan::SourceTable;
 use crate::source::seed::{seed, SeedOptions};
-use crate::source::{SourceUrl, COLUMNS};
+use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::io::Read;
@@ -18,6 +19,10 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub source: SourceUrl,
+    /// The default table is seeded up to `rows`; a mapped source is measured as it is.
+    pub table: SourceSpec,
+    /// The config file to hand to the child runs, if any.
+    pub config: Option<PathBuf>,
     /// The scrobsync executable to run loads with.
     pub exe: PathBuf,
     pub rows: u64,
@@ -125,9 +130,8 @@ fn read_floor(client: &mut postgres::Client, table: &SourceTable) -> Result<f64>
     let t = Instant::now();
     let mut r = client
         .copy_out(&format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
-            COLUMNS.join(", "),
-            table.sql_name()
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            table.select_sql()
         ))
         .map_err(|e| {
             anyhow!(
@@ -140,37 +144,44 @@ fn read_floor(client: &mut postgres::Client, table: &SourceTable) -> Result<f64>
 }
 
 pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchReport> {
-    let table = SourceTable::default();
     let mut client = opts.source.connect()?;
-    let exists: bool = client
-        .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
-        .get(0);
-    let have: i64 = if exists {
-        client
-            .query_one("SELECT count(*) FROM scrobbles", &[])?
-            .get(0)
-    } else {
-        0
-    };
-    if (have as u64) < opts.rows {
-        let add = opts.rows - have as u64;
-        status(&format!("seeding {add} rows (the table has {have}) ..."));
-        seed(
-            &opts.source,
-            &SeedOptions {
-                rows: add,
-                users: 200,
-                seed: 42,
-            },
-        )?;
-        client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
-    } else if have as u64 > opts.rows {
-        status(&format!(
-            "note: the table has {have} rows, more than --rows; benchmarking all of them"
-        ));
+    if matches!(opts.table, SourceSpec::Default) {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
+            .get(0);
+        let have: i64 = if exists {
+            client
+                .query_one("SELECT count(*) FROM scrobbles", &[])?
+                .get(0)
+        } else {
+            0
+        };
+        if (have as u64) < opts.rows {
+            let add = opts.rows - have as u64;
+            status(&format!("seeding {add} rows (the table has {have}) ..."));
+            seed(
+                &opts.source,
+                &SeedOptions {
+                    rows: add,
+                    users: 200,
+                    seed: 42,
+                },
+            )?;
+            client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+        } else if have as u64 > opts.rows {
+            status(&format!(
+                "note: the table has {have} rows, more than --rows; benchmarking all of them"
+            ));
+        }
+    } else if opts.sync_rows > 0 {
+        bail!("--sync-rows needs the default table (it seeds new rows); pass --sync-rows 0 with --config");
     }
+    // Everything that reads the source runs read-only, as in the pipeline itself.
+    drop(client);
+    let mut client = opts.source.connect_reader()?;
+    let table = opts.table.resolve(&mut client, &opts.source)?;
     let rows: i64 = client
-        .query_one("SELECT count(*) FROM scrobbles", &[])?
+        .query_one(&format!("SELECT count(*) FROM {}", table.sql_name()), &[])?
         .get(0);
     let repeat = opts.repeat.max(1);
 
@@ -183,7 +194,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     std::fs::create_dir_all(&opts.workdir)?;
     let target = opts.workdir.join("scrobsync-bench.sqlite");
     let base = |cmd: &str| -> Vec<String> {
-        vec![
+        let mut v = vec![
             cmd.into(),
             "--target".into(),
             target.display().to_string(),
@@ -192,7 +203,12 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
             "--batch-rows".into(),
             opts.batch_rows.to_string(),
             "--json".into(),
-        ]
+        ];
+        if let Some(c) = &opts.config {
+            v.push("--config".into());
+            v.push(c.display().to_string());
+        }
+        v
     };
     let mut loads = Vec::new();
     for i in 0..repeat {
@@ -210,6 +226,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     let peak_rss_mib = loads.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
 
     let sync = if opts.sync_rows > 0 {
+        let mut client = opts.source.connect()?;
         let before: i64 = client
             .query_one("SELECT max(id)::int8 FROM scrobbles", &[])?
             .get(0);

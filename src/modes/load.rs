@@ -10,6 +10,7 @@ use crate::progress::Progress;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::Writer;
 use crate::source::conn::explain_query_error;
+use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable};
 use crate::source::read::spawn_reader;
 use crate::source::SourceUrl;
@@ -24,7 +25,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub source: SourceUrl,
-    pub table: SourceTable,
+    pub table: SourceSpec,
     pub target: PathBuf,
     /// Partition queries read in parallel per window.
     pub partitions: usize,
@@ -148,9 +149,9 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let temp = TempTarget::new(&opts.target)?;
 
     let _span = tracing::info_span!("load", source = %opts.source).entered();
-    let mut client = opts.source.connect()?;
-    opts.table.validate(&mut client, &opts.source)?;
-    let plan = plan_full(&mut client, &opts.table, opts.batch_rows)?;
+    let mut client = opts.source.connect_reader()?;
+    let table = opts.table.resolve(&mut client, &opts.source)?;
+    let plan = plan_full(&mut client, &table, opts.batch_rows)?;
     let windows = plan.windows(opts.partitions);
     let plan_secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -166,7 +167,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     progress.stage("load", Some(plan.est_rows));
     let (rx_windows, reader) = spawn_reader(
         opts.source.clone(),
-        opts.table.clone(),
+        table.clone(),
         plan.filter.clone(),
         windows,
         1,
@@ -226,7 +227,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     progress.finish();
     let (normalize_secs, read_secs) = match normalised {
         Ok(v) => v,
-        Err(e) => return Err(explain_infinite(e, &mut client, &opts.table, plan.hwm)),
+        Err(e) => return Err(explain_infinite(e, &mut client, &table, plan.hwm)),
     };
     if let Some(e) = write_error {
         return Err(e.context(format!("writing {}", temp.path.display())));

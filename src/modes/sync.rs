@@ -17,7 +17,8 @@ use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
-use crate::source::plan::{plan, Scope, SourceTable, TimeRange};
+use crate::source::mapping::SourceSpec;
+use crate::source::plan::{plan, Scope, TimeRange};
 use crate::source::read::spawn_reader;
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
@@ -39,7 +40,7 @@ pub enum Cursor {
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     pub source: SourceUrl,
-    pub table: SourceTable,
+    pub table: SourceSpec,
     pub target: PathBuf,
     pub partitions: usize,
     pub batch_rows: usize,
@@ -165,8 +166,8 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
     let started = Instant::now();
     let started_at = now_iso();
     let conn = target::open(&opts.target)?;
-    let mut client = opts.source.connect()?;
-    opts.table.validate(&mut client, &opts.source)?;
+    let mut client = opts.source.connect_reader()?;
+    let table = opts.table.resolve(&mut client, &opts.source)?;
 
     let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
         Cursor::Id => {
@@ -190,7 +191,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 .query_one(
                     &format!(
                         "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at))) * 1000000)::int8 FROM {}",
-                        opts.table.sql_name()
+                        table.sql_name()
                     ),
                     &[],
                 )
@@ -211,7 +212,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         }
     };
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
-    let plan = plan(&mut client, &opts.table, &scope, opts.batch_rows)?;
+    let plan = plan(&mut client, &table, &scope, opts.batch_rows)?;
     let plan_secs = started.elapsed().as_secs_f64();
     let mark_after = match opts.cursor {
         Cursor::Id => Some(mark_before.map_or(plan.hwm, |m| m.max(plan.hwm)))
@@ -237,7 +238,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         let windows = plan.windows(opts.partitions);
         let (rx, reader) = spawn_reader(
             opts.source.clone(),
-            opts.table.clone(),
+            table.clone(),
             plan.filter.clone(),
             windows,
             1,
@@ -277,7 +278,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             return Err(super::load::explain_infinite(
                 e,
                 &mut client,
-                &opts.table,
+                &table,
                 plan.hwm,
             ));
         }

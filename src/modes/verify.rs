@@ -11,6 +11,7 @@ use super::windows::By;
 use crate::progress::Progress;
 use crate::sink::target;
 use crate::source::conn::explain_query_error;
+use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, ts_sql, SourceTable};
 use crate::source::SourceUrl;
 use anyhow::{anyhow, Result};
@@ -27,7 +28,7 @@ pub const EXIT_DIFFERENT: u8 = 3;
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub source: SourceUrl,
-    pub table: SourceTable,
+    pub table: SourceSpec,
     pub target: PathBuf,
     /// Unix seconds, inclusive; `None`: from the earliest row.
     pub from: Option<i64>,
@@ -162,7 +163,7 @@ fn source_digests(
     to: Option<i64>,
     partitions: usize,
 ) -> Result<BTreeMap<i64, Digest64>> {
-    let mut client = url.connect()?;
+    let mut client = url.connect_reader()?;
     let est = plan_full(&mut client, table, usize::MAX)?.est_rows.max(1) as usize;
     let slices = plan_full(&mut client, table, est.div_ceil(partitions.max(1)))?.slices;
     let range = pg_range(from, to);
@@ -179,7 +180,7 @@ fn source_digests(
                     b = slice.hi,
                 );
                 s.spawn(move || -> Result<Vec<(i64, i64, String)>> {
-                    let mut c = url.connect()?;
+                    let mut c = url.connect_reader()?;
                     let rows = c
                         .query(&sql, &[])
                         .map_err(|e| anyhow!("verifying the source failed: {}", explain_query_error(&e)))?;
@@ -361,7 +362,7 @@ fn compare(
     (keys.len(), diffs)
 }
 
-fn verify_once(opts: &VerifyOptions) -> Result<VerifyReport> {
+fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport> {
     let t = Instant::now();
     // Both sides at once: PostgreSQL works in its backends while this process hashes the target.
     let (src, dst) = std::thread::scope(|s| {
@@ -369,7 +370,7 @@ fn verify_once(opts: &VerifyOptions) -> Result<VerifyReport> {
             let t = Instant::now();
             let r = source_digests(
                 &opts.source,
-                &opts.table,
+                table,
                 opts.by,
                 opts.from,
                 opts.to,
@@ -407,7 +408,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
         super::windows::check_range(f, t)?;
     }
-    let mut report = verify_once(opts)?;
+    let table = opts
+        .table
+        .resolve(&mut opts.source.connect_reader()?, &opts.source)?;
+    let mut report = verify_once(opts, &table)?;
     if opts.repair && !report.differing.is_empty() {
         let windows: Vec<(i64, i64)> = report.differing.iter().map(|d| (d.start, d.end)).collect();
         let conn = target::open(&opts.target)?;
@@ -418,7 +422,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         replace_windows(
             &conn,
             &opts.source,
-            &opts.table,
+            &table,
             &windows,
             opts.partitions,
             &job,
@@ -426,7 +430,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         )?;
         drop(conn);
         report.repaired = report.differing.iter().map(|d| d.window.clone()).collect();
-        report.after_repair = Some(Box::new(verify_once(opts)?));
+        report.after_repair = Some(Box::new(verify_once(opts, &table)?));
     }
     Ok(report)
 }

@@ -6,6 +6,9 @@ use postgres::error::SqlState;
 use std::fmt;
 use std::time::Duration;
 
+/// Session option that makes every transaction of a connection read-only.
+const READ_ONLY: &str = "-c default_transaction_read_only=on";
+
 /// A parsed `postgresql://` URL with its secret kept out of every printable form.
 #[derive(Clone)]
 pub struct SourceUrl {
@@ -83,19 +86,37 @@ impl SourceUrl {
         )
     }
 
-    /// The URL handed to connectorx: the same server, binary `COPY` protocol.
+    /// The URL handed to connectorx: the same server, binary `COPY` protocol, read-only
+    /// transactions.
     pub(crate) fn connectorx_url(&self) -> String {
         let mut u = self.raw.clone();
+        let mut has_options = false;
         let pairs: Vec<(String, String)> = self
             .raw
             .query_pairs()
             .filter(|(k, _)| k != "cxprotocol")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .map(|(k, v)| {
+                if k == "options" {
+                    has_options = true;
+                    (k.into_owned(), format!("{v} {READ_ONLY}"))
+                } else {
+                    (k.into_owned(), v.into_owned())
+                }
+            })
             .collect();
+        let mut pairs = pairs;
+        if !has_options {
+            pairs.push(("options".into(), READ_ONLY.into()));
+        }
         u.query_pairs_mut()
             .clear()
             .extend_pairs(pairs)
             .append_pair("cxprotocol", "binary");
+        // Form encoding writes spaces as '+', which libpq-style parsers do not decode; a literal
+        // '+' was encoded as %2B, so every '+' left in the query is a space.
+        if let Some(q) = u.query().map(|q| q.replace('+', "%20")) {
+            u.set_query(Some(&q));
+        }
         u.to_string()
     }
 
@@ -128,6 +149,19 @@ impl SourceUrl {
             cfg.application_name("scrobsync");
         }
         Ok(cfg)
+    }
+
+    /// Opens a connection whose transactions are read-only: every query that reads the source
+    /// (including a mapping's own SQL) runs this way, so a config can never write.
+    pub fn connect_reader(&self) -> Result<postgres::Client> {
+        let mut cfg = self.config()?;
+        let opts = match cfg.get_options() {
+            Some(o) => format!("{o} {READ_ONLY}"),
+            None => READ_ONLY.to_string(),
+        };
+        cfg.options(&opts);
+        cfg.connect(postgres::NoTls)
+            .map_err(|e| explain_connect_error(&e, self))
     }
 
     /// Opens a plain client connection, turning the usual failures into one actionable line.
@@ -249,6 +283,8 @@ mod tests {
     fn connectorx_url_uses_binary_protocol() {
         let u = SourceUrl::parse("postgresql://u:p@h:5432/d?cxprotocol=csv").unwrap();
         let cx = u.connectorx_url();
-        assert!(cx.ends_with("?cxprotocol=binary"), "{cx}");
+        assert!(cx.contains("cxprotocol=binary"), "{cx}");
+        assert!(!cx.contains("cxprotocol=csv"), "{cx}");
+        assert!(cx.contains("options=-c%20default_transaction_read_only%3Don"), "{cx}");
     }
 }

@@ -2,6 +2,7 @@
 //! reader, and the demo-data generator.
 
 pub mod conn;
+pub mod mapping;
 pub mod plan;
 pub mod read;
 pub mod seed;

@@ -5,87 +5,10 @@
 //! slice is bounded by the high-water mark taken once at the start, so rows inserted while a
 //! run is going wait for the next run instead of making slices inconsistent.
 
-use super::conn::{explain_query_error, SourceUrl};
-use super::{quote_table, COLUMNS};
-use anyhow::{anyhow, bail, Context, Result};
-use postgres::error::SqlState;
-use postgres::types::Type;
+use super::conn::explain_query_error;
+use anyhow::{anyhow, Context, Result};
 
-/// The table (or, later, mapping) that rows are read from.
-#[derive(Debug, Clone)]
-pub struct SourceTable {
-    /// As given by the user, e.g. `scrobbles` or `public.scrobbles`.
-    pub name: String,
-}
-
-impl Default for SourceTable {
-    fn default() -> Self {
-        Self {
-            name: "scrobbles".into(),
-        }
-    }
-}
-
-impl SourceTable {
-    /// The quoted table name for SQL.
-    pub fn sql_name(&self) -> String {
-        quote_table(&self.name)
-    }
-
-    /// `SELECT <canonical columns> FROM <table>`, the start of every read query.
-    pub fn select_sql(&self) -> String {
-        format!("SELECT {} FROM {}", COLUMNS.join(", "), self.sql_name())
-    }
-
-    /// Checks that the table exists and every column has a type the pipeline can read, before
-    /// anything is written. Errors name the table or column and the fix.
-    pub fn validate(&self, client: &mut postgres::Client, url: &SourceUrl) -> Result<()> {
-        let stmt = match client.prepare(&format!("{} LIMIT 0", self.select_sql())) {
-            Ok(s) => s,
-            Err(e) => {
-                let code = e.code().cloned();
-                let msg = explain_query_error(&e);
-                return Err(if code == Some(SqlState::UNDEFINED_TABLE) {
-                    anyhow!(
-                        "source table '{}' not found in database '{}' ({msg}); create it (e.g. `scrobsync seed`) or point --source at the right database",
-                        self.name,
-                        url.database()
-                    )
-                } else if code == Some(SqlState::UNDEFINED_COLUMN) {
-                    anyhow!(
-                        "source table '{}' lacks a required column ({msg}); it needs columns {}",
-                        self.name,
-                        COLUMNS.join(", ")
-                    )
-                } else {
-                    anyhow!("cannot read source table '{}': {msg}", self.name)
-                });
-            }
-        };
-        for (col, name) in stmt.columns().iter().zip(COLUMNS) {
-            let ty = col.type_();
-            let ok = match name {
-                "id" => matches!(*ty, Type::INT8 | Type::INT4 | Type::INT2),
-                "played_at" => *ty == Type::TIMESTAMPTZ,
-                "duration_ms" => matches!(*ty, Type::INT4 | Type::INT2),
-                "loved" => *ty == Type::BOOL,
-                "artist_mbid" | "album_mbid" | "track_mbid" => {
-                    matches!(*ty, Type::UUID | Type::TEXT | Type::VARCHAR)
-                }
-                _ => matches!(*ty, Type::TEXT | Type::VARCHAR),
-            };
-            if !ok {
-                bail!(
-                    "source column '{}.{}' has type {}, which scrobsync cannot read as {name}; change the column type",
-                    self.name,
-                    name,
-                    ty.name()
-                );
-            }
-        }
-        Ok(())
-    }
-}
+pub use super::mapping::SourceTable;
 
 /// An inclusive id range `[lo, hi]` read by one partition query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,27 +191,35 @@ pub fn plan(
     let Some(min_id) = min_id else {
         return Ok(empty(hwm));
     };
-    let reltuples: f64 = client
-        .query_one(
-            "SELECT coalesce((SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)), -1)",
-            &[&table.name],
-        )
-        .map(|r| r.get(0))
-        .unwrap_or(-1.0);
+    let reltuples: f64 = match &table.stats_table {
+        Some(name) => client
+            .query_one(
+                "SELECT coalesce((SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)), -1)",
+                &[name],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(-1.0),
+        None => -1.0,
+    };
 
-    let (est_rows, sample_clause) =
-        if reltuples < EXACT_QUANTILE_ROWS || !filter.is_empty() || scope.after_id.is_some() {
-            // Small, never analysed, or an incremental slice of it: count exactly.
-            // Small or never analysed: count exactly, it is cheap at this size.
+    let sampled = table.sampled(((SAMPLE_TARGET / reltuples.max(1.0)) * 100.0).clamp(0.01, 100.0));
+    let (est_rows, from) = match sampled {
+        Some(sampled)
+            if reltuples >= EXACT_QUANTILE_ROWS
+                && filter.is_empty()
+                && scope.after_id.is_none() =>
+        {
+            (reltuples as u64, sampled)
+        }
+        // Small, never analysed, a query, or an incremental part: count exactly.
+        _ => {
             let n: i64 = client
                 .query_one(&format!("SELECT count(*) FROM {t} WHERE {range}"), &[])
-                .context("counting source rows")?
+                .map_err(|e| anyhow!("counting source rows failed: {}", explain_query_error(&e)))?
                 .get(0);
-            (n as u64, String::new())
-        } else {
-            let pct = (SAMPLE_TARGET / reltuples * 100.0).clamp(0.01, 100.0);
-            (reltuples as u64, format!(" TABLESAMPLE SYSTEM ({pct:.4})"))
-        };
+            (n as u64, t.clone())
+        }
+    };
     let nslices = (est_rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
     let cuts = if nslices > 1 {
         let fractions: Vec<f64> = (1..nslices).map(|i| i as f64 / nslices as f64).collect();
@@ -296,7 +227,7 @@ pub fn plan(
             .query_one(
                 &format!(
                     "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY id)::int8[] \
-                     FROM (SELECT id FROM {t}{sample_clause} WHERE {range}) s"
+                     FROM (SELECT id FROM {from} WHERE {range}) s"
                 ),
                 &[&fractions],
             )

@@ -1,0 +1,437 @@
+//! What the pipeline reads from: the default `scrobbles` table, or a mapping (TOML config) of
+//! another schema onto the canonical fields. A mapping resolves to one SQL *relation* — the
+//! table itself, or a subquery that renames, casts and converts — so every later query (plans,
+//! partition reads, verify hashes) is written once against canonical column names.
+//!
+//! The type mapping lives here, beside the source that owns it: each field's source type is
+//! checked against what the field needs before anything is written, and errors name the field
+//! and the column.
+
+use super::conn::{explain_query_error, SourceUrl};
+use super::{quote_ident, quote_table, COLUMNS};
+use crate::config::{PlayedAtType, SourceConfig, FIELDS};
+use anyhow::{anyhow, bail, Result};
+use postgres::error::SqlState;
+use postgres::types::Type;
+use serde::Serialize;
+
+/// Where rows come from, before it is checked against the server.
+#[derive(Debug, Clone, Default)]
+pub enum SourceSpec {
+    /// The default table `scrobbles` with the default column names.
+    #[default]
+    Default,
+    /// A mapping from a config file.
+    Config(SourceConfig),
+}
+
+/// A resolved source: an SQL relation with the canonical columns.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    /// For messages: the table name, or `query`.
+    pub name: String,
+    relation: String,
+    /// The relation with `{pct}` where a `TABLESAMPLE SYSTEM` percentage goes (tables only).
+    sampled: Option<String>,
+    /// The table whose planner statistics estimate the row count (tables only).
+    pub stats_table: Option<String>,
+    /// True for config mappings.
+    pub mapped: bool,
+}
+
+impl Default for SourceTable {
+    fn default() -> Self {
+        let t = quote_table("scrobbles");
+        Self {
+            name: "scrobbles".into(),
+            relation: t.clone(),
+            sampled: Some(format!("{t} TABLESAMPLE SYSTEM ({{pct}})")),
+            stats_table: Some(t),
+            mapped: false,
+        }
+    }
+}
+
+impl SourceTable {
+    /// The FROM item every query uses.
+    pub fn sql_name(&self) -> String {
+        self.relation.clone()
+    }
+
+    /// `SELECT <canonical columns> FROM <relation>`, the start of every read query.
+    pub fn select_sql(&self) -> String {
+        format!("SELECT {} FROM {}", COLUMNS.join(", "), self.relation)
+    }
+
+    /// The relation on a block sample of `pct` percent of the table, if it is a table.
+    pub fn sampled(&self, pct: f64) -> Option<String> {
+        self.sampled
+            .as_ref()
+            .map(|s| s.replace("{pct}", &format!("{pct:.4}")))
+    }
+}
+
+/// One field of a resolved mapping, for `config check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldInfo {
+    pub field: &'static str,
+    /// The column or expression it comes from (`NULL`/`false` when omitted).
+    pub source: String,
+    pub source_type: String,
+    /// The SQL the relation uses for it.
+    pub sql: String,
+}
+
+/// The result of resolving a spec: the relation and, for mappings, the field-by-field story.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    pub query: String,
+    pub fields: Vec<FieldInfo>,
+}
+
+fn is_text(t: &Type) -> bool {
+    matches!(*t, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME)
+}
+
+fn is_int(t: &Type) -> bool {
+    matches!(*t, Type::INT2 | Type::INT4 | Type::INT8)
+}
+
+fn is_number(t: &Type) -> bool {
+    is_int(t) || matches!(*t, Type::NUMERIC | Type::FLOAT4 | Type::FLOAT8)
+}
+
+/// Whether a value of type `t` can serve as `field`, and if not, what it needs.
+fn check_type(field: &str, t: &Type, pat: PlayedAtType) -> Result<(), &'static str> {
+    let ok = match field {
+        "id" => is_int(t),
+        "played_at" => match pat {
+            PlayedAtType::Timestamptz => *t == Type::TIMESTAMPTZ,
+            PlayedAtType::Timestamp => *t == Type::TIMESTAMP,
+            PlayedAtType::EpochSeconds | PlayedAtType::EpochMilliseconds => is_number(t),
+        },
+        "artist_mbid" | "album_mbid" | "track_mbid" => *t == Type::UUID || is_text(t),
+        "duration_ms" => is_number(t),
+        "loved" => *t == Type::BOOL,
+        _ => is_text(t),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match field {
+        "id" => "an integer (smallint, integer or bigint)",
+        "played_at" => match pat {
+            PlayedAtType::Timestamptz => "timestamptz (or set played_at_type)",
+            PlayedAtType::Timestamp => "timestamp (without time zone)",
+            _ => "a number of seconds or milliseconds",
+        },
+        "artist_mbid" | "album_mbid" | "track_mbid" => "uuid or text",
+        "duration_ms" => "a number",
+        "loved" => "boolean (write an expression such as `rating >= 4`)",
+        _ => "text",
+    })
+}
+
+/// The SQL converting `played_at` as stored into timestamptz.
+fn played_at_sql(e: &str, pat: PlayedAtType, tz: Option<&str>) -> String {
+    match pat {
+        PlayedAtType::Timestamptz => e.to_string(),
+        PlayedAtType::Timestamp => format!(
+            "({e} AT TIME ZONE '{}')",
+            tz.unwrap_or("UTC").replace('\'', "''")
+        ),
+        PlayedAtType::EpochSeconds => {
+            format!("(timestamptz 'epoch' + ({e}) * interval '1 second')")
+        }
+        PlayedAtType::EpochMilliseconds => {
+            format!("(timestamptz 'epoch' + ({e}) * interval '1 millisecond')")
+        }
+    }
+}
+
+/// The canonical column SQL of `field` from source SQL `e` (None: the field is omitted).
+fn field_sql(field: &str, e: Option<&str>, pat: PlayedAtType, tz: Option<&str>) -> String {
+    let v = match (field, e) {
+        // no cast on id: a cast would hide the column from its index in partition queries
+        ("id", Some(e)) => e.to_string(),
+        ("played_at", Some(e)) => played_at_sql(e, pat, tz),
+        ("duration_ms", Some(e)) => format!("({e})::int4"),
+        ("duration_ms", None) => "NULL::int4".into(),
+        ("loved", Some(e)) => format!("coalesce(({e})::bool, false)"),
+        ("loved", None) => "false".into(),
+        (_, Some(e)) => format!("({e})::text"),
+        (_, None) => "NULL::text".into(),
+    };
+    format!("{v} AS {field}")
+}
+
+fn missing_table(name: &str, url: &SourceUrl, msg: &str) -> anyhow::Error {
+    anyhow!(
+        "source table '{name}' not found in database '{}' ({msg}); create it (e.g. `scrobsync seed`), fix the name, or point --source at the right database",
+        url.database()
+    )
+}
+
+impl SourceSpec {
+    /// Checks the spec against the server and returns the relation to read from.
+    pub fn resolve(&self, client: &mut postgres::Client, url: &SourceUrl) -> Result<SourceTable> {
+        Ok(self.resolve_verbose(client, url)?.0)
+    }
+
+    /// Like [`SourceSpec::resolve`], also describing each field (for `config check`).
+    pub fn resolve_verbose(
+        &self,
+        client: &mut postgres::Client,
+        url: &SourceUrl,
+    ) -> Result<(SourceTable, Resolved)> {
+        match self {
+            SourceSpec::Default => resolve_default(client, url),
+            SourceSpec::Config(c) => {
+                c.check()?;
+                if let Some(tz) = &c.timezone {
+                    client
+                        .query_one("SELECT now() AT TIME ZONE $1", &[tz])
+                        .map_err(|e| anyhow!("timezone '{tz}' is not known to PostgreSQL ({}); use a name such as Europe/Berlin", explain_query_error(&e)))?;
+                }
+                let (table, resolved) = match (&c.table, &c.query) {
+                    (Some(t), _) => resolve_table(c, t, client, url)?,
+                    (None, Some(q)) => resolve_query(c, q, client)?,
+                    (None, None) => unreachable!("checked by SourceConfig::check"),
+                };
+                // The id must never be NULL: partitions, marks and backfill order rest on it.
+                let null_id = client
+                    .query_opt(
+                        &format!("SELECT 1 FROM {} WHERE id IS NULL LIMIT 1", table.relation),
+                        &[],
+                    )
+                    .map_err(|e| {
+                        anyhow!("checking the mapped id failed: {}", explain_query_error(&e))
+                    })?;
+                if null_id.is_some() {
+                    let src = resolved
+                        .fields
+                        .first()
+                        .map_or("id".into(), |f| f.source.clone());
+                    bail!("field id: `{src}` is NULL in some rows; the id must be a unique, non-null integer");
+                }
+                Ok((table, resolved))
+            }
+        }
+    }
+}
+
+fn resolve_default(
+    client: &mut postgres::Client,
+    url: &SourceUrl,
+) -> Result<(SourceTable, Resolved)> {
+    let table = SourceTable::default();
+    let stmt = match client.prepare(&format!("{} LIMIT 0", table.select_sql())) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = e.code().cloned();
+            let msg = explain_query_error(&e);
+            return Err(if code == Some(SqlState::UNDEFINED_TABLE) {
+                missing_table(&table.name, url, &msg)
+            } else if code == Some(SqlState::UNDEFINED_COLUMN) {
+                anyhow!(
+                    "source table '{}' lacks a required column ({msg}); it needs columns {}, or map your own schema with --config (see `scrobsync config example`)",
+                    table.name,
+                    COLUMNS.join(", ")
+                )
+            } else {
+                anyhow!("cannot read source table '{}': {msg}", table.name)
+            });
+        }
+    };
+    let mut fields = Vec::new();
+    for (col, name) in stmt.columns().iter().zip(COLUMNS) {
+        let ty = col.type_();
+        let name: &'static str = name;
+        if let Err(need) = check_type(name, ty, PlayedAtType::Timestamptz) {
+            bail!(
+                "source column '{}.{name}' has type {}, but {name} needs {need}; change the column type or map it with --config",
+                table.name,
+                ty.name()
+            );
+        }
+        fields.push(FieldInfo {
+            field: name,
+            source: name.to_string(),
+            source_type: ty.name().to_string(),
+            sql: name.to_string(),
+        });
+    }
+    let resolved = Resolved {
+        query: table.select_sql(),
+        fields,
+    };
+    Ok((table, resolved))
+}
+
+fn resolve_table(
+    c: &SourceConfig,
+    name: &str,
+    client: &mut postgres::Client,
+    url: &SourceUrl,
+) -> Result<(SourceTable, Resolved)> {
+    let quoted = if name.contains('"') {
+        name.to_string()
+    } else {
+        quote_table(name)
+    };
+    let cols: Vec<(String, Type)> = {
+        let stmt = client
+            .prepare(&format!("SELECT * FROM {quoted} LIMIT 0"))
+            .map_err(|e| missing_table(name, url, &explain_query_error(&e)))?;
+        stmt.columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect()
+    };
+    let mut fields = Vec::new();
+    let mut select = Vec::new();
+    for (field, required) in FIELDS {
+        let given = c.columns.get(field).map(|s| s.trim());
+        let (src_sql, ty) = match given {
+            None if required => bail!(
+                "[source.columns] must map the required field '{field}' to a column or expression of {name}"
+            ),
+            None => (None, None),
+            Some(e) => match cols.iter().find(|(n, _)| n == e) {
+                Some((n, t)) => (Some(quote_ident(n)), Some(t.clone())),
+                None => {
+                    // Not a column name: an SQL expression over the table.
+                    let stmt = client
+                        .prepare(&format!("SELECT ({e}) FROM {quoted} LIMIT 0"))
+                        .map_err(|err| {
+                            anyhow!(
+                                "field {field}: `{e}` is neither a column of {name} nor a valid expression ({}); fix [source.columns] {field}",
+                                explain_query_error(&err)
+                            )
+                        })?;
+                    (Some(format!("({e})")), Some(stmt.columns()[0].type_().clone()))
+                }
+            },
+        };
+        if let (Some(e), Some(t)) = (given, &ty) {
+            if let Err(need) = check_type(field, t, c.played_at_type) {
+                bail!(
+                    "field {field}: `{e}` of {name} has type {}, but {field} needs {need}; fix [source.columns] {field}{}",
+                    t.name(),
+                    if field == "played_at" { " or played_at_type" } else { "" }
+                );
+            }
+        }
+        let sql = field_sql(
+            field,
+            src_sql.as_deref(),
+            c.played_at_type,
+            c.timezone.as_deref(),
+        );
+        fields.push(FieldInfo {
+            field,
+            source: given.map_or_else(
+                || {
+                    if field == "loved" {
+                        "false".into()
+                    } else {
+                        "NULL".into()
+                    }
+                },
+                str::to_string,
+            ),
+            source_type: ty.map_or("-".into(), |t| t.name().to_string()),
+            sql: sql.clone(),
+        });
+        select.push(sql);
+    }
+    let inner = format!("SELECT {} FROM {quoted}", select.join(", "));
+    let table = SourceTable {
+        name: name.to_string(),
+        relation: format!("({inner}) AS src"),
+        sampled: Some(format!(
+            "(SELECT {} FROM {quoted} TABLESAMPLE SYSTEM ({{pct}})) AS src",
+            select.join(", ")
+        )),
+        stats_table: Some(quoted),
+        mapped: true,
+    };
+    let resolved = Resolved {
+        query: table.select_sql(),
+        fields,
+    };
+    Ok((table, resolved))
+}
+
+fn resolve_query(
+    c: &SourceConfig,
+    query: &str,
+    client: &mut postgres::Client,
+) -> Result<(SourceTable, Resolved)> {
+    let query = query.trim().trim_end_matches(';');
+    let stmt = client
+        .prepare(&format!("SELECT * FROM ({query}) AS q LIMIT 0"))
+        .map_err(|e| {
+            anyhow!(
+                "the [source] query does not run: {}",
+                explain_query_error(&e)
+            )
+        })?;
+    let cols: Vec<(String, Type)> = stmt
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_().clone()))
+        .collect();
+    let mut fields = Vec::new();
+    let mut select = Vec::new();
+    for (field, required) in FIELDS {
+        let found = cols.iter().find(|(n, _)| n == field);
+        match (found, required) {
+            (None, true) => bail!(
+                "the [source] query returns no column named '{field}'; name the right expression `AS {field}`"
+            ),
+            (Some((_, t)), _) => {
+                if let Err(need) = check_type(field, t, c.played_at_type) {
+                    bail!(
+                        "field {field}: the query's column '{field}' has type {}, but {field} needs {need}; cast it in the query{}",
+                        t.name(),
+                        if field == "played_at" { " or set played_at_type" } else { "" }
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+        let src = found.map(|_| format!("q.{}", quote_ident(field)));
+        let sql = field_sql(
+            field,
+            src.as_deref(),
+            c.played_at_type,
+            c.timezone.as_deref(),
+        );
+        fields.push(FieldInfo {
+            field,
+            source: src.clone().unwrap_or_else(|| {
+                if field == "loved" {
+                    "false".into()
+                } else {
+                    "NULL".into()
+                }
+            }),
+            source_type: found.map_or("-".into(), |(_, t)| t.name().to_string()),
+            sql: sql.clone(),
+        });
+        select.push(sql);
+    }
+    let table = SourceTable {
+        name: "query".into(),
+        relation: format!("(SELECT {} FROM ({query}) AS q) AS src", select.join(", ")),
+        sampled: None,
+        stats_table: None,
+        mapped: true,
+    };
+    let resolved = Resolved {
+        query: table.select_sql(),
+        fields,
+    };
+    Ok((table, resolved))
+}
