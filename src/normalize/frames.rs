@@ -49,6 +49,14 @@ pub fn batch_to_frame(batch: &RecordBatch) -> Result<DataFrame> {
                 let ts = col.as_primitive::<TimestampMicrosecondType>();
                 std::sync::Arc::new(ts.reinterpret_cast::<Int64Type>()) as arrow::array::ArrayRef
             }
+            // Narrower integer ids (a mapped int4 key) and durations widen to what the
+            // normaliser reads.
+            DataType::Int16 | DataType::Int32 if field.name() == "id" => {
+                arrow::compute::cast(col, &DataType::Int64).context("widening id")?
+            }
+            DataType::Int16 | DataType::Int64 if field.name() == "duration_ms" => {
+                arrow::compute::cast(col, &DataType::Int32).context("narrowing duration_ms")?
+            }
             DataType::Timestamp(unit, _) => {
                 bail!(
                     "column {} arrived as a {unit:?} timestamp; expected microseconds",
@@ -84,11 +92,14 @@ pub fn batch_to_frame(batch: &RecordBatch) -> Result<DataFrame> {
 }
 
 fn first_id(batch: &RecordBatch) -> i64 {
-    let ids = batch.column(0).as_primitive::<Int64Type>();
-    if ids.is_empty() || ids.is_null(0) {
-        i64::MIN
-    } else {
-        ids.value(0)
+    let col = batch.column(0);
+    if col.is_empty() || col.is_null(0) {
+        return i64::MIN;
+    }
+    match col.data_type() {
+        DataType::Int16 => col.as_primitive::<arrow::datatypes::Int16Type>().value(0) as i64,
+        DataType::Int32 => col.as_primitive::<arrow::datatypes::Int32Type>().value(0) as i64,
+        _ => col.as_primitive::<Int64Type>().value(0),
     }
 }
 

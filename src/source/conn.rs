@@ -285,6 +285,9 @@ mod tests {
         let cx = u.connectorx_url();
         assert!(cx.contains("cxprotocol=binary"), "{cx}");
         assert!(!cx.contains("cxprotocol=csv"), "{cx}");
-        assert!(cx.contains("options=-c%20default_transaction_read_only%3Don"), "{cx}");
+        assert!(
+            cx.contains("options=-c%20default_transaction_read_only%3Don"),
+            "{cx}"
+        );
     }
 }
