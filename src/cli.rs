@@ -155,8 +155,13 @@ pub struct LoadArgs {
     pub partitions: Option<u16>,
 
     /// Rows per partition query; a window of rows in memory is about partitions × batch-rows.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     pub batch_rows: u64,
+
+    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
+    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
+    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
+    pub indexes: String,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -239,8 +244,13 @@ pub struct SyncArgs {
     pub partitions: Option<u16>,
 
     /// Rows per partition query.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     pub batch_rows: u64,
+
+    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
+    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
+    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
+    pub indexes: String,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -287,8 +297,13 @@ pub struct BenchArgs {
     pub partitions: Option<u16>,
 
     /// Rows per partition query.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
     pub batch_rows: u64,
+
+    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
+    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
+    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
+    pub indexes: String,
 
     /// Folder for the benchmark's target file [default: the system temp folder]
     #[arg(long)]

@@ -10,6 +10,7 @@ use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
 use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
 use scrobsync::modes::{backfill, bench, status, verify, windows};
+use scrobsync::sink::schema::IndexSet;
 use scrobsync::source::mapping::SourceSpec;
 use scrobsync::source::seed::{self, SeedOptions};
 use scrobsync::source::SourceUrl;
@@ -30,6 +31,14 @@ fn main() -> ExitCode {
             eprintln!("error: {}", output::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn index_set(s: &str) -> IndexSet {
+    if s == "full" {
+        IndexSet::Full
+    } else {
+        IndexSet::Essential
     }
 }
 
@@ -113,6 +122,7 @@ fn run(command: Command) -> Result<u8> {
                 target: a.target,
                 partitions: partitions(a.partitions),
                 batch_rows: a.batch_rows as usize,
+                indexes: index_set(&a.indexes),
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
@@ -127,6 +137,7 @@ fn run(command: Command) -> Result<u8> {
                 target: a.target,
                 partitions: partitions(a.partitions),
                 batch_rows: a.batch_rows as usize,
+                indexes: index_set(&a.indexes),
                 cursor,
             };
             let bar = output::ProgressBar::new();
@@ -151,6 +162,7 @@ fn run(command: Command) -> Result<u8> {
                 repeat: a.repeat as usize,
                 partitions: partitions(a.partitions),
                 batch_rows: a.batch_rows as usize,
+                indexes: a.indexes.clone(),
                 sync_rows: a.sync_rows,
                 workdir: a.workdir.unwrap_or_else(std::env::temp_dir),
             };
@@ -201,7 +213,8 @@ fn run(command: Command) -> Result<u8> {
                 table: SourceSpec::Default,
                 target: a.target,
                 partitions: partitions(None),
-                batch_rows: 100_000,
+                batch_rows: 50_000,
+                indexes: IndexSet::Essential,
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;

@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub repeat: usize,
     pub partitions: usize,
     pub batch_rows: usize,
+    /// `essential` or `full`, passed to the load runs.
+    pub indexes: String,
     /// Rows to add for the incremental-sync measurement (0: skip it).
     pub sync_rows: u64,
     /// Folder for the target files.
@@ -204,6 +206,10 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
             opts.batch_rows.to_string(),
             "--json".into(),
         ];
+        if cmd == "load" {
+            v.push("--indexes".into());
+            v.push(opts.indexes.clone());
+        }
         if let Some(c) = &opts.config {
             v.push("--config".into());
             v.push(c.display().to_string());

@@ -7,6 +7,7 @@ use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::registry::NoResolver;
 use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
+use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::Writer;
 use crate::source::conn::explain_query_error;
@@ -31,6 +32,8 @@ pub struct LoadOptions {
     pub partitions: usize,
     /// Rows per partition query (so a window holds about `partitions × batch_rows` rows).
     pub batch_rows: usize,
+    /// Which indexes to build.
+    pub indexes: IndexSet,
 }
 
 /// The machine-readable result of a load (`--json`).
@@ -251,7 +254,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         rows: [facts_written, users, artists, albums, tracks],
         seconds: started.elapsed().as_secs_f64(),
     };
-    let (index_secs, check_secs) = writer.finish(facts_written, &run)?;
+    let (index_secs, check_secs) = writer.finish(facts_written, &run, opts.indexes)?;
     temp.install(&opts.target)?;
 
     let total = started.elapsed().as_secs_f64();

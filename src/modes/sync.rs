@@ -14,6 +14,7 @@ use super::load::{self, LoadOptions, LoadSummary};
 use super::{StageSeconds, TableRows};
 use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
+use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
@@ -45,6 +46,8 @@ pub struct SyncOptions {
     pub partitions: usize,
     pub batch_rows: usize,
     pub cursor: Cursor,
+    /// Indexes of the full load that a sync without target does.
+    pub indexes: IndexSet,
 }
 
 /// Result of an incremental run (`--json`).
@@ -141,6 +144,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
                 target: opts.target.clone(),
                 partitions: opts.partitions,
                 batch_rows: opts.batch_rows,
+                indexes: opts.indexes,
             },
             progress,
         )?;
@@ -226,12 +230,25 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         "sync planned"
     );
 
-    // Facts are upserted (a backfill may already hold rows above the mark), so rows added are
-    // counted on the table; with its indexes this costs milliseconds, not a scan of rows.
-    let facts_before: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
+    // Facts are upserted (a backfill may already hold rows above the mark). Rows added are the
+    // rows read minus those already present: with the id cursor a primary-key range count of
+    // (mark, hwm]; with the time cursor the table count, before and after.
+    let present = |conn: &Connection| -> Result<i64> {
+        Ok(match opts.cursor {
+            Cursor::Id => conn.query_row(
+                "SELECT count(*) FROM scrobbles WHERE scrobble_id > ?1 AND scrobble_id <= ?2",
+                [mark_before.unwrap_or(i64::MIN), plan.hwm],
+                |r| r.get(0),
+            )?,
+            Cursor::PlayedAt { .. } => {
+                conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?
+            }
+        })
+    };
     conn.execute_batch("BEGIN IMMEDIATE")
         .context("the target is busy (another run?); try again when it is done")?;
     let result = (|| -> Result<SyncSummary> {
+        let facts_before = present(&conn)?;
         let mut norm = Normalizer::new(target::registry_for(&conn)?);
         let mut resolver = target::TargetResolver { conn: &conn };
         progress.stage("sync", Some(plan.est_rows));
@@ -283,8 +300,10 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             ));
         }
         let t = Instant::now();
-        let after: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
-        let added_facts = (after - facts_before).max(0) as u64;
+        let added_facts = match opts.cursor {
+            Cursor::Id => rows_read.saturating_sub(facts_before as u64),
+            Cursor::PlayedAt { .. } => (present(&conn)? - facts_before).max(0) as u64,
+        };
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
             state::set(&conn, mark_key, &m.to_string())?;
