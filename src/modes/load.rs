@@ -197,6 +197,15 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
                     break;
                 }
             }
+            let [users, artists, albums, tracks] = norm.registry.counts();
+            tracing::info!(
+                users,
+                artists,
+                albums,
+                tracks,
+                key_maps_mib = norm.registry.approx_bytes() as f64 / (1 << 20) as f64,
+                "dimension key maps"
+            );
             Ok((busy, read))
         })
         .expect("spawning the normaliser thread");

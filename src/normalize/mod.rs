@@ -2,6 +2,7 @@
 //! and the four dimension frames at the end, with surrogate keys from [`registry::Registry`].
 
 pub mod frames;
+pub mod keymap;
 pub mod registry;
 
 pub use frames::{window_frame, DimFrames, Normalized, Normalizer};

@@ -12,9 +12,8 @@
 //! new rows and filled-in attributes — is collected in a [`Delta`] that the writer applies
 //! with each window, so memory holds the key maps and one window's changes, nothing more.
 
+use super::keymap::KeyMap;
 use anyhow::Result;
-use hashbrown::hash_map::EntryRef;
-use hashbrown::HashMap;
 
 /// Looks up dimension rows that exist in the target but are not in memory yet (incremental
 /// modes). Called only on a registry miss, so the target is never scanned per batch: each
@@ -117,12 +116,12 @@ struct TrackEntry {
 /// All four key maps, their next free ids, and the changes not yet flushed.
 #[derive(Debug, Default)]
 pub struct Registry {
-    users: HashMap<Box<str>, i64>,
-    artists: HashMap<Box<str>, Entry>,
+    users: KeyMap<i64>,
+    artists: KeyMap<Entry>,
     /// key: artist_id (8 bytes LE) ++ title
-    albums: HashMap<Box<[u8]>, Entry>,
+    albums: KeyMap<Entry>,
     /// key: artist_id (8 bytes LE) ++ album_id or 0 (8 bytes LE) ++ title
-    tracks: HashMap<Box<[u8]>, TrackEntry>,
+    tracks: KeyMap<TrackEntry>,
     next_user: i64,
     next_artist: i64,
     next_album: i64,
@@ -163,18 +162,32 @@ impl Registry {
         std::mem::take(&mut self.delta)
     }
 
+    /// Approximate bytes held by the key maps.
+    pub fn approx_bytes(&self) -> usize {
+        self.users.approx_bytes()
+            + self.artists.approx_bytes()
+            + self.albums.approx_bytes()
+            + self.tracks.approx_bytes()
+    }
+
     pub fn user(&mut self, name: &str, res: &mut dyn Resolver) -> Result<i64> {
-        Ok(match self.users.entry_ref(name) {
-            EntryRef::Occupied(o) => *o.get(),
-            EntryRef::Vacant(v) => match res.user(name)? {
-                Some(id) => *v.insert(id),
+        let Registry {
+            users,
+            next_user,
+            delta,
+            ..
+        } = self;
+        let id = users.get_or_try_insert_with(name.as_bytes(), || {
+            Ok(match res.user(name)? {
+                Some(id) => id,
                 None => {
-                    self.next_user += 1;
-                    self.delta.users.push((self.next_user, name.into()));
-                    *v.insert(self.next_user)
+                    *next_user += 1;
+                    delta.users.push((*next_user, name.into()));
+                    *next_user
                 }
-            },
-        })
+            })
+        })?;
+        Ok(*id)
     }
 
     pub fn artist(
@@ -183,29 +196,34 @@ impl Registry {
         mbid: Option<&str>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
-        let e = match self.artists.entry_ref(name) {
-            EntryRef::Occupied(o) => o.into_mut(),
-            EntryRef::Vacant(v) => match res.artist(name)? {
-                Some((id, stored)) => v.insert(Entry {
+        let Registry {
+            artists,
+            next_artist,
+            delta,
+            ..
+        } = self;
+        let e = artists.get_or_try_insert_with(name.as_bytes(), || {
+            Ok(match res.artist(name)? {
+                Some((id, stored)) => Entry {
                     id,
                     has_mbid: stored.is_some(),
-                }),
+                },
                 None => {
-                    self.next_artist += 1;
-                    self.delta
+                    *next_artist += 1;
+                    delta
                         .artists
-                        .push((self.next_artist, name.into(), mbid.map(Into::into)));
-                    v.insert(Entry {
-                        id: self.next_artist,
+                        .push((*next_artist, name.into(), mbid.map(Into::into)));
+                    Entry {
+                        id: *next_artist,
                         has_mbid: mbid.is_some(),
-                    })
+                    }
                 }
-            },
-        };
+            })
+        })?;
         if !e.has_mbid {
             if let Some(m) = mbid {
                 e.has_mbid = true;
-                self.delta.artist_mbids.push((e.id, m.into()));
+                delta.artist_mbids.push((e.id, m.into()));
             }
         }
         Ok(e.id)
@@ -218,35 +236,38 @@ impl Registry {
         mbid: Option<&str>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&artist_id.to_le_bytes());
-        self.scratch.extend_from_slice(title.as_bytes());
-        let e = match self.albums.entry_ref(&self.scratch[..]) {
-            EntryRef::Occupied(o) => o.into_mut(),
-            EntryRef::Vacant(v) => match res.album(artist_id, title)? {
-                Some((id, stored)) => v.insert(Entry {
+        let Registry {
+            albums,
+            next_album,
+            delta,
+            scratch,
+            ..
+        } = self;
+        scratch.clear();
+        scratch.extend_from_slice(&artist_id.to_le_bytes());
+        scratch.extend_from_slice(title.as_bytes());
+        let e = albums.get_or_try_insert_with(scratch, || {
+            Ok(match res.album(artist_id, title)? {
+                Some((id, stored)) => Entry {
                     id,
                     has_mbid: stored.is_some(),
-                }),
+                },
                 None => {
-                    self.next_album += 1;
-                    self.delta.albums.push((
-                        self.next_album,
-                        artist_id,
-                        title.into(),
-                        mbid.map(Into::into),
-                    ));
-                    v.insert(Entry {
-                        id: self.next_album,
+                    *next_album += 1;
+                    delta
+                        .albums
+                        .push((*next_album, artist_id, title.into(), mbid.map(Into::into)));
+                    Entry {
+                        id: *next_album,
                         has_mbid: mbid.is_some(),
-                    })
+                    }
                 }
-            },
-        };
+            })
+        })?;
         if !e.has_mbid {
             if let Some(m) = mbid {
                 e.has_mbid = true;
-                self.delta.album_mbids.push((e.id, m.into()));
+                delta.album_mbids.push((e.id, m.into()));
             }
         }
         Ok(e.id)
@@ -261,43 +282,48 @@ impl Registry {
         duration_ms: Option<i32>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&artist_id.to_le_bytes());
-        self.scratch
-            .extend_from_slice(&album_id.unwrap_or(0).to_le_bytes());
-        self.scratch.extend_from_slice(title.as_bytes());
-        let e = match self.tracks.entry_ref(&self.scratch[..]) {
-            EntryRef::Occupied(o) => o.into_mut(),
-            EntryRef::Vacant(v) => match res.track(artist_id, album_id, title)? {
-                Some((id, stored_mbid, stored_duration)) => v.insert(TrackEntry {
+        let Registry {
+            tracks,
+            next_track,
+            delta,
+            scratch,
+            ..
+        } = self;
+        scratch.clear();
+        scratch.extend_from_slice(&artist_id.to_le_bytes());
+        scratch.extend_from_slice(&album_id.unwrap_or(0).to_le_bytes());
+        scratch.extend_from_slice(title.as_bytes());
+        let e = tracks.get_or_try_insert_with(scratch, || {
+            Ok(match res.track(artist_id, album_id, title)? {
+                Some((id, stored_mbid, stored_duration)) => TrackEntry {
                     id,
                     has_mbid: stored_mbid.is_some(),
                     has_duration: stored_duration.is_some(),
-                }),
+                },
                 None => {
-                    self.next_track += 1;
-                    self.delta.tracks.push((
-                        self.next_track,
+                    *next_track += 1;
+                    delta.tracks.push((
+                        *next_track,
                         artist_id,
                         album_id,
                         title.into(),
                         mbid.map(Into::into),
                         duration_ms,
                     ));
-                    v.insert(TrackEntry {
-                        id: self.next_track,
+                    TrackEntry {
+                        id: *next_track,
                         has_mbid: mbid.is_some(),
                         has_duration: duration_ms.is_some(),
-                    })
+                    }
                 }
-            },
-        };
+            })
+        })?;
         let fill_mbid = if e.has_mbid { None } else { mbid };
         let fill_duration = if e.has_duration { None } else { duration_ms };
         if fill_mbid.is_some() || fill_duration.is_some() {
             e.has_mbid |= fill_mbid.is_some();
             e.has_duration |= fill_duration.is_some();
-            self.delta
+            delta
                 .track_fills
                 .push((e.id, fill_mbid.map(Into::into), fill_duration));
         }
