@@ -131,6 +131,23 @@ pub struct SourceArg {
     pub source: Option<String>,
 }
 
+/// How a full or incremental read is cut and what a full load builds.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Partition queries read in parallel [default: number of CPUs]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: Option<u16>,
+
+    /// Rows per partition query; a window of rows in memory is about partitions × batch-rows.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
+    pub batch_rows: u64,
+
+    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
+    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
+    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
+    pub indexes: String,
+}
+
 #[derive(Debug, Args)]
 pub struct MappingArg {
     /// TOML file mapping another PostgreSQL schema onto scrobsync's fields (see `scrobsync config example`).
@@ -146,22 +163,12 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub mapping: MappingArg,
 
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
     /// SQLite file to create or replace.
     #[arg(long)]
     pub target: PathBuf,
-
-    /// Partition queries read in parallel [default: number of CPUs]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub partitions: Option<u16>,
-
-    /// Rows per partition query; a window of rows in memory is about partitions × batch-rows.
-    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
-    pub batch_rows: u64,
-
-    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
-    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
-    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
-    pub indexes: String,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -227,6 +234,9 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub mapping: MappingArg,
 
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
     /// SQLite target to bring up to date (created by a full load when absent).
     #[arg(long)]
     pub target: PathBuf,
@@ -238,19 +248,6 @@ pub struct SyncArgs {
     /// With --cursor played_at: how far before the mark each run re-reads, e.g. 1h, 2d, 1h30m.
     #[arg(long)]
     pub lookback: Option<String>,
-
-    /// Partition queries read in parallel [default: number of CPUs]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub partitions: Option<u16>,
-
-    /// Rows per partition query.
-    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
-    pub batch_rows: u64,
-
-    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
-    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
-    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
-    pub indexes: String,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -280,6 +277,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub mapping: MappingArg,
 
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
     /// Rows the source should have (seeded if it has fewer).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows: u64,
@@ -291,19 +291,6 @@ pub struct BenchArgs {
     /// Rows to add and sync after the loads to measure an incremental run (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     pub sync_rows: u64,
-
-    /// Partition queries read in parallel [default: number of CPUs]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub partitions: Option<u16>,
-
-    /// Rows per partition query.
-    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1000..=10_000_000))]
-    pub batch_rows: u64,
-
-    /// Indexes to build on a full load: essential (identity + played_at) or full (adds
-    /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
-    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
-    pub indexes: String,
 
     /// Folder for the benchmark's target file [default: the system temp folder]
     #[arg(long)]

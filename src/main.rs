@@ -120,9 +120,9 @@ fn run(command: Command) -> Result<u8> {
                 source: resolve_source(a.source.source)?,
                 table: spec(&a.mapping)?,
                 target: a.target,
-                partitions: partitions(a.partitions),
-                batch_rows: a.batch_rows as usize,
-                indexes: index_set(&a.indexes),
+                partitions: partitions(a.pipeline.partitions),
+                batch_rows: a.pipeline.batch_rows as usize,
+                indexes: index_set(&a.pipeline.indexes),
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
@@ -135,9 +135,9 @@ fn run(command: Command) -> Result<u8> {
                 source: resolve_source(a.source.source)?,
                 table: spec(&a.mapping)?,
                 target: a.target,
-                partitions: partitions(a.partitions),
-                batch_rows: a.batch_rows as usize,
-                indexes: index_set(&a.indexes),
+                partitions: partitions(a.pipeline.partitions),
+                batch_rows: a.pipeline.batch_rows as usize,
+                indexes: index_set(&a.pipeline.indexes),
                 cursor,
             };
             let bar = output::ProgressBar::new();
@@ -160,9 +160,9 @@ fn run(command: Command) -> Result<u8> {
                 exe: std::env::current_exe()?,
                 rows: a.rows,
                 repeat: a.repeat as usize,
-                partitions: partitions(a.partitions),
-                batch_rows: a.batch_rows as usize,
-                indexes: a.indexes.clone(),
+                partitions: partitions(a.pipeline.partitions),
+                batch_rows: a.pipeline.batch_rows as usize,
+                indexes: a.pipeline.indexes.clone(),
                 sync_rows: a.sync_rows,
                 workdir: a.workdir.unwrap_or_else(std::env::temp_dir),
             };

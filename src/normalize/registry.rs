@@ -106,6 +106,23 @@ struct Entry {
     has_mbid: bool,
 }
 
+impl Entry {
+    fn stored(id: i64, mbid: Option<String>) -> Self {
+        Entry {
+            id,
+            has_mbid: mbid.is_some(),
+        }
+    }
+
+    /// First non-NULL mbid wins: record a fill when this row brings the first one.
+    fn fill_mbid(&mut self, mbid: Option<&str>, fills: &mut Vec<(i64, Box<str>)>) {
+        if let (false, Some(m)) = (self.has_mbid, mbid) {
+            self.has_mbid = true;
+            fills.push((self.id, m.into()));
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TrackEntry {
     id: i64,
@@ -204,10 +221,7 @@ impl Registry {
         } = self;
         let e = artists.get_or_try_insert_with(name.as_bytes(), || {
             Ok(match res.artist(name)? {
-                Some((id, stored)) => Entry {
-                    id,
-                    has_mbid: stored.is_some(),
-                },
+                Some((id, stored)) => Entry::stored(id, stored),
                 None => {
                     *next_artist += 1;
                     delta
@@ -220,12 +234,7 @@ impl Registry {
                 }
             })
         })?;
-        if !e.has_mbid {
-            if let Some(m) = mbid {
-                e.has_mbid = true;
-                delta.artist_mbids.push((e.id, m.into()));
-            }
-        }
+        e.fill_mbid(mbid, &mut delta.artist_mbids);
         Ok(e.id)
     }
 
@@ -248,10 +257,7 @@ impl Registry {
         scratch.extend_from_slice(title.as_bytes());
         let e = albums.get_or_try_insert_with(scratch, || {
             Ok(match res.album(artist_id, title)? {
-                Some((id, stored)) => Entry {
-                    id,
-                    has_mbid: stored.is_some(),
-                },
+                Some((id, stored)) => Entry::stored(id, stored),
                 None => {
                     *next_album += 1;
                     delta
@@ -264,12 +270,7 @@ impl Registry {
                 }
             })
         })?;
-        if !e.has_mbid {
-            if let Some(m) = mbid {
-                e.has_mbid = true;
-                delta.album_mbids.push((e.id, m.into()));
-            }
-        }
+        e.fill_mbid(mbid, &mut delta.album_mbids);
         Ok(e.id)
     }
 
