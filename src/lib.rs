@@ -6,6 +6,7 @@
 //! [`modes`] composes the three into user-facing jobs. The core never parses arguments or prints:
 //! it reports through [`progress::Progress`] and returns summaries that the CLI renders.
 
+pub mod cancel;
 pub mod config;
 pub mod modes;
 pub mod normalize;

@@ -25,11 +25,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     output::init_logging(cli.verbose);
+    scrobsync::cancel::install();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", output::one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -336,3 +336,49 @@ fn password_never_printed_even_on_success_at_trace_level() {
         .unwrap();
     assert!(!runs.contains(SECRET) && runs.contains("***"), "{runs}");
 }
+
+#[test]
+fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
+    let db = TestDb::new("sigint");
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "200000"])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let t = precious_target(dir.path());
+    // A temporary file of a killed earlier run (its pid does not exist).
+    let stale = dir.path().join(".precious.sqlite.scrobsync-4000000.tmp");
+    std::fs::write(&stale, b"half-written").unwrap();
+    let exe = assert_cmd::cargo::cargo_bin("scrobsync");
+    let child = std::process::Command::new(exe)
+        .args([
+            "load",
+            "--batch-rows",
+            "1000",
+            "--partitions",
+            "1",
+            "--source",
+            &db.url,
+            "--target",
+        ])
+        .arg(&t)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_untouched(&t);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["precious.sqlite".to_string()],
+        "no temporary files, stale one swept"
+    );
+}

@@ -143,6 +143,7 @@ pub(crate) fn replace_windows(
     let mut outcome = Ok(());
     for msg in rx.iter() {
         let step = (|| -> Result<()> {
+            crate::cancel::check()?;
             let w = msg?;
             let (start, end) = windows[w.index];
             conn.execute_batch("BEGIN IMMEDIATE")

@@ -92,6 +92,7 @@ impl TempTarget {
                 dir.display()
             );
         }
+        remove_stale_temp_files(&dir, &name);
         let path = dir.join(format!(".{name}.scrobsync-{}.tmp", std::process::id()));
         let t = Self {
             path,
@@ -134,6 +135,28 @@ impl TempTarget {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes temporary files that a killed load of the same target left behind (their process
+/// is gone: a kill -9 or a power cut runs no clean-up), so they do not pile up.
+fn remove_stale_temp_files(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.scrobsync-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::info!(file, "removing a temporary file left by a killed run");
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -182,6 +205,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             let mut norm = Normalizer::default();
             let (mut busy, mut read) = (0.0, 0.0);
             for window in rx_windows {
+                crate::cancel::check()?;
                 let window = window?;
                 read += window.read_time.as_secs_f64();
                 let t = Instant::now();
@@ -216,7 +240,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let mut write_error = None;
     for out in rx_facts.iter() {
         let t = Instant::now();
-        match writer.write_window(&out) {
+        match crate::cancel::check().and_then(|_| writer.write_window(&out)) {
             Ok(n) => {
                 facts_written += n as u64;
                 for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {

@@ -265,6 +265,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         let mut outcome = Ok(());
         for (i, window) in rx.iter().enumerate() {
             let step = (|| -> Result<()> {
+                crate::cancel::check()?;
                 let window = window?;
                 read_s += window.read_time.as_secs_f64();
                 let t = Instant::now();
