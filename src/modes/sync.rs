@@ -274,6 +274,11 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 norm_s += t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let n = writer::write_window(&conn, &out, true)?;
+                tracing::debug!(
+                    seconds = t.elapsed().as_secs_f64(),
+                    rows = n,
+                    "window written"
+                );
                 for (total, h) in new_rows.iter_mut().zip(out.dims.heights()) {
                     *total += h as u64;
                 }
@@ -353,6 +358,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             let t = Instant::now();
             conn.execute_batch("COMMIT")
                 .context("committing the sync")?;
+            tracing::debug!(seconds = t.elapsed().as_secs_f64(), "committed");
             s.seconds.write += t.elapsed().as_secs_f64();
             s.seconds.total = started.elapsed().as_secs_f64();
             Ok(s)

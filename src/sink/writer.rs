@@ -246,7 +246,17 @@ pub fn write_fills(conn: &Connection, fills: &Delta) -> Result<()> {
 pub fn write_window(conn: &Connection, n: &Normalized, upsert: bool) -> Result<usize> {
     insert_dims(conn, &n.dims)?;
     write_fills(conn, &n.fills)?;
-    insert_facts(conn, &n.facts, upsert)
+    if upsert {
+        // Into an indexed target: in played_at order the played_at index is updated page after
+        // page instead of at random places.
+        let mut sorted = n
+            .facts
+            .sort(["played_at"], SortMultipleOptions::default())?;
+        sorted.as_single_chunk();
+        insert_facts(conn, &sorted, upsert)
+    } else {
+        insert_facts(conn, &n.facts, upsert)
+    }
 }
 
 /// Inserts dimension frames (used by full loads and, for new rows, by incremental modes).
