@@ -134,7 +134,7 @@ pub struct SourceArg {
 /// How a full or incremental read is cut and what a full load builds.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
-    /// Partition queries read in parallel [default: number of CPUs]
+    /// Partition queries read in parallel [default: half the number of CPUs, at least 1]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub partitions: Option<u16>,
 
@@ -333,7 +333,7 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub prune: bool,
 
-    /// Partition queries read in parallel per window [default: number of CPUs]
+    /// Partition queries read in parallel per window [default: half the number of CPUs, at least 1]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub partitions: Option<u16>,
 
