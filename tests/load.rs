@@ -19,9 +19,9 @@ INSERT INTO scrobbles (id, username, played_at, artist_name, artist_mbid, album_
  (-7, 'edge', '1969-12-31 23:59:59.999999+00', 'Björk', '33333333-3333-4333-8333-333333333333', NULL, NULL, 'jóga', NULL, NULL, false)
 "#;
 
-fn load_json(db: &TestDb, target: &std::path::Path, extra: &[&str]) -> Value {
+fn load_json(url: &str, target: &std::path::Path, extra: &[&str]) -> Value {
     let out = bin()
-        .args(["load", "--source", &db.url, "--target"])
+        .args(["load", "--source", url, "--target"])
         .arg(target)
         .arg("--json")
         .args(extra)
@@ -66,7 +66,7 @@ fn lossless_on_200k_nasty_rows_with_stable_keys() {
     let target = dir.path().join("out.sqlite");
 
     let summary = load_json(
-        &db,
+        &db.url,
         &target,
         &["--partitions", "3", "--batch-rows", "20000"],
     );
@@ -210,7 +210,7 @@ fn lossless_on_200k_nasty_rows_with_stable_keys() {
     // Keys are a function of the source: another partitioning gives identical tables.
     let target2 = dir.path().join("again.sqlite");
     load_json(
-        &db,
+        &db.url,
         &target2,
         &["--partitions", "1", "--batch-rows", "150000"],
     );
@@ -238,7 +238,7 @@ fn empty_source_gives_empty_target() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("empty.sqlite");
-    let s = load_json(&db, &target, &[]);
+    let s = load_json(&db.url, &target, &[]);
     assert_eq!(s["rows"]["scrobbles"], 0);
     let conn = Connection::open(&target).unwrap();
     let n: i64 = conn
@@ -275,4 +275,23 @@ fn source_from_env_and_replacing_an_existing_target() {
         vec!["t.sqlite".to_string()],
         "no temporary files left"
     );
+}
+
+#[test]
+fn tls_when_the_url_asks_for_it() {
+    let db = TestDb::new("tls");
+    let ssl: String = db.client().query_one("SHOW ssl", &[]).unwrap().get(0);
+    if ssl != "on" {
+        eprintln!("server has ssl=off: TLS path not exercised");
+        return;
+    }
+    bin()
+        .args(["seed", "--source", &db.url, "--rows", "5000"])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("tls.sqlite");
+    let s = load_json(&format!("{}?sslmode=require", db.url), &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 5000);
+    assert_lossless(&mut db.client(), &target);
 }
