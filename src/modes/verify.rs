@@ -129,8 +129,10 @@ pub fn row_hash(text: &str) -> u64 {
 }
 
 /// The same canonical text, built by PostgreSQL.
+/// (`date_part` of a timestamp truncated to whole seconds is exact in float8 and much cheaper
+/// than `extract`, which computes in numeric.)
 const PG_CANONICAL: &str = "id::text || '|' || octet_length(username) || ':' || username || '|' \
-    || floor(extract(epoch FROM played_at))::int8 || '|' \
+    || date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC'))::int8 || '|' \
     || octet_length(artist_name) || ':' || artist_name || '|' \
     || coalesce(octet_length(album_name) || ':' || album_name, 'N') || '|' \
     || octet_length(track_name) || ':' || track_name || '|' \
@@ -172,7 +174,8 @@ fn source_digests(
             .iter()
             .map(|slice| {
                 let sql = format!(
-                    "SELECT {w} AS w, count(*), sum(('x' || substr(md5({PG_CANONICAL}), 1, 16))::bit(64)::int8::numeric)::text \
+                    "SELECT {w} AS w, count(*), \
+                            sum(('x' || substr(md5({PG_CANONICAL}), 1, 16))::bit(64)::int8::numeric)::text \
                      FROM {t} WHERE id BETWEEN {a} AND {b} AND isfinite(played_at){range} GROUP BY 1",
                     w = by.pg_key_expr(),
                     t = table.sql_name(),
@@ -181,10 +184,13 @@ fn source_digests(
                 );
                 s.spawn(move || -> Result<Vec<(i64, i64, String)>> {
                     let mut c = url.connect_reader()?;
-                    let rows = c
-                        .query(&sql, &[])
-                        .map_err(|e| anyhow!("verifying the source failed: {}", explain_query_error(&e)))?;
-                    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+                    let rows = c.query(&sql, &[]).map_err(|e| {
+                        anyhow!("verifying the source failed: {}", explain_query_error(&e))
+                    })?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect())
                 })
             })
             .collect();
@@ -199,7 +205,8 @@ fn source_digests(
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     for part in results {
         for (w, n, sum) in part? {
-            // sum of signed 64-bit hashes, exact; fold it to 64 bits like the target does
+            // The exact sum of signed 64-bit hashes, folded to 64 bits like the target's
+            // wrapping sum.
             let sum: i128 = sum
                 .parse()
                 .map_err(|_| anyhow!("unexpected hash sum {sum}"))?;
@@ -280,34 +287,106 @@ fn target_digests(
             ))
         },
     )?;
+    let dims = TargetDims {
+        users,
+        artists,
+        albums,
+        tracks,
+    };
+    // Two halves by scrobble_id, each on its own connection and thread: hashing is CPU work,
+    // and PostgreSQL's side usually finishes first, leaving a core free.
+    let total: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
+    let mid: Option<i64> = conn
+        .query_row(
+            "SELECT scrobble_id FROM scrobbles ORDER BY scrobble_id LIMIT 1 OFFSET ?1",
+            [total / 2],
+            |r| r.get(0),
+        )
+        .ok();
+    let ranges = match mid {
+        Some(m) if total > 100_000 => vec![(i64::MIN, m - 1), (m, i64::MAX)],
+        _ => vec![(i64::MIN, i64::MAX)],
+    };
+    let parts: Vec<Result<BTreeMap<i64, Digest64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                let dims = &dims;
+                s.spawn(move || -> Result<BTreeMap<i64, Digest64>> {
+                    let conn = target::open_read_only(path)?;
+                    digest_range(&conn, dims, by, (lo, hi), (from, to))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a verify thread panicked")))
+            })
+            .collect()
+    });
+    let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
+    for part in parts {
+        for (k, d) in part? {
+            let e = out.entry(k).or_default();
+            e.rows += d.rows;
+            e.hash = e.hash.wrapping_add(d.hash);
+        }
+    }
+    Ok(out)
+}
+
+/// The target's dimension tables in memory.
+struct TargetDims {
+    users: Dim<String>,
+    artists: Dim<String>,
+    albums: Dim<String>,
+    tracks: Dim<(i64, Option<i64>, String)>,
+}
+
+/// Digests of the facts with scrobble_id in `ids` (inclusive) and played_at in `range`.
+fn digest_range(
+    conn: &rusqlite::Connection,
+    dims: &TargetDims,
+    by: By,
+    ids: (i64, i64),
+    range: (Option<i64>, Option<i64>),
+) -> Result<BTreeMap<i64, Digest64>> {
+    let (from, to) = range;
     let sql = if from.is_some() || to.is_some() {
         "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
-         WHERE played_at >= ?1 AND played_at < ?2"
+         WHERE scrobble_id BETWEEN ?3 AND ?4 AND played_at >= ?1 AND played_at < ?2"
     } else {
-        // the whole table: a sequential scan beats walking the played_at index
-        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles NOT INDEXED
-         WHERE ?1 <= ?2"
+        // the whole table: walking the rows beats walking the played_at index
+        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
+         WHERE scrobble_id BETWEEN ?3 AND ?4 AND ?1 <= ?2"
     };
     let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)])?;
+    let mut rows = stmt.query([
+        from.unwrap_or(i64::MIN),
+        to.unwrap_or(i64::MAX),
+        ids.0,
+        ids.1,
+    ])?;
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     let mut buf = String::with_capacity(256);
     let mut last_window: Option<(i64, i64, i64)> = None; // (start, end, key) of the last window
     while let Some(r) = rows.next()? {
         let (id, user, track, epoch, loved): (i64, i64, i64, i64, i64) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        let (artist, album, title) = tracks.get(track, "track")?;
+        let (artist, album, title) = dims.tracks.get(track, "track")?;
         let album = match album {
-            Some(a) => Some(albums.get(*a, "album")?.as_str()),
+            Some(a) => Some(dims.albums.get(*a, "album")?.as_str()),
             None => None,
         };
         canonical(
             &mut buf,
             &Tuple {
                 id,
-                user: users.get(user, "user")?,
+                user: dims.users.get(user, "user")?,
                 epoch,
-                artist: artists.get(*artist, "artist")?,
+                artist: dims.artists.get(*artist, "artist")?,
                 album,
                 track: title,
                 loved: loved != 0,

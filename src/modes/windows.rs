@@ -87,13 +87,18 @@ impl By {
     /// SQL (PostgreSQL) computing [`By::key`] of `played_at`.
     pub fn pg_key_expr(self) -> &'static str {
         match self {
-            By::Day => "floor(extract(epoch FROM played_at) / 86400)::int8",
-            By::Week => "floor((floor(extract(epoch FROM played_at) / 86400) - 4) / 7)::int8",
+            // date_part of a whole-second timestamp is exact in float8 (and cheap).
+            By::Day => {
+                "floor(date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC')) / 86400)::int8"
+            }
+            By::Week => {
+                "floor((floor(date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC')) / 86400) - 4) / 7)::int8"
+            }
             // PostgreSQL counts 1 BC as year -1; astronomical years count it as 0.
             By::Month => {
-                "((extract(year FROM played_at AT TIME ZONE 'UTC') \
-                   + CASE WHEN extract(year FROM played_at AT TIME ZONE 'UTC') < 0 THEN 1 ELSE 0 END) * 12 \
-                   + extract(month FROM played_at AT TIME ZONE 'UTC') - 1)::int8"
+                "((date_part('year', played_at AT TIME ZONE 'UTC') \
+                   + CASE WHEN date_part('year', played_at AT TIME ZONE 'UTC') < 0 THEN 1 ELSE 0 END) * 12 \
+                   + date_part('month', played_at AT TIME ZONE 'UTC') - 1)::int8"
             }
         }
     }
