@@ -115,10 +115,6 @@ impl Writer {
         })
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Writes one normalised window.
     pub fn write_window(&mut self, n: &Normalized) -> Result<usize> {
         write_window(&self.conn, n, false)
@@ -343,12 +339,6 @@ pub fn insert_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
         },
     )?;
     Ok(())
-}
-
-/// The checks a target must pass: no dangling foreign key, a sound file, every fact present.
-pub fn check(conn: &Connection, expected_facts: u64) -> Result<()> {
-    check_references(conn, expected_facts)?;
-    check_integrity(conn)
 }
 
 /// `foreign_key_check` and the fact count.
