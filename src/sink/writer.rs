@@ -31,6 +31,9 @@ PRAGMA foreign_keys = OFF;
 /// Page cache (KiB) while the indexes are built.
 const INDEX_CACHE_KIB: u32 = 32768;
 
+/// Page cache (KiB) of the connection running `foreign_key_check`.
+const CHECK_CACHE_KIB: u32 = 98304;
+
 /// A writer on a fresh SQLite file.
 pub struct Writer {
     conn: Connection,
@@ -142,10 +145,10 @@ impl Writer {
         state::set(&self.conn, "source", run.source)?;
         state::set(&self.conn, "schema_version", "1")?;
         self.conn.execute_batch("COMMIT")?;
-        // The normaliser's key maps are gone by now: the checks and the index sort may use
-        // more cache without raising the peak.
+        // The normaliser's key maps are gone by now: foreign_key_check, which looks up every
+        // fact's track at random, may use more cache without raising the peak.
         self.conn
-            .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
+            .execute_batch(&format!("PRAGMA cache_size = -{CHECK_CACHE_KIB};"))?;
         check_in_parallel(&self.conn, &self.path, expected_facts)?;
         let check_secs = t.elapsed().as_secs_f64();
         tracing::debug!(seconds = check_secs, "foreign_key_check + integrity_check");
@@ -374,7 +377,7 @@ fn check_in_parallel(conn: &Connection, path: &Path, expected_facts: u64) -> Res
         let integrity = s.spawn(|| -> Result<()> {
             let other =
                 Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            other.execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
+            other.execute_batch("PRAGMA cache_size = -16384;")?;
             check_integrity(&other)
         });
         let references = check_references(conn, expected_facts);
