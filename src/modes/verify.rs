@@ -156,6 +156,17 @@ fn pg_range(from: Option<i64>, to: Option<i64>) -> String {
     c
 }
 
+/// Joins scoped worker threads in order, turning a panic into an error.
+fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Vec<Result<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow!("a verify thread panicked")))
+        })
+        .collect()
+}
+
 /// Per-window digests of the source, computed by PostgreSQL over `partitions` connections.
 fn source_digests(
     url: &SourceUrl,
@@ -194,13 +205,7 @@ fn source_digests(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a verify thread panicked")))
-            })
-            .collect()
+        join_all(handles)
     });
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     for part in results {
@@ -318,13 +323,7 @@ fn target_digests(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a verify thread panicked")))
-            })
-            .collect()
+        join_all(handles)
     });
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     for part in parts {
