@@ -29,6 +29,9 @@ fn normalize(c: &mut Criterion) {
     let mut g = c.benchmark_group("normalize");
     g.throughput(Throughput::Elements(ROWS));
     g.sample_size(20);
+    g.bench_function("100k_rows_arrow_to_polars_only", |bench| {
+        bench.iter(|| window_frame(vec![b.clone()]).unwrap())
+    });
     g.bench_function("100k_rows_fresh_registry", |bench| {
         bench.iter(|| {
             let df = window_frame(vec![b.clone()]).unwrap();
