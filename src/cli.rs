@@ -382,6 +382,8 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print a commented example mapping.
+    #[command(after_help = "Example:
+  scrobsync config example > mapping.toml")]
     Example,
     /// Check a mapping against the source and print the resolved query and field types.
     #[command(after_help = "Example:

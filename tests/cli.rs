@@ -274,7 +274,18 @@ fn infinite_timestamps_stop_the_load_naming_ids() {
 
 #[test]
 fn help_has_examples() {
-    for sub in [None, Some("load"), Some("seed"), Some("demo")] {
+    for sub in [
+        None,
+        Some("load"),
+        Some("seed"),
+        Some("demo"),
+        Some("sync"),
+        Some("status"),
+        Some("backfill"),
+        Some("verify"),
+        Some("bench"),
+        Some("config"),
+    ] {
         let mut c = bin();
         if let Some(s) = sub {
             c.arg(s);
