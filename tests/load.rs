@@ -35,22 +35,6 @@ fn load_json(url: &str, target: &std::path::Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout")
 }
 
-fn dump(conn: &Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        let mut s = String::new();
-        for i in 0..n {
-            let v: rusqlite::types::Value = r.get(i)?;
-            s.push_str(&format!("{v:?}|"));
-        }
-        Ok(s)
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
-}
-
 #[test]
 fn lossless_on_200k_nasty_rows_with_stable_keys() {
     let db = TestDb::new("nasty");

@@ -30,20 +30,6 @@ fn sync(db: &TestDb, target: &Path, extra: &[&str]) -> Value {
     run_json(&args)
 }
 
-fn rows(conn: &Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        Ok((0..n)
-            .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-            .collect::<Vec<_>>()
-            .join("|"))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
-}
-
 const DIM_TABLES: [&str; 4] = [
     "SELECT user_id, name FROM users ORDER BY 1",
     "SELECT artist_id, name FROM artists ORDER BY 1",
@@ -78,7 +64,7 @@ fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
     let first = sync(&db, &target, &[]);
     assert_eq!(first["mode"], "load", "no target yet: full load");
     let conn = Connection::open(&target).unwrap();
-    let before: Vec<Vec<String>> = DIM_TABLES.iter().map(|q| rows(&conn, q)).collect();
+    let before: Vec<Vec<String>> = DIM_TABLES.iter().map(|q| dump(&conn, q)).collect();
     let radiohead: i64 = conn
         .query_row(
             "SELECT artist_id FROM artists WHERE name = 'Radiohead'",
@@ -100,7 +86,7 @@ fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
 
     let conn = Connection::open(&target).unwrap();
     for (q, old) in DIM_TABLES.iter().zip(&before) {
-        let now = rows(&conn, q);
+        let now = dump(&conn, q);
         assert_eq!(
             &now[..old.len()],
             &old[..],
@@ -146,7 +132,7 @@ fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
         "SELECT * FROM tracks ORDER BY 1",
         "SELECT * FROM scrobbles ORDER BY 1",
     ] {
-        assert!(rows(&a, q) == rows(&b, q), "`{q}` differs from a full load");
+        assert!(dump(&a, q) == dump(&b, q), "`{q}` differs from a full load");
     }
     drop((a, b));
 

@@ -183,6 +183,23 @@ pub fn assert_same_daily_counts(client: &mut postgres::Client, target: &Path) {
     assert_eq!(src, dst);
 }
 
+/// All rows of a query as text, one string per row (for comparing whole tables).
+pub fn dump(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        let mut s = String::new();
+        for i in 0..n {
+            let v: rusqlite::types::Value = r.get(i)?;
+            s.push_str(&format!("{v:?}|"));
+        }
+        Ok(s)
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("scrobsync").unwrap();
     c.env_remove("SCROBSYNC_SOURCE")
