@@ -279,3 +279,24 @@ fn tls_when_the_url_asks_for_it() {
     assert_eq!(s["rows"]["scrobbles"], 5000);
     assert_lossless(&mut db.client(), &target);
 }
+
+/// The lossless rule at benchmark scale. Slow (about half a minute here), so it runs on demand:
+/// `cargo test --release -- --ignored`.
+#[test]
+#[ignore]
+fn lossless_on_1m_rows() {
+    let db = TestDb::new("million");
+    bin()
+        .args([
+            "seed", "--source", &db.url, "--rows", "1000000", "--users", "200",
+        ])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.sqlite");
+    let s = load_json(&db.url, &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 1_000_000);
+    let mut client = db.client();
+    assert_lossless(&mut client, &target);
+    assert_same_daily_counts(&mut client, &target);
+}
