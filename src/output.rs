@@ -45,9 +45,15 @@ impl ProgressBar {
             let b = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec}, eta {eta})",
+                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({rate}, eta {eta})",
                 )
-                .expect("valid template"),
+                .expect("valid template")
+                .with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", thousands(s.per_sec() as u64));
+                    },
+                ),
             );
             b
         });

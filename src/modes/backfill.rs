@@ -138,7 +138,7 @@ pub(crate) fn replace_windows(
         return Ok(totals);
     }
     let mut norm = Normalizer::new(target::registry_for(conn)?);
-    progress.stage("backfill windows", Some(windows.len() as u64));
+    progress.stage("windows backfilled", Some(windows.len() as u64));
     let (rx, reader) = spawn_reader(source.clone(), table.clone(), windows.to_vec(), partitions);
     let mut outcome = Ok(());
     for msg in rx.iter() {
@@ -169,6 +169,10 @@ pub(crate) fn replace_windows(
                     totals.deleted += deleted;
                     totals.written += written;
                     tracing::info!(window = start, deleted, written, "window replaced");
+                    progress.stage(
+                        &format!("windows backfilled ({} rows written)", totals.written),
+                        Some(windows.len() as u64),
+                    );
                     progress.advance(1);
                     Ok(())
                 }

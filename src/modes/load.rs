@@ -190,7 +190,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let nwindows = windows.len();
     let mut writer = Writer::create(&temp.path)?;
 
-    progress.stage("load", Some(plan.est_rows));
+    progress.stage("rows loaded", Some(plan.est_rows));
     let (rx_windows, reader) = spawn_reader(
         opts.source.clone(),
         table.clone(),

@@ -251,7 +251,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         let facts_before = present(&conn)?;
         let mut norm = Normalizer::new(target::registry_for(&conn)?);
         let mut resolver = target::TargetResolver { conn: &conn };
-        progress.stage("sync", Some(plan.est_rows));
+        progress.stage("rows synced", Some(plan.est_rows));
         let windows = plan.windows(opts.partitions);
         let (rx, reader) = spawn_reader(
             opts.source.clone(),
