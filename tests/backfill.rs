@@ -62,12 +62,7 @@ fn dims(conn: &Connection) -> Vec<(i64, String)> {
 #[test]
 fn verify_reports_changed_months_and_backfill_repairs_them() {
     let db = TestDb::new("backfill");
-    bin()
-        .args([
-            "seed", "--source", &db.url, "--rows", "30000", "--seed", "11",
-        ])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "30000", "--seed", "11"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("b.sqlite");
     bin()
@@ -145,10 +140,7 @@ fn verify_reports_changed_months_and_backfill_repairs_them() {
 #[test]
 fn killed_backfill_leaves_whole_windows_and_resumes() {
     let db = TestDb::new("resume");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "20000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "20000"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("r.sqlite");
     bin()
@@ -208,10 +200,7 @@ fn killed_backfill_leaves_whole_windows_and_resumes() {
 #[test]
 fn prune_removes_unreferenced_dimension_rows_only_when_asked() {
     let db = TestDb::new("prune");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "3000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "3000"]);
     let mut client = db.client();
     client
         .batch_execute(

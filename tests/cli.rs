@@ -190,10 +190,7 @@ fn missing_table_and_column() {
 #[test]
 fn bad_target_paths() {
     let db = TestDb::new("paths");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "100"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "100"]);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/folder/x.sqlite");
     let e = fails(
@@ -249,10 +246,7 @@ fn bad_target_paths() {
 #[test]
 fn infinite_timestamps_stop_the_load_naming_ids() {
     let db = TestDb::new("inf");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "5000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "5000"]);
     db.client()
         .batch_execute(
             "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
@@ -307,10 +301,7 @@ fn help_has_examples() {
 #[test]
 fn password_never_printed_even_on_success_at_trace_level() {
     let db = TestDb::new("pw");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "2000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "2000"]);
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_password(Some(SECRET)).unwrap(); // trust auth accepts any password
     let dir = tempfile::tempdir().unwrap();
@@ -351,10 +342,7 @@ fn password_never_printed_even_on_success_at_trace_level() {
 #[test]
 fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
     let db = TestDb::new("sigint");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "200000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "200000"]);
     let dir = tempfile::tempdir().unwrap();
     let t = precious_target(dir.path());
     // A temporary file of a killed earlier run (its pid does not exist).

@@ -38,12 +38,7 @@ fn load_json(url: &str, target: &std::path::Path, extra: &[&str]) -> Value {
 #[test]
 fn lossless_on_200k_nasty_rows_with_stable_keys() {
     let db = TestDb::new("nasty");
-    bin()
-        .args([
-            "seed", "--source", &db.url, "--rows", "200000", "--users", "40", "--seed", "7",
-        ])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "200000", "--users", "40", "--seed", "7"]);
     let mut client = db.client();
     client.batch_execute(EDGE_ROWS).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -269,10 +264,7 @@ fn tls_when_the_url_asks_for_it() {
         eprintln!("server has ssl=off: TLS path not exercised");
         return;
     }
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "5000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "5000"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("tls.sqlite");
     let s = load_json(&format!("{}?sslmode=require", db.url), &target, &[]);
@@ -286,12 +278,7 @@ fn tls_when_the_url_asks_for_it() {
 #[ignore]
 fn lossless_on_1m_rows() {
     let db = TestDb::new("million");
-    bin()
-        .args([
-            "seed", "--source", &db.url, "--rows", "1000000", "--users", "200",
-        ])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "1000000", "--users", "200"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("m.sqlite");
     let s = load_json(&db.url, &target, &[]);

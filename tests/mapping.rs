@@ -18,12 +18,7 @@ fn example(name: &str) -> PathBuf {
 /// Seeds the canonical table (ground truth) and creates an example schema beside it.
 fn prepared(tag: &str, schema: &str, fill: &str) -> TestDb {
     let db = TestDb::new(tag);
-    bin()
-        .args([
-            "seed", "--source", &db.url, "--rows", "20000", "--seed", "5",
-        ])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "20000", "--seed", "5"]);
     let mut c = db.client();
     c.batch_execute(&std::fs::read_to_string(example(schema)).unwrap())
         .unwrap();

@@ -52,12 +52,7 @@ SELECT m + 100 + g, 'newcomer ' || (g % 3), '1999-02-03 04:05:06+00'::timestampt
 #[test]
 fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
     let db = TestDb::new("sync");
-    bin()
-        .args([
-            "seed", "--source", &db.url, "--rows", "20000", "--seed", "3",
-        ])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "20000", "--seed", "3"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("s.sqlite");
 
@@ -151,19 +146,13 @@ fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
 #[test]
 fn killed_sync_leaves_previous_state_and_next_run_completes() {
     let db = TestDb::new("kill");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "5000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "5000"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("k.sqlite");
     sync(&db, &target, &[]);
     let status_before = run_json(&["status", "--target", target.to_str().unwrap()]);
 
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "30000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "30000"]);
     let out = bin()
         .args([
             "sync",
@@ -203,10 +192,7 @@ fn killed_sync_leaves_previous_state_and_next_run_completes() {
 #[test]
 fn played_at_cursor_upserts_overlap_without_duplicates() {
     let db = TestDb::new("cursor");
-    bin()
-        .args(["seed", "--source", &db.url, "--rows", "3000"])
-        .assert()
-        .success();
+    seed(&db, &["--rows", "3000"]);
     let mut client = db.client();
     // A source without a usable id order: drop the far-future rows the generator includes.
     client

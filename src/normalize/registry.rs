@@ -106,6 +106,15 @@ struct Entry {
     has_mbid: bool,
 }
 
+/// Builds an album or track key in the reused buffer: the ids (8 bytes LE each), then the title.
+fn composite_key(buf: &mut Vec<u8>, ids: &[i64], title: &str) {
+    buf.clear();
+    for id in ids {
+        buf.extend_from_slice(&id.to_le_bytes());
+    }
+    buf.extend_from_slice(title.as_bytes());
+}
+
 impl Entry {
     fn stored(id: i64, mbid: Option<String>) -> Self {
         Entry {
@@ -252,9 +261,7 @@ impl Registry {
             scratch,
             ..
         } = self;
-        scratch.clear();
-        scratch.extend_from_slice(&artist_id.to_le_bytes());
-        scratch.extend_from_slice(title.as_bytes());
+        composite_key(scratch, &[artist_id], title);
         let e = albums.get_or_try_insert_with(scratch, || {
             Ok(match res.album(artist_id, title)? {
                 Some((id, stored)) => Entry::stored(id, stored),
@@ -290,10 +297,7 @@ impl Registry {
             scratch,
             ..
         } = self;
-        scratch.clear();
-        scratch.extend_from_slice(&artist_id.to_le_bytes());
-        scratch.extend_from_slice(&album_id.unwrap_or(0).to_le_bytes());
-        scratch.extend_from_slice(title.as_bytes());
+        composite_key(scratch, &[artist_id, album_id.unwrap_or(0)], title);
         let e = tracks.get_or_try_insert_with(scratch, || {
             Ok(match res.track(artist_id, album_id, title)? {
                 Some((id, stored_mbid, stored_duration)) => TrackEntry {

@@ -200,6 +200,15 @@ pub fn dump(conn: &Connection, sql: &str) -> Vec<String> {
     .collect()
 }
 
+/// `scrobsync seed --source <db> ARGS`, which must succeed.
+pub fn seed(db: &TestDb, args: &[&str]) {
+    bin()
+        .args(["seed", "--source", &db.url])
+        .args(args)
+        .assert()
+        .success();
+}
+
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("scrobsync").unwrap();
     c.env_remove("SCROBSYNC_SOURCE")
