@@ -146,6 +146,11 @@ pub struct PipelineArgs {
     /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
     #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
     pub indexes: String,
+
+    /// How source rows become Arrow batches: copy (binary COPY decoded by scrobsync, faster)
+    /// or connectorx.
+    #[arg(long, default_value = "copy", value_parser = ["copy", "connectorx"])]
+    pub reader: String,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +341,10 @@ pub struct BackfillArgs {
     /// Partition queries read in parallel per window [default: half the number of CPUs, at least 1]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub partitions: Option<u16>,
+
+    /// How source rows become Arrow batches: copy or connectorx (see `load --help`).
+    #[arg(long, default_value = "copy", value_parser = ["copy", "connectorx"])]
+    pub reader: String,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]

@@ -91,6 +91,7 @@ fn run(command: Command) -> Result<u8> {
                 resume: a.resume,
                 prune: a.prune,
                 partitions: partitions(a.partitions),
+                reader: a.reader.parse()?,
             };
             let bar = output::ProgressBar::new();
             let summary = backfill::run(&opts, &bar)?;
@@ -133,6 +134,7 @@ fn run(command: Command) -> Result<u8> {
                 partitions: partitions(a.pipeline.partitions),
                 batch_rows: a.pipeline.batch_rows as usize,
                 indexes: index_set(&a.pipeline.indexes),
+                reader: a.pipeline.reader.parse()?,
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
@@ -148,6 +150,7 @@ fn run(command: Command) -> Result<u8> {
                 partitions: partitions(a.pipeline.partitions),
                 batch_rows: a.pipeline.batch_rows as usize,
                 indexes: index_set(&a.pipeline.indexes),
+                reader: a.pipeline.reader.parse()?,
                 cursor,
             };
             let bar = output::ProgressBar::new();
@@ -173,6 +176,7 @@ fn run(command: Command) -> Result<u8> {
                 partitions: partitions(a.pipeline.partitions),
                 batch_rows: a.pipeline.batch_rows as usize,
                 indexes: a.pipeline.indexes.clone(),
+                reader: a.pipeline.reader.clone(),
                 sync_rows: a.sync_rows,
                 workdir: a.workdir.unwrap_or_else(std::env::temp_dir),
             };
@@ -225,6 +229,7 @@ fn run(command: Command) -> Result<u8> {
                 partitions: partitions(None),
                 batch_rows: 50_000,
                 indexes: IndexSet::Essential,
+                reader: Default::default(),
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;

@@ -220,10 +220,11 @@ pub fn print_bench(r: &BenchReport, json: bool) -> Result<()> {
     };
     let st = &r.stages;
     println!(
-        "scrobsync bench — {} rows, {} partitions × {} rows per query",
+        "scrobsync bench — {} rows, {} partitions × {} rows per query, {} reader",
         thousands(r.rows),
         r.partitions,
-        thousands(r.batch_rows as u64)
+        thousands(r.batch_rows as u64),
+        r.reader
     );
     println!("| measure | value |");
     println!("|---|---|");

@@ -18,7 +18,7 @@ use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable, TimeRange};
-use crate::source::read::read_window;
+use crate::source::read::{ReadSettings, Reader, ReaderKind};
 use crate::source::SourceUrl;
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
@@ -42,6 +42,7 @@ pub struct BackfillOptions {
     pub resume: bool,
     pub prune: bool,
     pub partitions: usize,
+    pub reader: ReaderKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,9 +73,10 @@ struct WindowRows {
     batches: Vec<RecordBatch>,
 }
 
-/// Reads each window's rows in turn (one connectorx partition per id slice, all carrying the
+/// Reads each window's rows in turn (one partition query per id slice, all carrying the
 /// window's `played_at` condition) on a thread of its own, one window ahead of the writer.
 fn spawn_reader(
+    mut reader: Reader,
     url: SourceUrl,
     table: SourceTable,
     windows: Vec<(i64, i64)>,
@@ -98,7 +100,7 @@ fn spawn_reader(
                     let batches = if slices.is_empty() {
                         Vec::new()
                     } else {
-                        read_window(&url, &table, &format!(" AND {}", range.sql()), &slices)?
+                        reader.read_window(&table, &format!(" AND {}", range.sql()), &slices)?
                     };
                     if tx.send(Ok(WindowRows { index, batches })).is_err() {
                         return Ok(());
@@ -129,7 +131,7 @@ pub(crate) fn replace_windows(
     source: &SourceUrl,
     table: &SourceTable,
     windows: &[(i64, i64)],
-    partitions: usize,
+    read: ReadSettings,
     job: &str,
     progress: &dyn Progress,
 ) -> Result<WindowTotals> {
@@ -139,7 +141,13 @@ pub(crate) fn replace_windows(
     }
     let mut norm = Normalizer::new(target::registry_for(conn)?);
     progress.stage("windows backfilled", Some(windows.len() as u64));
-    let (rx, reader) = spawn_reader(source.clone(), table.clone(), windows.to_vec(), partitions);
+    let (rx, reader) = spawn_reader(
+        Reader::new(read.reader, source.clone(), 50_000),
+        source.clone(),
+        table.clone(),
+        windows.to_vec(),
+        read.partitions,
+    );
     let mut outcome = Ok(());
     for msg in rx.iter() {
         let step = (|| -> Result<()> {
@@ -290,7 +298,10 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         &opts.source,
         &table,
         &pending,
-        opts.partitions,
+        ReadSettings {
+            partitions: opts.partitions,
+            reader: opts.reader,
+        },
         &job,
         progress,
     )?;

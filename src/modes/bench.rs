@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub batch_rows: usize,
     /// `essential` or `full`, passed to the load runs.
     pub indexes: String,
+    /// `copy` or `connectorx`, passed to the load and sync runs.
+    pub reader: String,
     /// Rows to add for the incremental-sync measurement (0: skip it).
     pub sync_rows: u64,
     /// Folder for the target files.
@@ -59,6 +61,7 @@ pub struct BenchReport {
     pub rows: u64,
     pub partitions: usize,
     pub batch_rows: usize,
+    pub reader: String,
     /// Median seconds of the binary COPY of the source columns to nowhere.
     pub read_floor_seconds: f64,
     pub read_floor_runs: Vec<f64>,
@@ -204,6 +207,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
             opts.partitions.to_string(),
             "--batch-rows".into(),
             opts.batch_rows.to_string(),
+            "--reader".into(),
+            opts.reader.clone(),
             "--json".into(),
         ];
         if cmd == "load" {
@@ -269,6 +274,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         rows: rows as u64,
         partitions: opts.partitions,
         batch_rows: opts.batch_rows,
+        reader: opts.reader.clone(),
         read_floor_seconds,
         read_floor_runs: floors,
         load_seconds,

@@ -13,7 +13,7 @@ use crate::sink::Writer;
 use crate::source::conn::explain_query_error;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable};
-use crate::source::read::spawn_reader;
+use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -34,6 +34,8 @@ pub struct LoadOptions {
     pub batch_rows: usize,
     /// Which indexes to build.
     pub indexes: IndexSet,
+    /// Which reader decodes the source rows.
+    pub reader: ReaderKind,
 }
 
 /// The machine-readable result of a load (`--json`).
@@ -192,7 +194,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
 
     progress.stage("rows loaded", Some(plan.est_rows));
     let (rx_windows, reader) = spawn_reader(
-        opts.source.clone(),
+        Reader::new(opts.reader, opts.source.clone(), opts.batch_rows),
         table.clone(),
         plan.filter.clone(),
         windows,

@@ -20,7 +20,7 @@ use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan, Scope, TimeRange};
-use crate::source::read::spawn_reader;
+use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
@@ -48,6 +48,7 @@ pub struct SyncOptions {
     pub cursor: Cursor,
     /// Indexes of the full load that a sync without target does.
     pub indexes: IndexSet,
+    pub reader: ReaderKind,
 }
 
 /// Result of an incremental run (`--json`).
@@ -145,6 +146,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
                 partitions: opts.partitions,
                 batch_rows: opts.batch_rows,
                 indexes: opts.indexes,
+                reader: opts.reader,
             },
             progress,
         )?;
@@ -254,7 +256,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         progress.stage("rows synced", Some(plan.est_rows));
         let windows = plan.windows(opts.partitions);
         let (rx, reader) = spawn_reader(
-            opts.source.clone(),
+            Reader::new(opts.reader, opts.source.clone(), opts.batch_rows),
             table.clone(),
             plan.filter.clone(),
             windows,

@@ -502,7 +502,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
             &opts.source,
             &table,
             &windows,
-            opts.partitions,
+            crate::source::read::ReadSettings {
+                partitions: opts.partitions,
+                reader: Default::default(),
+            },
             &job,
             progress,
         )?;

@@ -5,7 +5,7 @@
 //! sort by id only if the server returned rows out of order. Processing rows in id order is what
 //! makes surrogate keys deterministic, and it lets the writer append facts in key order.
 
-use super::registry::{Delta, NoResolver, Registry, Resolver};
+use super::registry::{Delta, NoResolver, Registry, Resolver, TrackText};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
@@ -218,17 +218,16 @@ impl Normalizer {
                 continue;
             }
             let user_id = reg.user(need(user, "username", id)?, res)?;
-            let artist_id = reg.artist(need(artist, "artist_name", id)?, artist_mbid, res)?;
-            let album_id = match album {
-                Some(t) => Some(reg.album(artist_id, t, album_mbid, res)?),
-                None => None,
-            };
             let track_id = reg.track(
-                artist_id,
-                album_id,
-                need(track, "track_name", id)?,
-                track_mbid,
-                dur,
+                &TrackText {
+                    artist: need(artist, "artist_name", id)?,
+                    artist_mbid,
+                    album,
+                    album_mbid,
+                    title: need(track, "track_name", id)?,
+                    mbid: track_mbid,
+                    duration_ms: dur,
+                },
                 res,
             )?;
             out_id.push(id);

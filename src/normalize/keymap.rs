@@ -110,6 +110,15 @@ impl<V> KeyMap<V> {
         })
     }
 
+    /// The value of `key`, if present.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        let hash = self.hasher.hash_one(key);
+        let arena = &self.arena;
+        self.table
+            .find_mut(hash, |s| arena.get(s.key) == key)
+            .map(|s| &mut s.value)
+    }
+
     /// Bytes held: table slots plus arena chunks (for logs and the benchmark notes).
     pub fn approx_bytes(&self) -> usize {
         self.table.capacity() * (std::mem::size_of::<Slot<V>>() + 1)

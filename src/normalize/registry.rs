@@ -3,7 +3,13 @@
 //! Keys are handed out in order of first appearance in ascending source-id order, so the same
 //! source always gives the same keys, and a later sync of higher ids extends them exactly as a
 //! full load of the whole source would. Lookups borrow the row's text (no allocation unless the
-//! entity is new); album and track keys are built in one reused scratch buffer.
+//! entity is new); album and track keys are built in reused scratch buffers.
+//!
+//! Tracks are keyed by the row's own text — artist name, album title or none, track title —
+//! not by the artist and album keys: a row of a track seen before (most rows: at 5M rows,
+//! three in four) then costs one lookup instead of three dependent ones (artist → album →
+//! track), which was most of the normaliser's time. The artist and album maps are consulted
+//! only for a new track or when the row brings a first mbid for them.
 //!
 //! Attribute rule (documented in the README): a dimension row keeps the first non-NULL mbid
 //! (and, for tracks, duration) in source-id order; later rows only fill a value that is NULL.
@@ -132,11 +138,48 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// What the registry remembers of a track. `artist_mbid` / `album_mbid` say that the track's
+/// artist / album was known to have an mbid when last looked at (or, for the album, that there
+/// is none): while they are true, rows of this track never need the artist and album maps. A
+/// false one may be stale — another track may have filled it since — which only costs a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TrackEntry {
     id: i64,
     has_mbid: bool,
     has_duration: bool,
+    artist_mbid: bool,
+    album_mbid: bool,
+}
+
+/// The fields of one source row that identify and describe its track.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackText<'a> {
+    pub artist: &'a str,
+    pub artist_mbid: Option<&'a str>,
+    /// None: the row has no album (NULL), which is not the album `''`.
+    pub album: Option<&'a str>,
+    pub album_mbid: Option<&'a str>,
+    pub title: &'a str,
+    pub mbid: Option<&'a str>,
+    pub duration_ms: Option<i32>,
+}
+
+/// Builds a track key from the row's text: artist length (4 bytes LE), artist, album tag (0:
+/// none, 1: some), album length and album if some, title. Lengths keep it unambiguous, and the
+/// tag keeps a NULL album apart from `''`.
+fn track_key(buf: &mut Vec<u8>, artist: &str, album: Option<&str>, title: &str) {
+    buf.clear();
+    buf.extend_from_slice(&(artist.len() as u32).to_le_bytes());
+    buf.extend_from_slice(artist.as_bytes());
+    match album {
+        None => buf.push(0),
+        Some(a) => {
+            buf.push(1);
+            buf.extend_from_slice(&(a.len() as u32).to_le_bytes());
+            buf.extend_from_slice(a.as_bytes());
+        }
+    }
+    buf.extend_from_slice(title.as_bytes());
 }
 
 /// All four key maps, their next free ids, and the changes not yet flushed.
@@ -146,13 +189,14 @@ pub struct Registry {
     artists: KeyMap<Entry>,
     /// key: artist_id (8 bytes LE) ++ title
     albums: KeyMap<Entry>,
-    /// key: artist_id (8 bytes LE) ++ album_id or 0 (8 bytes LE) ++ title
+    /// key: see [`track_key`]
     tracks: KeyMap<TrackEntry>,
     next_user: i64,
     next_artist: i64,
     next_album: i64,
     next_track: i64,
     scratch: Vec<u8>,
+    track_scratch: Vec<u8>,
     delta: Delta,
 }
 
@@ -222,6 +266,15 @@ impl Registry {
         mbid: Option<&str>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
+        Ok(self.artist_entry(name, mbid, res)?.id)
+    }
+
+    fn artist_entry(
+        &mut self,
+        name: &str,
+        mbid: Option<&str>,
+        res: &mut dyn Resolver,
+    ) -> Result<Entry> {
         let Registry {
             artists,
             next_artist,
@@ -244,7 +297,7 @@ impl Registry {
             })
         })?;
         e.fill_mbid(mbid, &mut delta.artist_mbids);
-        Ok(e.id)
+        Ok(*e)
     }
 
     pub fn album(
@@ -254,6 +307,16 @@ impl Registry {
         mbid: Option<&str>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
+        Ok(self.album_entry(artist_id, title, mbid, res)?.id)
+    }
+
+    fn album_entry(
+        &mut self,
+        artist_id: i64,
+        title: &str,
+        mbid: Option<&str>,
+        res: &mut dyn Resolver,
+    ) -> Result<Entry> {
         let Registry {
             albums,
             next_album,
@@ -278,60 +341,107 @@ impl Registry {
             })
         })?;
         e.fill_mbid(mbid, &mut delta.album_mbids);
-        Ok(e.id)
+        Ok(*e)
     }
 
-    pub fn track(
+    /// The track key of one source row, creating (or finding in the target) its artist, album
+    /// and track as needed and recording first non-NULL attributes.
+    pub fn track(&mut self, row: &TrackText<'_>, res: &mut dyn Resolver) -> Result<i64> {
+        let mut key = std::mem::take(&mut self.track_scratch);
+        track_key(&mut key, row.artist, row.album, row.title);
+        let out = self.track_with_key(&key, row, res);
+        self.track_scratch = key;
+        out
+    }
+
+    fn track_with_key(
         &mut self,
-        artist_id: i64,
-        album_id: Option<i64>,
-        title: &str,
-        mbid: Option<&str>,
-        duration_ms: Option<i32>,
+        key: &[u8],
+        row: &TrackText<'_>,
         res: &mut dyn Resolver,
     ) -> Result<i64> {
-        let Registry {
-            tracks,
-            next_track,
-            delta,
-            scratch,
-            ..
-        } = self;
-        composite_key(scratch, &[artist_id, album_id.unwrap_or(0)], title);
-        let e = tracks.get_or_try_insert_with(scratch, || {
-            Ok(match res.track(artist_id, album_id, title)? {
-                Some((id, stored_mbid, stored_duration)) => TrackEntry {
-                    id,
-                    has_mbid: stored_mbid.is_some(),
-                    has_duration: stored_duration.is_some(),
-                },
-                None => {
-                    *next_track += 1;
-                    delta.tracks.push((
-                        *next_track,
-                        artist_id,
-                        album_id,
-                        title.into(),
-                        mbid.map(Into::into),
-                        duration_ms,
-                    ));
-                    TrackEntry {
-                        id: *next_track,
-                        has_mbid: mbid.is_some(),
-                        has_duration: duration_ms.is_some(),
-                    }
+        let &TrackText {
+            artist,
+            artist_mbid,
+            album,
+            album_mbid,
+            title,
+            mbid,
+            duration_ms,
+        } = row;
+        if let Some(e) = self.tracks.get_mut(key).map(|e| *e) {
+            // A known track: only a first mbid or duration in this row needs more work.
+            let mut now = e;
+            let artist_fill = artist_mbid.is_some() && !e.artist_mbid;
+            let album_fill = album.is_some() && album_mbid.is_some() && !e.album_mbid;
+            if artist_fill || album_fill {
+                let a = self.artist_entry(artist, artist_mbid, res)?;
+                now.artist_mbid = a.has_mbid;
+                if let Some(t) = album {
+                    now.album_mbid = self.album_entry(a.id, t, album_mbid, res)?.has_mbid;
                 }
-            })
-        })?;
-        let fill_mbid = if e.has_mbid { None } else { mbid };
-        let fill_duration = if e.has_duration { None } else { duration_ms };
-        if fill_mbid.is_some() || fill_duration.is_some() {
-            e.has_mbid |= fill_mbid.is_some();
-            e.has_duration |= fill_duration.is_some();
-            delta
-                .track_fills
-                .push((e.id, fill_mbid.map(Into::into), fill_duration));
+            }
+            let fill_mbid = if e.has_mbid { None } else { mbid };
+            let fill_duration = if e.has_duration { None } else { duration_ms };
+            if fill_mbid.is_some() || fill_duration.is_some() {
+                now.has_mbid |= fill_mbid.is_some();
+                now.has_duration |= fill_duration.is_some();
+                self.delta
+                    .track_fills
+                    .push((e.id, fill_mbid.map(Into::into), fill_duration));
+            }
+            if now != e {
+                *self.tracks.get_mut(key).expect("found above") = now;
+            }
+            return Ok(e.id);
         }
+
+        // A new track key: resolve its artist and album first (they may be known).
+        let a = self.artist_entry(artist, artist_mbid, res)?;
+        let al = match album {
+            Some(t) => Some(self.album_entry(a.id, t, album_mbid, res)?),
+            None => None,
+        };
+        let album_id = al.map(|e| e.id);
+        let mut e = TrackEntry {
+            id: 0,
+            has_mbid: mbid.is_some(),
+            has_duration: duration_ms.is_some(),
+            artist_mbid: a.has_mbid,
+            album_mbid: al.is_none_or(|e| e.has_mbid),
+        };
+        match res.track(a.id, album_id, title)? {
+            Some((id, stored_mbid, stored_duration)) => {
+                // In the target already: fill what it lacks and this row has.
+                e.id = id;
+                let fill_mbid = if stored_mbid.is_some() { None } else { mbid };
+                let fill_duration = if stored_duration.is_some() {
+                    None
+                } else {
+                    duration_ms
+                };
+                e.has_mbid = stored_mbid.is_some() || mbid.is_some();
+                e.has_duration = stored_duration.is_some() || duration_ms.is_some();
+                if fill_mbid.is_some() || fill_duration.is_some() {
+                    self.delta
+                        .track_fills
+                        .push((id, fill_mbid.map(Into::into), fill_duration));
+                }
+            }
+            None => {
+                self.next_track += 1;
+                e.id = self.next_track;
+                self.delta.tracks.push((
+                    e.id,
+                    a.id,
+                    album_id,
+                    title.into(),
+                    mbid.map(Into::into),
+                    duration_ms,
+                ));
+            }
+        }
+        self.tracks.get_or_try_insert_with(key, || Ok(e))?;
         Ok(e.id)
     }
 }
@@ -339,6 +449,26 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row<'a>(
+        artist: &'a str,
+        artist_mbid: Option<&'a str>,
+        album: Option<&'a str>,
+        album_mbid: Option<&'a str>,
+        title: &'a str,
+        mbid: Option<&'a str>,
+        duration_ms: Option<i32>,
+    ) -> TrackText<'a> {
+        TrackText {
+            artist,
+            artist_mbid,
+            album,
+            album_mbid,
+            title,
+            mbid,
+            duration_ms,
+        }
+    }
 
     #[test]
     fn exact_text_identity() {
@@ -349,23 +479,26 @@ mod tests {
         assert_eq!((a, b, c), (1, 2, 3));
         assert_eq!(r.artist("Radiohead", None, &mut NoResolver).unwrap(), 1);
         // NULL album and '' album are different tracks.
-        let empty = r.album(a, "", None, &mut NoResolver).unwrap();
-        let t_none = r
-            .track(a, None, "Creep", None, None, &mut NoResolver)
-            .unwrap();
-        let t_empty = r
-            .track(a, Some(empty), "Creep", None, None, &mut NoResolver)
-            .unwrap();
+        let t = |r: &mut Registry, artist: &str, album: Option<&str>, title: &str| {
+            r.track(
+                &row(artist, None, album, None, title, None, None),
+                &mut NoResolver,
+            )
+            .unwrap()
+        };
+        let t_none = t(&mut r, "Radiohead", None, "Creep");
+        let t_empty = t(&mut r, "Radiohead", Some(""), "Creep");
         assert_ne!(t_none, t_empty);
-        assert_eq!(
-            r.track(a, None, "Creep", None, None, &mut NoResolver)
-                .unwrap(),
-            t_none
-        );
+        assert_eq!(t(&mut r, "Radiohead", None, "Creep"), t_none);
+        // the key's parts cannot run into each other
+        let t_ab = t(&mut r, "Radiohead", Some("ab"), "c");
+        let t_a = t(&mut r, "Radiohead", Some("a"), "bc");
+        assert_ne!(t_ab, t_a);
         // same album title under another artist is another album
+        let empty = r.album(a, "", None, &mut NoResolver).unwrap();
         assert_ne!(r.album(b, "", None, &mut NoResolver).unwrap(), empty);
         let d = r.take_delta();
-        assert_eq!(d.new_rows(), [0, 3, 2, 2]);
+        assert_eq!(d.new_rows(), [0, 3, 4, 4]);
         assert_eq!(&*d.tracks[1].3, "Creep");
         assert_eq!(d.tracks[0].2, None);
         assert_eq!(d.tracks[1].2, Some(empty));
@@ -382,18 +515,56 @@ mod tests {
         let id = r.artist("X", None, &mut NoResolver).unwrap();
         r.artist("X", Some("m1"), &mut NoResolver).unwrap();
         r.artist("X", Some("m2"), &mut NoResolver).unwrap();
+        let mut nr = NoResolver;
         let t = r
-            .track(id, None, "T", None, Some(5), &mut NoResolver)
+            .track(&row("X", None, None, None, "T", None, Some(5)), &mut nr)
             .unwrap();
         r.take_delta();
-        r.track(id, None, "T", Some("tm"), Some(9), &mut NoResolver)
-            .unwrap();
-        r.track(id, None, "T", Some("later"), Some(7), &mut NoResolver)
-            .unwrap();
+        r.track(
+            &row("X", None, None, None, "T", Some("tm"), Some(9)),
+            &mut nr,
+        )
+        .unwrap();
+        r.track(
+            &row("X", None, None, None, "T", Some("later"), Some(7)),
+            &mut nr,
+        )
+        .unwrap();
         let d = r.take_delta();
         assert_eq!(d.track_fills.len(), 1);
         let (tid, mbid, dur) = &d.track_fills[0];
         assert_eq!((*tid, mbid.as_deref(), *dur), (t, Some("tm"), None));
+        assert_eq!(id, 1);
+    }
+
+    /// A known track's row may bring the first mbid of its artist or album; that reaches the
+    /// artist and album rows even though the track lookup alone found the row's track.
+    #[test]
+    fn known_track_rows_fill_artist_and_album() {
+        let mut r = Registry::new();
+        let mut nr = NoResolver;
+        let t = r
+            .track(&row("A", None, Some("L"), None, "T", None, None), &mut nr)
+            .unwrap();
+        // another track of the same artist brings the artist's mbid first
+        r.track(&row("A", Some("am1"), None, None, "U", None, None), &mut nr)
+            .unwrap();
+        let again = r
+            .track(
+                &row("A", Some("am2"), Some("L"), Some("lm"), "T", None, None),
+                &mut nr,
+            )
+            .unwrap();
+        assert_eq!(again, t);
+        r.track(
+            &row("A", Some("am3"), Some("L"), Some("lm2"), "T", None, None),
+            &mut nr,
+        )
+        .unwrap();
+        let d = r.take_delta();
+        assert_eq!(d.new_rows(), [0, 1, 1, 2]);
+        assert_eq!(d.artist_mbids, vec![(1, "am1".into())]);
+        assert_eq!(d.album_mbids, vec![(1, "lm".into())]);
     }
 
     #[test]

@@ -344,18 +344,42 @@ pub fn insert_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
     Ok(())
 }
 
-/// `foreign_key_check` and the fact count.
-fn check_references(conn: &Connection, expected_facts: u64) -> Result<()> {
-    let dangling: i64 =
-        conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })?;
-    if dangling != 0 {
-        bail!("internal error: {dangling} dangling foreign keys in the new target; it was not installed");
+/// Dangling references from one table (`foreign_key_check` of that table).
+fn dangling(conn: &Connection, table: &str) -> Result<()> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_foreign_key_check(?1)",
+        [table],
+        |r| r.get(0),
+    )?;
+    if n != 0 {
+        bail!("internal error: {n} dangling foreign keys in {table} of the new target; it was not installed");
     }
+    Ok(())
+}
+
+/// `foreign_key_check` of the facts (the bulk of the check: every fact's user and track)
+/// and the fact count.
+fn check_facts(conn: &Connection, expected_facts: u64) -> Result<()> {
+    dangling(conn, "scrobbles")?;
     let facts: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
     if facts as u64 != expected_facts {
         bail!("internal error: {facts} scrobbles written but {expected_facts} read; the new target was not installed");
+    }
+    Ok(())
+}
+
+/// `foreign_key_check` of every other table; with [`check_facts`] that is the whole
+/// `PRAGMA foreign_key_check`, split so that two connections share it evenly.
+fn check_dimensions(conn: &Connection) -> Result<()> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master
+             WHERE type = 'table' AND name <> 'scrobbles' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for t in &tables {
+        dangling(conn, t)?;
     }
     Ok(())
 }
@@ -368,28 +392,29 @@ fn check_integrity(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Runs both checks at once: `integrity_check` on a second, read-only connection in another
-/// thread while this one runs `foreign_key_check`. Both only read, and each keeps a core busy.
+/// Runs the checks on two connections at once: this one checks the facts' references (the
+/// biggest part), a second, read-only one in another thread the other tables' references and
+/// `integrity_check`. All of it only reads, and each side keeps a core busy.
 fn check_in_parallel(conn: &Connection, path: &Path, expected_facts: u64) -> Result<()> {
     // Leave exclusive locking so that a second connection may read.
     conn.execute_batch("PRAGMA locking_mode = NORMAL; SELECT count(*) FROM sqlite_master;")?;
-    let (integrity, references) = std::thread::scope(|s| {
-        let integrity = s.spawn(|| -> Result<()> {
+    let (rest, facts) = std::thread::scope(|s| {
+        let rest = s.spawn(|| -> Result<()> {
             let other =
                 Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             other.execute_batch("PRAGMA cache_size = -16384;")?;
+            check_dimensions(&other)?;
             check_integrity(&other)
         });
-        let references = check_references(conn, expected_facts);
+        let facts = check_facts(conn, expected_facts);
         (
-            integrity
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the integrity check thread panicked"))),
-            references,
+            rest.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the check thread panicked"))),
+            facts,
         )
     });
-    references?;
-    integrity?;
+    facts?;
+    rest?;
     conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;")?;
     Ok(())
 }

@@ -145,7 +145,13 @@ impl SourceUrl {
         let mut u = self.raw.clone();
         let has_mode = u.query_pairs().any(|(k, _)| k == "sslmode");
         let loopback = match u.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
+            // `postgresql:` is not a "special" scheme to the url crate, so an IPv4 address
+            // arrives as a domain.
+            Some(url::Host::Domain(d)) => {
+                d == "localhost"
+                    || d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => true,
@@ -349,6 +355,26 @@ mod tests {
         assert!(
             cx.contains("options=-c%20default_transaction_read_only%3Don"),
             "{cx}"
+        );
+    }
+
+    #[test]
+    fn loopback_reads_go_without_tls_unless_asked() {
+        use postgres::config::SslMode;
+        let mode = |u: &str| {
+            SourceUrl::parse(u)
+                .unwrap()
+                .config()
+                .unwrap()
+                .get_ssl_mode()
+        };
+        assert_eq!(mode("postgresql://u@127.0.0.1:5432/d"), SslMode::Disable);
+        assert_eq!(mode("postgresql://u@localhost/d"), SslMode::Disable);
+        assert_eq!(mode("postgresql://u@[::1]/d"), SslMode::Disable);
+        assert_eq!(mode("postgresql://u@db.example/d"), SslMode::Prefer);
+        assert_eq!(
+            mode("postgresql://u@127.0.0.1/d?sslmode=require"),
+            SslMode::Require
         );
     }
 }

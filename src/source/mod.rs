@@ -1,7 +1,8 @@
 //! The PostgreSQL side: connection handling, planning of partitioned reads, the connectorx
-//! reader, and the demo-data generator.
+//! readers, and the demo-data generator.
 
 pub mod conn;
+pub mod copy;
 pub mod mapping;
 pub mod plan;
 pub mod read;

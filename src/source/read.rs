@@ -1,4 +1,8 @@
-//! connectorx → Arrow. Everything connectorx-specific lives here.
+//! Source rows → Arrow record batches, one window of id slices at a time.
+//!
+//! Two readers produce the same batches: the direct binary-COPY reader ([`super::copy`], the
+//! default, measured faster) and connectorx (`--reader connectorx`). Everything
+//! connectorx-specific lives here.
 //!
 //! connectorx 0.4.6 offers `get_arrow` (materialises a whole result) and
 //! `new_record_batch_iter` (streams, but into an unbounded channel, and panics when the
@@ -8,6 +12,7 @@
 //! channel capacity, a failing query becomes an error, and a panic inside connectorx is caught.
 
 use super::conn::SourceUrl;
+use super::copy::CopyReader;
 use super::plan::{Slice, SourceTable};
 use anyhow::{anyhow, Result};
 use arrow::record_batch::RecordBatch;
@@ -35,7 +40,64 @@ pub fn slice_query(table: &SourceTable, filter: &str, s: Slice) -> String {
     )
 }
 
-/// Reads one window: one connectorx partition per slice, in parallel.
+/// Which reader turns source rows into Arrow batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReaderKind {
+    /// `COPY … (FORMAT binary)` decoded by [`super::copy`].
+    #[default]
+    Copy,
+    /// connectorx's `get_arrow` with its postgres source and arrow destination.
+    Connectorx,
+}
+
+impl std::str::FromStr for ReaderKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "copy" => Ok(Self::Copy),
+            "connectorx" => Ok(Self::Connectorx),
+            other => Err(anyhow!("unknown reader '{other}'; use copy or connectorx")),
+        }
+    }
+}
+
+/// How a run reads: how many partition queries run in parallel, and which reader decodes them.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    pub partitions: usize,
+    pub reader: ReaderKind,
+}
+
+/// A reader for one run; it may keep connections between windows.
+pub enum Reader {
+    Copy(CopyReader),
+    Connectorx(SourceUrl),
+}
+
+impl Reader {
+    /// `rows_hint`: about how many rows a slice holds (to size buffers).
+    pub fn new(kind: ReaderKind, url: SourceUrl, rows_hint: usize) -> Self {
+        match kind {
+            ReaderKind::Copy => Reader::Copy(CopyReader::new(url, rows_hint.min(1 << 20))),
+            ReaderKind::Connectorx => Reader::Connectorx(url),
+        }
+    }
+
+    /// Reads one window: one partition query per slice, in parallel.
+    pub fn read_window(
+        &mut self,
+        table: &SourceTable,
+        filter: &str,
+        slices: &[Slice],
+    ) -> Result<Vec<RecordBatch>> {
+        match self {
+            Reader::Copy(r) => r.read_window(table, filter, slices),
+            Reader::Connectorx(url) => read_window(url, table, filter, slices),
+        }
+    }
+}
+
+/// Reads one window with connectorx: one connectorx partition per slice, in parallel.
 pub fn read_window(
     url: &SourceUrl,
     table: &SourceTable,
@@ -80,7 +142,7 @@ pub fn read_window(
 /// Starts a reader thread over `windows`; at most `capacity` windows wait in the channel.
 /// The thread stops at the first error (sent as the last item) or when the receiver is gone.
 pub fn spawn_reader(
-    url: SourceUrl,
+    mut reader: Reader,
     table: SourceTable,
     filter: String,
     windows: Vec<Vec<Slice>>,
@@ -94,11 +156,13 @@ pub fn spawn_reader(
                 let _span =
                     tracing::debug_span!("read_window", index, slices = slices.len()).entered();
                 let t = Instant::now();
-                let item = read_window(&url, &table, &filter, &slices).map(|batches| Window {
-                    index,
-                    batches,
-                    read_time: t.elapsed(),
-                });
+                let item = reader
+                    .read_window(&table, &filter, &slices)
+                    .map(|batches| Window {
+                        index,
+                        batches,
+                        read_time: t.elapsed(),
+                    });
                 let failed = item.is_err();
                 if let Ok(w) = &item {
                     let rows: usize = w.batches.iter().map(|b| b.num_rows()).sum();

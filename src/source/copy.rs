@@ -1,0 +1,483 @@
+//! The direct reader: the same partition queries as the connectorx reader, sent as
+//! `COPY (…) TO STDOUT (FORMAT binary)` and decoded straight into Arrow arrays.
+//!
+//! Why a second reader: connectorx 0.4.6 moves every cell through a type-dispatched function
+//! pointer, a `try_get` with a type check, two divisions to find the cell's row and column, and
+//! — for every text and uuid cell — an owned `String` that is copied into the Arrow builder and
+//! freed. On this project's 11 columns that was the pipeline's largest CPU cost (measured with
+//! `perf`; the numbers are in the README). Here a row is one slice of the COPY stream: fields
+//! are cut by their length prefixes and appended to typed builders, text is validated and
+//! copied once, and a uuid is formatted into a stack buffer. Each parallel partition keeps its
+//! connection for the whole run instead of opening a pool per window.
+//!
+//! The Arrow types are the ones connectorx produces (strings as Utf8 instead of LargeUtf8, which
+//! polars imports the same way), so everything after the reader is shared, and the connectorx
+//! reader stays available (`--reader connectorx`) and is tested against this one.
+
+use super::conn::{explain_query_error, SourceUrl};
+use super::plan::{Slice, SourceTable};
+use super::read::slice_query;
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{Field, Schema};
+use arrow::record_batch::RecordBatch;
+use postgres::types::Type;
+use std::io::BufRead;
+use std::sync::Arc;
+
+/// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 UTC.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// The binary COPY signature that starts the stream.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// A source column type the decoder understands. The reader's queries cast every field to one
+/// of these (see `source::mapping`), so anything else is a bug or an unmapped custom query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    I16,
+    I32,
+    I64,
+    Text,
+    Uuid,
+    TimestampTz,
+    Bool,
+}
+
+impl Kind {
+    fn of(name: &str, t: &Type) -> Result<Self> {
+        Ok(match *t {
+            Type::INT2 => Kind::I16,
+            Type::INT4 => Kind::I32,
+            Type::INT8 => Kind::I64,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Kind::Text,
+            Type::UUID => Kind::Uuid,
+            Type::TIMESTAMPTZ => Kind::TimestampTz,
+            Type::BOOL => Kind::Bool,
+            _ => bail!(
+                "source column {name} has type {t}, which the reader does not decode; \
+                 cast it in the mapping (see `scrobsync config example`) or use --reader connectorx"
+            ),
+        })
+    }
+}
+
+/// One column being filled.
+enum Builder {
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    Text(StringBuilder),
+    Ts(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
+}
+
+impl Builder {
+    fn new(kind: Kind, rows: usize) -> Self {
+        match kind {
+            Kind::I16 => Builder::I16(Int16Builder::with_capacity(rows)),
+            Kind::I32 => Builder::I32(Int32Builder::with_capacity(rows)),
+            Kind::I64 => Builder::I64(Int64Builder::with_capacity(rows)),
+            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+            Kind::Uuid => Builder::Text(StringBuilder::with_capacity(rows, rows * 36)),
+            Kind::TimestampTz => Builder::Ts(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("+00:00"),
+            ),
+            Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::I16(b) => Arc::new(b.finish()),
+            Builder::I32(b) => Arc::new(b.finish()),
+            Builder::I64(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Ts(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// chrono's limits, which connectorx (and so the normaliser) use for `infinity`/`-infinity`.
+fn infinity_sentinels() -> (i64, i64) {
+    (
+        chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros(),
+        chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_micros(),
+    )
+}
+
+/// Formats a uuid the way PostgreSQL prints it: lowercase, hyphenated.
+fn format_uuid(b: &[u8; 16], out: &mut [u8; 36]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[(byte >> 4) as usize];
+        out[o + 1] = HEX[(byte & 15) as usize];
+        o += 2;
+    }
+}
+
+fn be_i16(b: &[u8]) -> i16 {
+    i16::from_be_bytes([b[0], b[1]])
+}
+
+fn be_i32(b: &[u8]) -> i32 {
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be_i64(b: &[u8]) -> i64 {
+    i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+/// Decodes the binary COPY stream of one query into one record batch.
+struct Decoder {
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    builders: Vec<Builder>,
+    /// (offset, length or -1) of each field of the tuple being decoded.
+    fields: Vec<(usize, i32)>,
+    header_done: bool,
+    trailer_seen: bool,
+    sentinels: (i64, i64),
+    rows: usize,
+}
+
+impl Decoder {
+    fn new(names: &[String], kinds: &[Kind], rows_hint: usize) -> Self {
+        Self {
+            names: names.to_vec(),
+            kinds: kinds.to_vec(),
+            builders: kinds.iter().map(|k| Builder::new(*k, rows_hint)).collect(),
+            fields: Vec::with_capacity(kinds.len()),
+            header_done: false,
+            trailer_seen: false,
+            sentinels: infinity_sentinels(),
+            rows: 0,
+        }
+    }
+
+    /// Decodes every complete unit (header, tuple, trailer) at the start of `buf`; returns how
+    /// many bytes were used. A partial unit is left for the next call.
+    fn feed(&mut self, buf: &[u8]) -> Result<usize> {
+        let mut pos = 0;
+        if !self.header_done {
+            if buf.len() < SIGNATURE.len() + 8 {
+                return Ok(0);
+            }
+            if &buf[..SIGNATURE.len()] != SIGNATURE {
+                bail!("the COPY stream does not start with the binary signature");
+            }
+            let ext = be_i32(&buf[SIGNATURE.len() + 4..]) as usize;
+            let end = SIGNATURE.len() + 8 + ext;
+            if buf.len() < end {
+                return Ok(0);
+            }
+            pos = end;
+            self.header_done = true;
+        }
+        while pos < buf.len() && !self.trailer_seen {
+            match self.tuple(&buf[pos..])? {
+                Some(used) => pos += used,
+                None => break,
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Decodes one tuple at the start of `b`, or returns None if it is not complete yet.
+    fn tuple(&mut self, b: &[u8]) -> Result<Option<usize>> {
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        let n = be_i16(b);
+        if n == -1 {
+            self.trailer_seen = true;
+            return Ok(Some(2));
+        }
+        if n as usize != self.kinds.len() {
+            bail!(
+                "a COPY row has {n} fields where {} were expected",
+                self.kinds.len()
+            );
+        }
+        // Cut the fields first, so that a tuple split across messages appends nothing.
+        self.fields.clear();
+        let mut pos = 2;
+        for _ in 0..n {
+            if b.len() < pos + 4 {
+                return Ok(None);
+            }
+            let len = be_i32(&b[pos..]);
+            pos += 4;
+            let start = pos;
+            if len > 0 {
+                pos += len as usize;
+                if b.len() < pos {
+                    return Ok(None);
+                }
+            }
+            self.fields.push((start, len));
+        }
+        for (col, &(start, len)) in self.fields.iter().enumerate() {
+            let v = (len >= 0).then(|| &b[start..start + len as usize]);
+            match (&mut self.builders[col], v) {
+                (Builder::I16(c), v) => c.append_option(v.map(be_i16)),
+                (Builder::I32(c), v) => c.append_option(v.map(be_i32)),
+                (Builder::I64(c), v) => c.append_option(v.map(be_i64)),
+                (Builder::Bool(c), v) => c.append_option(v.map(|x| x[0] != 0)),
+                (Builder::Text(c), None) => c.append_null(),
+                (Builder::Text(c), Some(x)) if self.kinds[col] == Kind::Uuid => {
+                    let mut s = [0u8; 36];
+                    let bytes: &[u8; 16] = x
+                        .try_into()
+                        .map_err(|_| anyhow!("a uuid field has {} bytes", x.len()))?;
+                    format_uuid(bytes, &mut s);
+                    c.append_value(std::str::from_utf8(&s).expect("hex digits are ASCII"));
+                }
+                (Builder::Text(c), Some(x)) => {
+                    let s = std::str::from_utf8(x).map_err(|_| {
+                        anyhow!(
+                            "source column {} holds text that is not UTF-8; set the database \
+                             encoding to UTF8 or convert the column",
+                            self.names[col]
+                        )
+                    })?;
+                    c.append_value(s);
+                }
+                (Builder::Ts(c), None) => c.append_null(),
+                (Builder::Ts(c), Some(x)) => {
+                    let pg = be_i64(x);
+                    let us = match pg {
+                        i64::MAX => self.sentinels.0,
+                        i64::MIN => self.sentinels.1,
+                        v => v.checked_add(PG_EPOCH_US).ok_or_else(|| {
+                            anyhow!(
+                                "source column {} holds a timestamp after year 294000 that \
+                                 has no Unix time in microseconds; fix that row",
+                                self.names[col]
+                            )
+                        })?,
+                    };
+                    c.append_value(us);
+                }
+            }
+        }
+        self.rows += 1;
+        Ok(Some(pos))
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        if !self.trailer_seen {
+            bail!("the COPY stream ended without its trailer");
+        }
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let fields: Vec<Field> = self
+            .names
+            .iter()
+            .zip(&columns)
+            .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+            .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+}
+
+/// Streams `COPY (query) TO STDOUT (FORMAT binary)` through a decoder.
+fn copy_query(
+    client: &mut postgres::Client,
+    query: &str,
+    names: &[String],
+    kinds: &[Kind],
+    rows_hint: usize,
+) -> Result<RecordBatch> {
+    let mut dec = Decoder::new(names, kinds, rows_hint);
+    let mut reader = client
+        .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+        .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+    // PostgreSQL sends one message per row, and the client hands them over one by one: decode
+    // straight from the message, and only buffer a unit that is split across messages.
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = reader
+            .fill_buf()
+            .map_err(|e| anyhow!("{}", super::conn::one_line(&e.to_string())))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        if pending.is_empty() {
+            let used = dec.feed(chunk)?;
+            pending.extend_from_slice(&chunk[used..]);
+        } else {
+            pending.extend_from_slice(chunk);
+            let used = dec.feed(&pending)?;
+            pending.drain(..used);
+        }
+        reader.consume(len);
+    }
+    if !pending.is_empty() {
+        bail!("the COPY stream ended inside a row");
+    }
+    dec.finish()
+}
+
+/// The direct reader: one connection per parallel partition, kept for the whole run.
+pub struct CopyReader {
+    url: SourceUrl,
+    clients: Vec<postgres::Client>,
+    /// Column names and kinds of the select list (the same for every slice query).
+    columns: Option<(Vec<String>, Vec<Kind>)>,
+    rows_hint: usize,
+}
+
+impl CopyReader {
+    pub fn new(url: SourceUrl, rows_hint: usize) -> Self {
+        Self {
+            url,
+            clients: Vec::new(),
+            columns: None,
+            rows_hint,
+        }
+    }
+
+    /// Reads one window: one COPY per slice, in parallel on as many connections.
+    pub fn read_window(
+        &mut self,
+        table: &SourceTable,
+        filter: &str,
+        slices: &[Slice],
+    ) -> Result<Vec<RecordBatch>> {
+        while self.clients.len() < slices.len() {
+            self.clients.push(self.url.connect_reader()?);
+        }
+        let queries: Vec<String> = slices
+            .iter()
+            .map(|s| slice_query(table, filter, *s))
+            .collect();
+        if self.columns.is_none() {
+            let Some(first) = queries.first() else {
+                return Ok(Vec::new());
+            };
+            let stmt = self.clients[0]
+                .prepare(first)
+                .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+            let mut names = Vec::new();
+            let mut kinds = Vec::new();
+            for c in stmt.columns() {
+                kinds.push(Kind::of(c.name(), c.type_())?);
+                names.push(c.name().to_string());
+            }
+            self.columns = Some((names, kinds));
+        }
+        let (names, kinds) = self.columns.as_ref().expect("set above");
+        let hint = self.rows_hint;
+        let context = |s: &Slice| format!("reading ids {}..={} from PostgreSQL failed", s.lo, s.hi);
+        if slices.len() == 1 {
+            let batch = copy_query(&mut self.clients[0], &queries[0], names, kinds, hint)
+                .with_context(|| context(&slices[0]))?;
+            return Ok(vec![batch]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .clients
+                .iter_mut()
+                .zip(&queries)
+                .map(|(client, q)| scope.spawn(move || copy_query(client, q, names, kinds, hint)))
+                .collect();
+            handles
+                .into_iter()
+                .zip(slices)
+                .map(|(h, s)| {
+                    h.join()
+                        .map_err(|_| anyhow!("a reader thread panicked"))?
+                        .with_context(|| context(s))
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_formatting_matches_postgres() {
+        let b: [u8; 16] = [
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ];
+        let mut s = [0u8; 36];
+        format_uuid(&b, &mut s);
+        assert_eq!(
+            std::str::from_utf8(&s).unwrap(),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+    }
+
+    /// A tuple split at every possible byte boundary decodes to the same row.
+    #[test]
+    fn decodes_units_split_anywhere() {
+        let names: Vec<String> = ["id", "name", "at", "ok"].map(String::from).to_vec();
+        let kinds = [Kind::I64, Kind::Text, Kind::TimestampTz, Kind::Bool];
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        stream.extend_from_slice(&0i32.to_be_bytes());
+        for (id, name, at) in [(7i64, Some("Sigur Rós"), -1i64), (9, None, i64::MAX)] {
+            stream.extend_from_slice(&4i16.to_be_bytes());
+            stream.extend_from_slice(&8i32.to_be_bytes());
+            stream.extend_from_slice(&id.to_be_bytes());
+            match name {
+                Some(n) => {
+                    stream.extend_from_slice(&(n.len() as i32).to_be_bytes());
+                    stream.extend_from_slice(n.as_bytes());
+                }
+                None => stream.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            stream.extend_from_slice(&8i32.to_be_bytes());
+            stream.extend_from_slice(&at.to_be_bytes());
+            stream.extend_from_slice(&1i32.to_be_bytes());
+            stream.push(1);
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        for cut in 0..stream.len() {
+            let mut dec = Decoder::new(&names, &kinds, 4);
+            let used = dec.feed(&stream[..cut]).unwrap();
+            let mut rest = stream[used..cut].to_vec();
+            rest.extend_from_slice(&stream[cut..]);
+            assert_eq!(dec.feed(&rest).unwrap(), rest.len(), "cut at {cut}");
+            let batch = dec.finish().unwrap();
+            assert_eq!(batch.num_rows(), 2);
+            let df = crate::normalize::frames::batch_to_frame(&batch).unwrap();
+            let ids: Vec<_> = df.column("id").unwrap().i64().unwrap().iter().collect();
+            assert_eq!(ids, vec![Some(7), Some(9)]);
+            let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
+            assert_eq!(names, vec![Some("Sigur Rós"), None]);
+            let at: Vec<_> = df.column("at").unwrap().i64().unwrap().iter().collect();
+            assert_eq!(
+                at,
+                vec![Some(PG_EPOCH_US - 1), Some(infinity_sentinels().0)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_without_trailer_is_an_error() {
+        let names = vec!["id".to_string()];
+        let mut dec = Decoder::new(&names, &[Kind::I64], 1);
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0; 8]);
+        assert_eq!(dec.feed(&stream).unwrap(), stream.len());
+        assert!(dec.finish().is_err());
+    }
+}
