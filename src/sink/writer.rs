@@ -29,7 +29,7 @@ PRAGMA foreign_keys = OFF;
 ";
 
 /// Page cache (KiB) while the indexes are built.
-const INDEX_CACHE_KIB: u32 = 32768;
+const INDEX_CACHE_KIB: u32 = 1024;
 
 /// Page cache (KiB) of the connection running `foreign_key_check`.
 const CHECK_CACHE_KIB: u32 = 98304;
