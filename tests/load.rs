@@ -231,6 +231,56 @@ fn lossless_on_200k_nasty_rows_with_stable_keys() {
     }
 }
 
+/// PostgreSQL stores timestamps up to 294276 AD; chrono (and so connectorx) stops at 262143.
+/// The default reader loads the years between, and names a row beyond the microsecond range.
+#[test]
+fn far_future_timestamps() {
+    let db = TestDb::new("future");
+    let mut client = db.client();
+    client
+        .batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             VALUES (1, 'u', '270000-06-01 00:00:00.5+00', 'a', 't')",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("future.sqlite");
+    load_json(&db.url, &target, &[]);
+    let got: i64 = Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT played_at FROM scrobbles", [], |r| r.get(0))
+        .unwrap();
+    let expect: i64 = client
+        .query_one(
+            "SELECT floor(extract(epoch FROM played_at))::int8 FROM scrobbles",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(got, expect);
+
+    client
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             VALUES (2, 'u', '294276-12-31 23:59:59+00', 'a', 't')",
+        )
+        .unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let out = bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("id 2") && err.contains("294246"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), before, "target untouched");
+}
+
 #[test]
 fn empty_source_gives_empty_target() {
     let db = TestDb::new("empty");

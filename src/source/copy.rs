@@ -259,9 +259,13 @@ impl Decoder {
                         i64::MAX => self.sentinels.0,
                         i64::MIN => self.sentinels.1,
                         v => v.checked_add(PG_EPOCH_US).ok_or_else(|| {
+                            let id = match self.fields.first() {
+                                Some(&(s, 8)) => be_i64(&b[s..]).to_string(),
+                                _ => "?".into(),
+                            };
                             anyhow!(
-                                "source column {} holds a timestamp after year 294000 that \
-                                 has no Unix time in microseconds; fix that row",
+                                "source row with id {id} has a {} after the year 294246, which \
+                                 has no Unix time in microseconds; fix or delete that row",
                                 self.names[col]
                             )
                         })?,
