@@ -28,7 +28,9 @@ PRAGMA threads = 2;
 PRAGMA foreign_keys = OFF;
 ";
 
-/// Page cache (KiB) while the indexes are built.
+/// Page cache (KiB) while the indexes are built. `CREATE INDEX` sorts runs of about this size
+/// in memory and merges them; small runs stay in the CPU caches. Measured on 5M rows here:
+/// 1 MiB 4.2–4.4 s for the essential indexes, 32 MiB 7.3–7.9 s, 128 MiB slower still.
 const INDEX_CACHE_KIB: u32 = 1024;
 
 /// Page cache (KiB) of the connection running `foreign_key_check`.
@@ -154,8 +156,7 @@ impl Writer {
         tracing::debug!(seconds = check_secs, "foreign_key_check + integrity_check");
 
         let t = std::time::Instant::now();
-        // Facts were appended in key order, which needs little cache; sorting for the indexes
-        // wants more (measured: 16 MiB → 32 MiB here saves ~10% of the index time).
+        // A small cache on purpose: see INDEX_CACHE_KIB.
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
         self.conn
