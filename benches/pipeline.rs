@@ -1,18 +1,34 @@
 //! Criterion benches of the two in-process stages, on generated in-memory data, so that
 //! regressions show without a database:
 //!   cargo bench --bench pipeline
+//! `read`: a binary COPY stream (as PostgreSQL sends it) → Arrow batch, by the default reader.
 //! `normalize`: Arrow batch → polars frame → fact frame with surrogate keys (fresh registry).
 //! `write`: a normalised window (new dimension rows + facts) → SQLite through reused 100-row INSERTs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scrobsync::normalize::{window_frame, Normalizer};
 use scrobsync::sink::Writer;
-use scrobsync::source::seed::{record_batch, Generator, SeedOptions};
+use scrobsync::source::seed::{binary_copy_stream, record_batch, Generator, SeedOptions, SeedRow};
 
 const ROWS: u64 = 100_000;
 
 fn batch() -> arrow::record_batch::RecordBatch {
-    let rows: Vec<_> = Generator::new(
+    record_batch(&rows())
+}
+
+fn read(c: &mut Criterion) {
+    let stream = binary_copy_stream(&rows());
+    let mut g = c.benchmark_group("read");
+    g.throughput(Throughput::Elements(ROWS));
+    g.sample_size(20);
+    g.bench_function("100k_rows_copy_decode", |bench| {
+        bench.iter(|| scrobsync::source::copy::decode_canonical(&stream).unwrap())
+    });
+    g.finish();
+}
+
+fn rows() -> Vec<SeedRow> {
+    Generator::new(
         SeedOptions {
             rows: ROWS,
             users: 50,
@@ -20,8 +36,7 @@ fn batch() -> arrow::record_batch::RecordBatch {
         },
         0,
     )
-    .collect();
-    record_batch(&rows)
+    .collect()
 }
 
 fn normalize(c: &mut Criterion) {
@@ -73,5 +88,5 @@ fn write(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize, write);
+criterion_group!(benches, read, normalize, write);
 criterion_main!(benches);

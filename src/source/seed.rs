@@ -397,6 +397,26 @@ pub fn encode_binary_row(buf: &mut Vec<u8>, r: &SeedRow) {
     field(buf, Some(&[r.loved as u8]));
 }
 
+/// A complete binary COPY stream of `rows` (signature, header, rows, trailer), as PostgreSQL
+/// would send it for the default table's columns: for decoder tests and benches.
+pub fn binary_copy_stream(rows: &[SeedRow]) -> Vec<u8> {
+    let mut buf = copy_header();
+    for r in rows {
+        encode_binary_row(&mut buf, r);
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf
+}
+
+/// The binary COPY signature and an empty header.
+fn copy_header() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf
+}
+
 /// Result of a seed run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeedSummary {
@@ -446,10 +466,7 @@ pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
              album_mbid, track_name, track_mbid, duration_ms, loved) FROM STDIN (FORMAT binary)",
         )
         .map_err(|e| anyhow!("COPY into scrobbles failed: {}", explain_query_error(&e)))?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    buf.extend_from_slice(&0i32.to_be_bytes());
+    let mut buf = copy_header();
     let (mut first, mut last, mut n) = (None, None, 0u64);
     for row in &mut gen {
         first.get_or_insert(row.id);
