@@ -171,13 +171,26 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
-    /// SQLite file to create or replace.
+    /// SQLite file to create or replace (a symbolic link keeps pointing where it points).
     #[arg(long)]
     pub target: PathBuf,
+
+    /// Replace --target even if it is not a scrobsync target (another file or database).
+    #[arg(long)]
+    pub force: bool,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--allow-other-source`, for the commands that change an existing target.
+#[derive(Debug, Args)]
+pub struct OtherSourceArg {
+    /// Accept a source other than the one the target was loaded from (host, port, database or
+    /// mapping differ); it becomes the target's source, and the run log records the change.
+    #[arg(long)]
+    pub allow_other_source: bool,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +266,9 @@ pub struct SyncArgs {
     /// With --cursor played_at: how far before the mark each run re-reads, e.g. 1h, 2d, 1h30m.
     #[arg(long)]
     pub lookback: Option<String>,
+
+    #[command(flatten)]
+    pub other_source: OtherSourceArg,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -338,6 +354,9 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub prune: bool,
 
+    #[command(flatten)]
+    pub other_source: OtherSourceArg,
+
     /// Partition queries read in parallel per window [default: half the number of CPUs, at least 1]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub partitions: Option<u16>,
@@ -378,6 +397,9 @@ pub struct VerifyArgs {
     /// Backfill exactly the differing windows, then verify again.
     #[arg(long)]
     pub repair: bool,
+
+    #[command(flatten)]
+    pub other_source: OtherSourceArg,
 
     /// Source connections used to hash in parallel [default: number of CPUs]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -8,6 +8,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod failpoint;
 pub mod modes;
 pub mod normalize;
 pub mod progress;

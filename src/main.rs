@@ -92,6 +92,7 @@ fn run(command: Command) -> Result<u8> {
                 prune: a.prune,
                 partitions: partitions(a.partitions),
                 reader: a.reader.parse()?,
+                allow_other_source: a.other_source.allow_other_source,
             };
             let bar = output::ProgressBar::new();
             let summary = backfill::run(&opts, &bar)?;
@@ -116,6 +117,7 @@ fn run(command: Command) -> Result<u8> {
                 by: windows::By::parse(&a.by)?,
                 repair: a.repair,
                 partitions: a.partitions.map(usize::from).unwrap_or_else(cpus),
+                allow_other_source: a.other_source.allow_other_source,
             };
             let bar = output::ProgressBar::new();
             let report = verify::run(&opts, &bar)?;
@@ -135,6 +137,7 @@ fn run(command: Command) -> Result<u8> {
                 batch_rows: a.pipeline.batch_rows as usize,
                 indexes: index_set(&a.pipeline.indexes),
                 reader: a.pipeline.reader.parse()?,
+                force: a.force,
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
@@ -152,6 +155,7 @@ fn run(command: Command) -> Result<u8> {
                 indexes: index_set(&a.pipeline.indexes),
                 reader: a.pipeline.reader.parse()?,
                 cursor,
+                allow_other_source: a.other_source.allow_other_source,
             };
             let bar = output::ProgressBar::new();
             match sync::run(&opts, &bar)? {
@@ -230,6 +234,7 @@ fn run(command: Command) -> Result<u8> {
                 batch_rows: 50_000,
                 indexes: IndexSet::Essential,
                 reader: Default::default(),
+                force: false,
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;

@@ -37,15 +37,24 @@ fn fails(args: &[&str], target_dir: Option<&Path>) -> String {
     lines[0].to_string()
 }
 
-/// A target with known content that every failure must leave byte-for-byte as it was.
+/// A scrobsync target with known content that every failure must leave byte-for-byte as it
+/// was.
 fn precious_target(dir: &Path) -> std::path::PathBuf {
     let t = dir.join("precious.sqlite");
-    std::fs::write(&t, b"previous target content").unwrap();
+    fake_target(&t);
     t
 }
 
 fn assert_untouched(t: &Path) {
-    assert_eq!(std::fs::read(t).unwrap(), b"previous target content");
+    // The same statements on a fresh file give the same bytes.
+    let other = tempfile::tempdir().unwrap();
+    let fresh = other.path().join("fresh.sqlite");
+    fake_target(&fresh);
+    assert_eq!(
+        std::fs::read(t).unwrap(),
+        std::fs::read(&fresh).unwrap(),
+        "the previous target must be untouched"
+    );
 }
 
 #[test]

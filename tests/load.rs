@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use predicates::prelude::*;
 use rusqlite::Connection;
 use serde_json::Value;
 
@@ -309,8 +310,20 @@ fn source_from_env_and_replacing_an_existing_target() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.sqlite");
     std::fs::write(&target, b"old content").unwrap();
+    // Not a scrobsync target: refused without --force, and left as it was.
     bin()
         .args(["load", "--target"])
+        .arg(&target)
+        .env("DATABASE_URL", &db.url)
+        .assert()
+        .code(1)
+        .stderr(
+            predicates::str::contains("not a SQLite database")
+                .and(predicates::str::contains("--force")),
+        );
+    assert_eq!(std::fs::read(&target).unwrap(), b"old content");
+    bin()
+        .args(["load", "--force", "--target"])
         .arg(&target)
         .env("DATABASE_URL", &db.url)
         .assert()

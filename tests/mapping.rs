@@ -182,7 +182,8 @@ fn refused(db: &TestDb, toml: &str, expect: &[&str]) {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, toml).unwrap();
     let target = dir.path().join("t.sqlite");
-    std::fs::write(&target, b"previous").unwrap();
+    fake_target(&target);
+    let previous = std::fs::read(&target).unwrap();
     let out = bin()
         .args(["load", "--source", &db.url, "--config"])
         .arg(&cfg)
@@ -197,7 +198,7 @@ fn refused(db: &TestDb, toml: &str, expect: &[&str]) {
     }
     assert_eq!(
         std::fs::read(&target).unwrap(),
-        b"previous",
+        previous,
         "target untouched"
     );
 }

@@ -9,7 +9,6 @@
 //! fully old or fully new. A reader thread fetches the next window while the current one is
 //! written.
 
-use super::sync::failpoint_after_window;
 use super::windows::{split, By};
 use super::TableRows;
 use crate::normalize::{window_frame, Normalizer};
@@ -18,15 +17,13 @@ use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable, TimeRange};
-use crate::source::read::{ReadSettings, Reader, ReaderKind};
+use crate::source::read::{ReadSettings, Reader, ReaderHandle, ReaderKind};
 use crate::source::SourceUrl;
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use arrow::record_batch::RecordBatch;
-use rusqlite::Connection;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -43,6 +40,8 @@ pub struct BackfillOptions {
     pub prune: bool,
     pub partitions: usize,
     pub reader: ReaderKind,
+    /// Accept a source other than the target's (`--allow-other-source`).
+    pub allow_other_source: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +70,7 @@ pub struct BackfillSummary {
 struct WindowRows {
     index: usize,
     batches: Vec<RecordBatch>,
+    rows: u64,
 }
 
 /// Reads each window's rows in turn (one partition query per id slice, all carrying the
@@ -81,38 +81,44 @@ fn spawn_reader(
     table: SourceTable,
     windows: Vec<(i64, i64)>,
     partitions: usize,
-) -> (Receiver<Result<WindowRows>>, JoinHandle<()>) {
+) -> (Receiver<Result<WindowRows>>, ReaderHandle) {
     let (tx, rx) = sync_channel(1);
-    let handle = std::thread::Builder::new()
-        .name("scrobsync-backfill-read".into())
-        .spawn(move || {
-            let run = || -> Result<()> {
-                let mut client = url.connect_reader()?;
-                // Id slices of the whole table, computed once: every window reads them in parallel.
-                let est = plan_full(&mut client, &table, usize::MAX)?.est_rows.max(1) as usize;
-                let slices =
-                    plan_full(&mut client, &table, est.div_ceil(partitions.max(1)))?.slices;
-                for (index, (start, end)) in windows.into_iter().enumerate() {
-                    let range = TimeRange::half_open(
-                        start.saturating_mul(1_000_000),
-                        end.saturating_mul(1_000_000),
-                    );
-                    let batches = if slices.is_empty() {
-                        Vec::new()
-                    } else {
-                        reader.read_window(&table, &format!(" AND {}", range.sql()), &slices)?
-                    };
-                    if tx.send(Ok(WindowRows { index, batches })).is_err() {
-                        return Ok(());
-                    }
+    let handle = ReaderHandle::spawn("scrobsync-backfill-read", move |counter| {
+        let run = || -> Result<()> {
+            let mut client = url.connect_reader()?;
+            // Id slices of the whole table, computed once: every window reads them in parallel.
+            let est = plan_full(&mut client, &table, usize::MAX)?.est_rows.max(1) as usize;
+            let slices = plan_full(&mut client, &table, est.div_ceil(partitions.max(1)))?.slices;
+            for (index, (start, end)) in windows.into_iter().enumerate() {
+                let range = TimeRange::half_open(
+                    start.saturating_mul(1_000_000),
+                    end.saturating_mul(1_000_000),
+                );
+                let batches = if slices.is_empty() {
+                    Vec::new()
+                } else {
+                    reader.read_window(&table, &format!(" AND {}", range.sql()), &slices)?
+                };
+                counter.add(&batches);
+                let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+                if tx
+                    .send(Ok(WindowRows {
+                        index,
+                        batches,
+                        rows,
+                    }))
+                    .is_err()
+                {
+                    return Ok(());
                 }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                let _ = tx.send(Err(e));
+                crate::failpoint::reader_panic(index + 1);
             }
-        })
-        .expect("spawning the backfill reader");
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = tx.send(Err(e));
+        }
+    });
     (rx, handle)
 }
 
@@ -127,7 +133,7 @@ pub(crate) struct WindowTotals {
 
 /// Replaces the given windows one transaction each, recording each under `job`.
 pub(crate) fn replace_windows(
-    conn: &Connection,
+    target: &target::Target,
     source: &SourceUrl,
     table: &SourceTable,
     windows: &[(i64, i64)],
@@ -139,6 +145,7 @@ pub(crate) fn replace_windows(
     if windows.is_empty() {
         return Ok(totals);
     }
+    let conn = &target.conn;
     let mut norm = Normalizer::new(target::registry_for(conn)?);
     progress.stage("windows backfilled", Some(windows.len() as u64));
     let (rx, reader) = spawn_reader(
@@ -154,9 +161,7 @@ pub(crate) fn replace_windows(
             crate::cancel::check()?;
             let w = msg?;
             let (start, end) = windows[w.index];
-            conn.execute_batch("BEGIN IMMEDIATE")
-                .context("the target is busy (another run?); try again when it is done")?;
-            let result = (|| -> Result<(u64, u64)> {
+            let (deleted, written) = target.write(|conn| -> Result<(u64, u64)> {
                 let deleted = conn.execute(
                     "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2",
                     [start, end],
@@ -164,49 +169,61 @@ pub(crate) fn replace_windows(
                 let df = window_frame(w.batches)?;
                 let out = norm.window(&df, &mut target::TargetResolver { conn })?;
                 let written = writer::write_window(conn, &out, true)? as u64;
+                // The window now holds exactly the rows read for it (a row upserted from
+                // another window moved here; none may be lost or doubled).
+                let now: i64 = conn.query_row(
+                    "SELECT count(*) FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2",
+                    [start, end],
+                    |r| r.get(0),
+                )?;
+                if written != w.rows || now as u64 != w.rows {
+                    bail!(
+                        "internal error: {} rows read for the window but {written} written and {now} in it; the window was not changed",
+                        w.rows
+                    );
+                }
                 for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
                     *t += h as u64;
                 }
                 state::backfill_window_done(conn, job, (start, end), deleted, written)?;
+                crate::failpoint::in_transaction(totals.done + 1, conn);
                 Ok((deleted, written))
-            })();
-            match result {
-                Ok((deleted, written)) => {
-                    conn.execute_batch("COMMIT")?;
-                    totals.done += 1;
-                    totals.deleted += deleted;
-                    totals.written += written;
-                    tracing::info!(window = start, deleted, written, "window replaced");
-                    progress.stage(
-                        &format!("windows backfilled ({} rows written)", totals.written),
-                        Some(windows.len() as u64),
-                    );
-                    progress.advance(1);
-                    Ok(())
-                }
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            }
+            })?;
+            totals.done += 1;
+            totals.deleted += deleted;
+            totals.written += written;
+            tracing::info!(window = start, deleted, written, "window replaced");
+            progress.stage(
+                &format!("windows backfilled ({} rows written)", totals.written),
+                Some(windows.len() as u64),
+            );
+            progress.advance(1);
+            crate::failpoint::after_window(totals.done);
+            Ok(())
         })();
         if step.is_err() {
             outcome = step;
             break;
         }
-        failpoint_after_window(totals.done);
     }
     drop(rx);
-    let _ = reader.join();
+    let reader_rows = reader.finish();
     progress.finish();
-    outcome.map(|_| totals)
+    outcome?;
+    let reader_rows = reader_rows?;
+    if reader_rows != totals.written {
+        bail!(
+            "internal error: {reader_rows} rows read but {} written",
+            totals.written
+        );
+    }
+    Ok(totals)
 }
 
 /// Deletes dimension rows no fact references any more, remembering the greatest keys so they
 /// are never handed out again.
-fn prune(conn: &Connection) -> Result<TableRows> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| -> Result<TableRows> {
+fn prune(target: &target::Target) -> Result<TableRows> {
+    target.write(|conn| -> Result<TableRows> {
         for (t, k) in [
             ("users", "user_id"),
             ("artists", "artist_id"),
@@ -247,17 +264,7 @@ fn prune(conn: &Connection) -> Result<TableRows> {
             tracks,
             scrobbles: 0,
         })
-    })();
-    match result {
-        Ok(r) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(r)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// The job key under which windows are recorded: the same arguments resume the same job.
@@ -275,26 +282,37 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
             opts.target.display()
         );
     }
-    let conn = target::open(&opts.target)?;
+    let target = target::open(&opts.target)?;
+    let conn = &target.conn;
     let mut client = opts.source.connect_reader()?;
     let table = opts.table.resolve(&mut client, &opts.source)?;
     drop(client);
 
     let job = job_key(opts.from, opts.to, opts.by);
     let all = split(opts.from, opts.to, opts.by);
-    let pending: Vec<(i64, i64)> = if opts.resume {
-        let done = state::backfill_done(&conn, &job)?;
-        all.iter()
-            .copied()
-            .filter(|w| !done.contains(&w.0))
-            .collect()
-    } else {
-        state::backfill_clear(&conn, &job)?;
-        all.clone()
-    };
+    let (other_source, pending) = target.write(|conn| {
+        let other_source = super::check_source(
+            conn,
+            &opts.target,
+            &opts.source,
+            &table,
+            opts.allow_other_source,
+        )?;
+        let pending: Vec<(i64, i64)> = if opts.resume {
+            let done = state::backfill_done(conn, &job)?;
+            all.iter()
+                .copied()
+                .filter(|w| !done.contains(&w.0))
+                .collect()
+        } else {
+            state::backfill_clear(conn, &job)?;
+            all.clone()
+        };
+        Ok((other_source, pending))
+    })?;
     let facts_before: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
     let totals = replace_windows(
-        &conn,
+        &target,
         &opts.source,
         &table,
         &pending,
@@ -306,18 +324,19 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         progress,
     )?;
     let pruned = if opts.prune {
-        Some(prune(&conn)?)
+        Some(prune(&target)?)
     } else {
         None
     };
     let facts_after: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
     let [users, artists, albums, tracks] = totals.new_rows;
     let seconds = started.elapsed().as_secs_f64();
+    let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
     state::record_run(
-        &conn,
+        conn,
         &RunRecord {
             mode: "backfill",
-            source: opts.source.redacted(),
+            source: &source,
             started_at,
             outcome: "ok",
             hwm_before: None,

@@ -4,12 +4,12 @@
 //! peak RSS is their own), optionally an incremental sync of fresh rows, and reports medians.
 
 use super::StageSeconds;
-use crate::source::conn::explain_query_error;
+use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::SourceTable;
 use crate::source::seed::{seed, SeedOptions};
 use crate::source::SourceUrl;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::Read;
 use std::path::PathBuf;
@@ -131,20 +131,14 @@ fn run_child(exe: &PathBuf, source: &SourceUrl, args: &[String]) -> Result<Child
 }
 
 /// The read floor: one binary COPY of the canonical columns, bytes discarded.
-fn read_floor(client: &mut postgres::Client, table: &SourceTable) -> Result<f64> {
+fn read_floor(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<f64> {
     let t = Instant::now();
-    let mut r = client
-        .copy_out(&format!(
-            "COPY ({}) TO STDOUT (FORMAT binary)",
-            table.select_sql()
-        ))
-        .map_err(|e| {
-            anyhow!(
-                "COPY for the read floor failed: {}",
-                explain_query_error(&e)
-            )
-        })?;
-    std::io::copy(&mut r, &mut std::io::sink())?;
+    client
+        .copy_out(
+            &format!("COPY ({}) TO STDOUT (FORMAT binary)", table.select_sql()),
+            |r| Ok(std::io::copy(r, &mut std::io::sink())?),
+        )
+        .context("COPY for the read floor failed")?;
     Ok(t.elapsed().as_secs_f64())
 }
 

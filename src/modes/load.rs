@@ -9,8 +9,10 @@ use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
+use crate::sink::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
 use crate::sink::Writer;
-use crate::source::conn::explain_query_error;
+use crate::source::conn::{explain_query_error, ReadOnlyClient};
+use crate::source::identity::SourceIdentity;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, SourceTable};
 use crate::source::read::{spawn_reader, Reader, ReaderKind};
@@ -36,6 +38,8 @@ pub struct LoadOptions {
     pub indexes: IndexSet,
     /// Which reader decodes the source rows.
     pub reader: ReaderKind,
+    /// Replace whatever is at `target`, even if it is not a scrobsync target.
+    pub force: bool,
 }
 
 /// The machine-readable result of a load (`--json`).
@@ -55,11 +59,40 @@ pub struct LoadSummary {
 /// A temporary file beside the target, removed on drop unless it was renamed into place.
 struct TempTarget {
     path: PathBuf,
+    /// The file the target path names (symbolic links followed).
+    target: PathBuf,
+    /// What was at `target` when the load started.
+    existing: Existing,
     installed: bool,
 }
 
+/// The file a target path finally names. Symbolic links are followed (dangling ones too), so a
+/// load replaces the file a link points to and the link keeps pointing there.
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let dest = fs::read_link(&p)
+                    .with_context(|| format!("cannot read the symbolic link {}", p.display()))?;
+                p = match p.parent() {
+                    Some(dir) if dest.is_relative() => dir.join(dest),
+                    _ => dest,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    bail!(
+        "target {} is a loop of symbolic links; give a file path",
+        path.display()
+    )
+}
+
 impl TempTarget {
-    fn new(target: &Path) -> Result<Self> {
+    fn new(given: &Path, force: bool) -> Result<Self> {
+        let target = resolve_links(given)?;
+        let target = target.as_path();
         if target.is_dir() {
             bail!(
                 "target {} is a folder; give a file path such as {}/scrobbles.sqlite",
@@ -94,10 +127,13 @@ impl TempTarget {
                 dir.display()
             );
         }
+        let existing = check_replaceable(target, force)?;
         remove_stale_temp_files(&dir, &name);
         let path = dir.join(format!(".{name}.scrobsync-{}.tmp", std::process::id()));
         let t = Self {
             path,
+            target: target.to_path_buf(),
+            existing,
             installed: false,
         };
         t.remove_files();
@@ -116,21 +152,30 @@ impl TempTarget {
     }
 
     fn remove_files(&self) {
-        for suffix in ["", "-journal", "-wal", "-shm"] {
-            let mut p = self.path.clone().into_os_string();
-            p.push(suffix);
-            let _ = fs::remove_file(p);
+        let _ = fs::remove_file(&self.path);
+        for suffix in SIDE_FILES {
+            let _ = fs::remove_file(side_file(&self.path, suffix));
         }
     }
 
-    /// Makes the file durable and atomically replaces `target` with it.
-    fn install(mut self, target: &Path) -> Result<()> {
+    /// Makes the file durable and atomically replaces the target with it, under the old
+    /// target's exclusive lock (see [`lock_for_replace`]).
+    fn install(mut self) -> Result<()> {
         fs::File::open(&self.path)
             .and_then(|f| f.sync_all())
             .context("syncing the new target to disk")?;
-        fs::rename(&self.path, target)
+        let target = self.target.clone();
+        // What is there now, not what was there at the start: the target may have been
+        // created, replaced or removed meanwhile.
+        let existing = match self.existing {
+            Existing::Forced { .. } => check_replaceable(&target, true)?,
+            _ => check_replaceable(&target, false)?,
+        };
+        let lock = lock_for_replace(&target, existing)?;
+        fs::rename(&self.path, &target)
             .with_context(|| format!("cannot replace {}", target.display()))?;
         self.installed = true;
+        drop(lock);
         if let Some(dir) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Ok(d) = fs::File::open(dir) {
                 let _ = d.sync_all();
@@ -174,7 +219,7 @@ impl Drop for TempTarget {
 pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let started = Instant::now();
     let started_at = now_iso();
-    let temp = TempTarget::new(&opts.target)?;
+    let temp = TempTarget::new(&opts.target, opts.force)?;
 
     let _span = tracing::info_span!("load", source = %opts.source).entered();
     let mut client = opts.source.connect_reader()?;
@@ -261,7 +306,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let normalised = normaliser
         .join()
         .map_err(|_| anyhow!("the normaliser thread panicked"))?;
-    let _ = reader.join();
+    let rows_read = reader.finish();
     progress.finish();
     let (normalize_secs, read_secs) = match normalised {
         Ok(v) => v,
@@ -269,6 +314,10 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     };
     if let Some(e) = write_error {
         return Err(e.context(format!("writing {}", temp.path.display())));
+    }
+    let rows_read = rows_read?;
+    if rows_read != facts_written {
+        bail!("internal error: {rows_read} rows read but {facts_written} written; the new target was not installed");
     }
 
     let [users, artists, albums, tracks] = dims_written;
@@ -289,8 +338,9 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         rows: [facts_written, users, artists, albums, tracks],
         seconds: started.elapsed().as_secs_f64(),
     };
-    let (index_secs, check_secs) = writer.finish(facts_written, &run, opts.indexes)?;
-    temp.install(&opts.target)?;
+    let identity = SourceIdentity::of(&opts.source, &table);
+    let (index_secs, check_secs) = writer.finish(rows_read, &run, &identity, opts.indexes)?;
+    temp.install()?;
 
     let total = started.elapsed().as_secs_f64();
     Ok(LoadSummary {
@@ -322,7 +372,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
 /// asked from PostgreSQL; other errors pass through.
 pub(crate) fn explain_infinite(
     e: anyhow::Error,
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     table: &SourceTable,
     hwm: i64,
 ) -> anyhow::Error {

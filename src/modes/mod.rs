@@ -10,7 +10,67 @@ pub mod sync;
 pub mod verify;
 pub mod windows;
 
+use crate::sink::state;
+use crate::source::identity::SourceIdentity;
+use crate::source::mapping::SourceTable;
+use crate::source::SourceUrl;
+use anyhow::{bail, Result};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+
+/// Refuses to change a target with rows of another source than the one it was loaded from,
+/// unless `allow` (`--allow-other-source`): then the run's source becomes the target's, and the
+/// returned note (for the run log) says what it replaced. Call inside the run's transaction.
+pub fn check_source(
+    conn: &Connection,
+    target: &std::path::Path,
+    url: &SourceUrl,
+    table: &SourceTable,
+    allow: bool,
+) -> Result<Option<String>> {
+    let this = SourceIdentity::of(url, table);
+    let stored = match state::get(conn, state::SOURCE_IDENTITY)? {
+        Some(s) => SourceIdentity::from_state(&s),
+        // A target written before identities were recorded: its redacted source URL.
+        None => state::get(conn, "source")?
+            .and_then(|s| SourceUrl::parse(&s).ok())
+            .map(|u| SourceIdentity {
+                mapping: String::new(),
+                ..SourceIdentity::of(&u, table)
+            }),
+    };
+    let Some(stored) = stored else {
+        state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
+        return Ok(None);
+    };
+    if stored.same_as(&this) {
+        if stored.mapping.is_empty() {
+            state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
+        }
+        return Ok(None);
+    }
+    if !allow {
+        bail!(
+            "{} was loaded from {}, not from {}; use its source, or pass --allow-other-source to make this one its source",
+            target.display(),
+            stored.describe(),
+            this.describe()
+        );
+    }
+    tracing::warn!(
+        "{} was loaded from {}; --allow-other-source makes {} its source",
+        target.display(),
+        stored.describe(),
+        this.describe()
+    );
+    state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
+    state::set(conn, "source", url.redacted())?;
+    Ok(Some(format!(
+        "{} (--allow-other-source; the target was from {})",
+        url.redacted(),
+        stored.describe()
+    )))
+}
 
 /// Rows per target table.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::source::plan::{plan, Scope, TimeRange};
 use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rusqlite::Connection;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -49,6 +49,8 @@ pub struct SyncOptions {
     /// Indexes of the full load that a sync without target does.
     pub indexes: IndexSet,
     pub reader: ReaderKind,
+    /// Accept a source other than the target's (`--allow-other-source`).
+    pub allow_other_source: bool,
 }
 
 /// Result of an incremental run (`--json`).
@@ -113,19 +115,6 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     Ok(total)
 }
 
-/// Test hook: `SCROBSYNC_FAILPOINT=abort-after-windows=N` aborts the process right after the
-/// N-th window is written, to prove that a killed run leaves the previous state.
-pub(crate) fn failpoint_after_window(written: usize) {
-    if let Ok(fp) = std::env::var("SCROBSYNC_FAILPOINT") {
-        if let Some(n) = fp.strip_prefix("abort-after-windows=") {
-            if n.parse::<usize>().ok() == Some(written) {
-                tracing::warn!("failpoint: aborting after window {written}");
-                std::process::abort();
-            }
-        }
-    }
-}
-
 fn parse_mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
     match state::get(conn, key)? {
         Some(v) => Ok(Some(v.parse().map_err(|_| {
@@ -147,11 +136,12 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
                 batch_rows: opts.batch_rows,
                 indexes: opts.indexes,
                 reader: opts.reader,
+                force: false,
             },
             progress,
         )?;
         if let Cursor::PlayedAt { .. } = opts.cursor {
-            let conn = target::open(&opts.target)?;
+            let conn = target::open(&opts.target)?.conn;
             let max: Option<i64> =
                 conn.query_row("SELECT max(played_at) FROM scrobbles", [], |r| r.get(0))?;
             if let Some(m) = max {
@@ -171,13 +161,14 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
 fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     let started = Instant::now();
     let started_at = now_iso();
-    let conn = target::open(&opts.target)?;
+    let target = target::open(&opts.target)?;
+    let conn = &target.conn;
     let mut client = opts.source.connect_reader()?;
     let table = opts.table.resolve(&mut client, &opts.source)?;
 
     let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
         Cursor::Id => {
-            let mark = parse_mark(&conn, "hwm")?;
+            let mark = parse_mark(conn, "hwm")?;
             let scope = Scope {
                 after_id: mark,
                 ..Scope::default()
@@ -185,7 +176,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             (scope, "hwm", mark, None)
         }
         Cursor::PlayedAt { lookback_us } => {
-            let mark = match parse_mark(&conn, "played_at_mark")? {
+            let mark = match parse_mark(conn, "played_at_mark")? {
                 Some(m) => Some(m),
                 None => conn
                     .query_row("SELECT max(played_at) FROM scrobbles", [], |r| {
@@ -247,12 +238,12 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             }
         })
     };
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .context("the target is busy (another run?); try again when it is done")?;
-    let result = (|| -> Result<SyncSummary> {
-        let facts_before = present(&conn)?;
-        let mut norm = Normalizer::new(target::registry_for(&conn)?);
-        let mut resolver = target::TargetResolver { conn: &conn };
+    let result = target.write(|conn| -> Result<SyncSummary> {
+        let other_source =
+            super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
+        let facts_before = present(conn)?;
+        let mut norm = Normalizer::new(target::registry_for(conn)?);
+        let mut resolver = target::TargetResolver { conn };
         progress.stage("rows synced", Some(plan.est_rows));
         let windows = plan.windows(opts.partitions);
         let (rx, reader) = spawn_reader(
@@ -275,7 +266,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 let out = norm.window(&df, &mut resolver)?;
                 norm_s += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                let n = writer::write_window(&conn, &out, true)?;
+                let n = writer::write_window(conn, &out, true)?;
                 tracing::debug!(
                     seconds = t.elapsed().as_secs_f64(),
                     rows = n,
@@ -294,10 +285,11 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 outcome = step;
                 break;
             }
-            failpoint_after_window(i + 1);
+            crate::failpoint::after_window(i + 1);
+            crate::failpoint::in_transaction(i + 1, conn);
         }
         drop(rx);
-        let _ = reader.join();
+        let reader_rows = reader.finish();
         progress.finish();
         if let Err(e) = outcome {
             return Err(super::load::explain_infinite(
@@ -307,20 +299,32 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 plan.hwm,
             ));
         }
+        let reader_rows = reader_rows?;
+        if reader_rows != rows_read {
+            bail!("internal error: {reader_rows} rows read but {rows_read} written; nothing was committed");
+        }
         let t = Instant::now();
         let added_facts = match opts.cursor {
-            Cursor::Id => rows_read.saturating_sub(facts_before as u64),
-            Cursor::PlayedAt { .. } => (present(&conn)? - facts_before).max(0) as u64,
+            Cursor::Id => {
+                // Every source row of (mark, hwm] is now in the target, each exactly once.
+                let now = present(conn)?;
+                if now as u64 != reader_rows {
+                    bail!("internal error: the target holds {now} scrobbles of the synced id range but {reader_rows} were read; nothing was committed");
+                }
+                rows_read.saturating_sub(facts_before as u64)
+            }
+            Cursor::PlayedAt { .. } => (present(conn)? - facts_before).max(0) as u64,
         };
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
-            state::set(&conn, mark_key, &m.to_string())?;
+            state::set(conn, mark_key, &m.to_string())?;
         }
+        let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
         state::record_run(
-            &conn,
+            conn,
             &RunRecord {
                 mode: if by_time { "sync-played_at" } else { "sync" },
-                source: opts.source.redacted(),
+                source: &source,
                 started_at: started_at.clone(),
                 outcome: "ok",
                 hwm_before: mark_before,
@@ -354,22 +358,10 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 ..StageSeconds::default()
             },
         })
-    })();
-    match result {
-        Ok(mut s) => {
-            let t = Instant::now();
-            conn.execute_batch("COMMIT")
-                .context("committing the sync")?;
-            tracing::debug!(seconds = t.elapsed().as_secs_f64(), "committed");
-            s.seconds.write += t.elapsed().as_secs_f64();
-            s.seconds.total = started.elapsed().as_secs_f64();
-            Ok(s)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    });
+    let mut s = result?;
+    s.seconds.total = started.elapsed().as_secs_f64();
+    Ok(s)
 }
 
 /// Refuses a `--lookback` without the time cursor, and the like.

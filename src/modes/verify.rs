@@ -37,6 +37,8 @@ pub struct VerifyOptions {
     pub by: By,
     pub repair: bool,
     pub partitions: usize,
+    /// With `repair`: accept a source other than the target's (`--allow-other-source`).
+    pub allow_other_source: bool,
 }
 
 /// Count and hash sum of one window on one side.
@@ -492,13 +494,22 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
     let mut report = verify_once(opts, &table)?;
     if opts.repair && !report.differing.is_empty() {
         let windows: Vec<(i64, i64)> = report.differing.iter().map(|d| (d.start, d.end)).collect();
-        let conn = target::open(&opts.target)?;
+        let target = target::open(&opts.target)?;
+        target.write(|conn| {
+            super::check_source(
+                conn,
+                &opts.target,
+                &opts.source,
+                &table,
+                opts.allow_other_source,
+            )
+        })?;
         let job = format!(
             "repair:{}",
             job_key(windows[0].0, windows[windows.len() - 1].1, opts.by)
         );
         replace_windows(
-            &conn,
+            &target,
             &opts.source,
             &table,
             &windows,
@@ -509,7 +520,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
             &job,
             progress,
         )?;
-        drop(conn);
+        drop(target);
         report.repaired = report.differing.iter().map(|d| d.window.clone()).collect();
         report.after_repair = Some(Box::new(verify_once(opts, &table)?));
     }

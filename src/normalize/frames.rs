@@ -175,6 +175,11 @@ impl Normalizer {
     /// (incremental modes, where they may already be in the target).
     pub fn normalize_with(&mut self, df: &DataFrame, res: &mut dyn Resolver) -> Result<DataFrame> {
         let n = df.height();
+        if n == 0 {
+            // A window without rows (an empty backfill window, a slice emptied by deletes):
+            // the frame may have no columns at all.
+            return facts_frame(vec![], vec![], vec![], vec![], vec![]);
+        }
         let ids = df.column("id")?.i64()?;
         let users = df.column("username")?.str()?;
         let played = df.column("played_at")?.i64()?;
@@ -240,14 +245,25 @@ impl Normalizer {
         if !infinite.is_empty() {
             return Err(InfinitePlayedAt { ids: infinite }.into());
         }
-        Ok(DataFrame::new(vec![
-            Column::new("scrobble_id".into(), out_id),
-            Column::new("user_id".into(), out_user),
-            Column::new("track_id".into(), out_track),
-            Column::new("played_at".into(), out_played),
-            Column::new("loved".into(), out_loved),
-        ])?)
+        facts_frame(out_id, out_user, out_track, out_played, out_loved)
     }
+}
+
+/// The fact frame: scrobble_id, user_id, track_id, played_at, loved.
+fn facts_frame(
+    id: Vec<i64>,
+    user: Vec<i64>,
+    track: Vec<i64>,
+    played: Vec<i64>,
+    loved: Vec<i64>,
+) -> Result<DataFrame> {
+    Ok(DataFrame::new(vec![
+        Column::new("scrobble_id".into(), id),
+        Column::new("user_id".into(), user),
+        Column::new("track_id".into(), track),
+        Column::new("played_at".into(), played),
+        Column::new("loved".into(), loved),
+    ])?)
 }
 
 /// The four dimension frames, ordered by surrogate key.

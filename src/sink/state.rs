@@ -51,6 +51,9 @@ pub struct RunRecord<'a> {
     pub seconds: f64,
 }
 
+/// The `_scrobsync_state` key of the source identity (see `source::identity`).
+pub const SOURCE_IDENTITY: &str = "source_identity";
+
 pub fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(STATE_TABLES)?;
     Ok(())

@@ -1,10 +1,33 @@
-//! An existing target, opened for an incremental run: validation, the stored marks, and the
-//! [`Resolver`] that finds dimension rows already in it through their unique indexes.
+//! An existing target: opening it safely, the stored marks, atomic replacement by a full load,
+//! and the [`Resolver`] that finds dimension rows already in it through their unique indexes.
+//!
+//! A target is a file other programs may have open, and SQLite keeps side files beside it
+//! (`-journal`, `-wal`, `-shm`) that belong to that very file. The rules here:
+//! - every open waits a few seconds for another process's lock, then says the file is in use
+//!   (never that it is not a database);
+//! - every open may roll back a hot journal left by a killed run (read-only commands too: they
+//!   open read-write with `query_only`, so SQLite can finish the roll-back);
+//! - a write transaction checks that the path still names the file it opened, so a run that
+//!   waited while a `load` replaced the target never commits into the replaced file;
+//! - a load replaces the target only while it holds the old file's exclusive lock, after SQLite
+//!   rolled back any hot journal, and removes the old file's side files before the rename, so
+//!   no journal of the old file can ever be played into the new one.
 
 use crate::normalize::registry::{Registry, Resolver};
 use anyhow::{anyhow, bail, Context, Result};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use std::path::Path;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long any command waits for another process's lock on the target before it gives up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// SQLite's extended code for "a hot journal needs rolling back, but the file is read-only".
+const SQLITE_READONLY_ROLLBACK: i32 = 776;
+
+/// The side files SQLite keeps beside a database file.
+pub const SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
 
 /// PRAGMAs for changing an existing target in place: the rollback journal makes every run's
 /// single transaction atomic across crashes and kills; a large cache keeps the run in memory.
@@ -16,18 +39,147 @@ PRAGMA temp_store = MEMORY;
 PRAGMA foreign_keys = OFF;
 ";
 
-/// Opens an existing scrobsync target for reading and writing.
-pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .with_context(|| format!("cannot open target {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    check_is_target(&conn, path)?;
-    conn.execute_batch(INCREMENTAL_PRAGMAS)?;
-    super::state::create(&conn)?;
-    Ok(conn)
+/// (device, inode) of the file a path names now.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
-/// Opens an existing target read-only (status, verify).
+/// The side file `suffix` of `path` (`music.sqlite-journal`).
+pub fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The target is locked by another process.
+#[derive(Debug)]
+pub struct InUse(String);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InUse {}
+
+/// Turns an SQLite error on the target into one line that names the problem and the fix.
+pub fn explain(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
+    let p = path.display();
+    let extended = e.sqlite_error().map(|s| s.extended_code);
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => InUse(format!(
+            "{p} is in use by another process (locked); retry when it finishes"
+        ))
+        .into(),
+        Some(ErrorCode::NotADatabase) => {
+            anyhow!("{p} is not a SQLite database; choose another target path")
+        }
+        Some(ErrorCode::ReadOnly) if extended == Some(SQLITE_READONLY_ROLLBACK) => anyhow!(
+            "{p} holds an unfinished transaction of an interrupted run ({p}-journal) that needs write access to roll back; make the file and its folder writable, then run the command again"
+        ),
+        Some(ErrorCode::DatabaseCorrupt) => anyhow!(
+            "{p} is damaged ({e}); rebuild it with `scrobsync load --force`"
+        ),
+        Some(ErrorCode::ReadOnly) => anyhow!(
+            "{p} is read-only ({e}); make it and its folder writable"
+        ),
+        _ => anyhow!("cannot use target {p}: {e}"),
+    }
+}
+
+/// Opens `path` with `flags`, making sure the connection and `file_id` describe the same file
+/// (a rename between the two would otherwise go unnoticed).
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<(Connection, FileId)> {
+    for _ in 0..5 {
+        let before =
+            file_id(path).with_context(|| format!("cannot open target {}", path.display()))?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| explain(path, &e))?;
+        conn.busy_timeout(LOCK_WAIT)?;
+        if file_id(path).ok() == Some(before) {
+            return Ok((conn, before));
+        }
+    }
+    bail!(
+        "{} keeps being replaced by another process; retry when it finishes",
+        path.display()
+    )
+}
+
+/// An existing target opened for changes.
+pub struct Target {
+    pub conn: Connection,
+    path: PathBuf,
+    id: FileId,
+}
+
+/// Opens an existing scrobsync target for reading and writing.
+pub fn open(path: &Path) -> Result<Target> {
+    if !path.exists() {
+        bail!(
+            "target {} does not exist; create it with `scrobsync load`",
+            path.display()
+        );
+    }
+    let (conn, id) = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    check_is_target(&conn, path)?;
+    conn.execute_batch(INCREMENTAL_PRAGMAS)
+        .map_err(|e| explain(path, &e))?;
+    super::state::create(&conn).map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
+        Some(s) => explain(path, s),
+        None => e,
+    })?;
+    Ok(Target {
+        conn,
+        path: path.to_path_buf(),
+        id,
+    })
+}
+
+impl Target {
+    /// Runs `f` in one write transaction: committed if it succeeds, rolled back otherwise.
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.begin()?;
+        match f(&self.conn) {
+            Ok(v) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| explain(&self.path, &e))
+                    .context("committing")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a write transaction (waiting [`LOCK_WAIT`] for other writers) on the file the
+    /// path still names.
+    fn begin(&self) -> Result<()> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| explain(&self.path, &e))?;
+        if file_id(&self.path).ok() != Some(self.id) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            bail!(
+                "{} was replaced by another run (a load) while this one waited for it; run the command again",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Opens an existing target for reading (status, verify).
+///
+/// It opens read-write with `query_only`, so that SQLite can roll back a hot journal a killed
+/// run left behind (a read-only connection cannot, and would fail); only when the file cannot be
+/// opened for writing does it fall back to a read-only connection.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     if !path.exists() {
         bail!(
@@ -35,8 +187,13 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
             path.display()
         );
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open target {}", path.display()))?;
+    let conn = match open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        Ok((c, _)) if !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {
+            c.execute_batch("PRAGMA query_only = 1;")?;
+            c
+        }
+        _ => open_conn(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?.0,
+    };
     check_is_target(&conn, path)?;
     // Whole-table joins (verify) touch dimension pages at random: map the file instead of
     // reading it a page per system call.
@@ -52,12 +209,7 @@ fn check_is_target(conn: &Connection, path: &Path) -> Result<()> {
             |r| r.get(0),
         )
         .optional()
-        .map_err(|e| {
-            anyhow!(
-                "{} is not a SQLite database ({e}); choose another target or delete it",
-                path.display()
-            )
-        })?;
+        .map_err(|e| explain(path, &e))?;
     if ok.is_none() {
         bail!(
             "{} is not a scrobsync target (no _scrobsync_state table); use `scrobsync load` to create one",
@@ -67,14 +219,156 @@ fn check_is_target(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A registry whose new keys continue after the target's greatest ones.
+/// What a full load found at its target path before it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing there.
+    Nothing,
+    /// A scrobsync target: replaced under its lock.
+    Target,
+    /// Something else, replaced because `--force` was given.
+    Forced { sqlite: bool },
+}
+
+/// Checks what `load` would replace at `path` (already resolved through symlinks): a missing
+/// file or a scrobsync target is fine; anything else only with `force`.
+pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => bail!("cannot inspect target {}: {e}", path.display()),
+    };
+    let p = path.display();
+    if meta.is_dir() {
+        bail!("target {p} is a folder; give a file path such as {p}/scrobbles.sqlite");
+    }
+    let sqlite = is_sqlite_file(path);
+    let refuse = |why: String| -> Result<Existing> {
+        if force {
+            tracing::warn!("replacing {p} ({why}) because --force was given");
+            Ok(Existing::Forced { sqlite })
+        } else {
+            bail!("{why}; choose another target path, or pass --force to replace it")
+        }
+    };
+    if !meta.is_file() {
+        return refuse(format!("target {p} exists and is not a regular file"));
+    }
+    if meta.permissions().readonly() {
+        return refuse(format!("target {p} is read-only"));
+    }
+    if !sqlite {
+        if meta.len() == 0 {
+            return refuse(format!(
+                "target {p} exists and is an empty file, not a scrobsync target"
+            ));
+        }
+        return refuse(format!("target {p} exists and is not a SQLite database"));
+    }
+    let checked = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| explain(path, &e))
+        .and_then(|c| {
+            c.busy_timeout(LOCK_WAIT)?;
+            check_is_target(&c, path)
+        });
+    match checked {
+        Ok(()) => Ok(Existing::Target),
+        Err(e) if e.downcast_ref::<InUse>().is_some() => Err(e),
+        Err(e) => refuse(format!(
+            "target {p} exists and is not a scrobsync target ({})",
+            e
+        )),
+    }
+}
+
+fn is_sqlite_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Holds the old target's exclusive lock while a load renames its new file into place.
+pub struct ReplaceLock {
+    _conn: Option<Connection>,
+}
+
+/// Takes the old file at `path` out of use so it can be replaced: SQLite rolls back any hot
+/// journal of it, a WAL is checkpointed away, and an exclusive lock keeps every other process
+/// out until the lock is dropped (after the rename). Waits [`LOCK_WAIT`] for other processes,
+/// then refuses. Side files of the old file are removed while the lock is held.
+pub fn lock_for_replace(path: &Path, existing: Existing) -> Result<ReplaceLock> {
+    let conn = match existing {
+        Existing::Target | Existing::Forced { sqlite: true } if path.exists() => {
+            let lock = || -> Result<Connection> {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                    .map_err(|e| explain(path, &e))?;
+                conn.busy_timeout(LOCK_WAIT)?;
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(|e| explain(path, &e))?;
+                if mode.eq_ignore_ascii_case("wal") {
+                    conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .map_err(|e| explain(path, &e))?;
+                }
+                conn.execute_batch("BEGIN EXCLUSIVE")
+                    .map_err(|e| explain(path, &e))?;
+                // Reading a page makes SQLite take its locks and roll back a hot journal now.
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(|e| explain(path, &e))?;
+                Ok(conn)
+            };
+            match lock() {
+                Ok(c) => Some(c),
+                Err(e)
+                    if matches!(existing, Existing::Forced { .. })
+                        && e.downcast_ref::<InUse>().is_none() =>
+                {
+                    tracing::warn!("replacing {} without its lock: {e:#}", path.display());
+                    None
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "the new target was not installed; {} is unchanged",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        _ => None,
+    };
+    for suffix in SIDE_FILES {
+        let f = side_file(path, suffix);
+        match std::fs::remove_file(&f) {
+            Ok(()) => tracing::info!(file = %f.display(), "removed a side file of the old target"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!(
+                "cannot remove {} ({e}); the new target was not installed, remove that file and run the load again",
+                f.display()
+            ),
+        }
+    }
+    Ok(ReplaceLock { _conn: conn })
+}
+
+/// A registry whose new keys continue after the target's greatest ones, counting keys that
+/// `backfill --prune` deleted (recorded as `max_*_id`), so a pruned key is never handed out again.
 pub fn registry_for(conn: &Connection) -> Result<Registry> {
     let max = |t: &str, k: &str| -> Result<i64> {
-        Ok(
+        let in_table: i64 =
             conn.query_row(&format!("SELECT ifnull(max({k}), 0) FROM {t}"), [], |r| {
                 r.get(0)
-            })?,
-        )
+            })?;
+        let pruned = super::state::get(conn, &format!("max_{k}"))?
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        Ok(in_table.max(pruned))
     };
     Ok(Registry::continuing_after(
         max("users", "user_id")?,

@@ -6,6 +6,7 @@ use super::state;
 use crate::normalize::frames::Normalized;
 use crate::normalize::registry::Delta;
 use crate::normalize::DimFrames;
+use crate::source::identity::SourceIdentity;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use rusqlite::{Connection, Statement};
@@ -137,6 +138,7 @@ impl Writer {
         self,
         expected_facts: u64,
         run: &state::RunRecord,
+        source: &SourceIdentity,
         indexes: IndexSet,
     ) -> Result<(f64, f64)> {
         let t = std::time::Instant::now();
@@ -145,6 +147,7 @@ impl Writer {
             state::set(&self.conn, "hwm", &h.to_string())?;
         }
         state::set(&self.conn, "source", run.source)?;
+        state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
         state::set(&self.conn, "schema_version", "1")?;
         self.conn.execute_batch("COMMIT")?;
         // The normaliser's key maps are gone by now: foreign_key_check, which looks up every

@@ -77,6 +77,15 @@ impl SourceUrl {
         }
     }
 
+    /// (host, port, database) of the server this URL names, for the source identity.
+    pub fn server_identity(&self) -> (String, u16, String) {
+        (
+            self.raw.host_str().unwrap_or("").to_string(),
+            self.raw.port().unwrap_or(5432),
+            self.database(),
+        )
+    }
+
     /// `host:port`, for messages.
     pub fn host_port(&self) -> String {
         format!(
@@ -187,16 +196,17 @@ impl SourceUrl {
         Ok(cfg)
     }
 
-    /// Opens a connection whose transactions are read-only: every query that reads the source
-    /// (including a mapping's own SQL) runs this way, so a config can never write.
-    pub fn connect_reader(&self) -> Result<postgres::Client> {
+    /// Opens a connection for reading the source: every statement sent through it runs in a
+    /// transaction that is read-only from its start (see [`ReadOnlyClient`]), and the session
+    /// default is read-only too.
+    pub fn connect_reader(&self) -> Result<ReadOnlyClient> {
         let mut cfg = self.config()?;
         let opts = match cfg.get_options() {
             Some(o) => format!("{o} {READ_ONLY}"),
             None => READ_ONLY.to_string(),
         };
         cfg.options(&opts);
-        self.connect_with(&cfg)
+        Ok(ReadOnlyClient(self.connect_with(&cfg)?))
     }
 
     /// Opens a plain client connection, turning the usual failures into one actionable line.
@@ -236,6 +246,82 @@ impl SourceUrl {
             cfg.connect(tls)
         };
         result.map_err(|e| explain_connect_error(&e, self))
+    }
+}
+
+/// A source connection that can only read.
+///
+/// A session default (`default_transaction_read_only`) is not enough: a mapping's own SQL can
+/// switch it off with `set_config(…, false)`, and every later statement of the session could
+/// then write. Here each statement runs inside `START TRANSACTION READ ONLY`: PostgreSQL refuses
+/// to make a transaction read-write once its first query has started ("transaction read-write
+/// mode must be set before any query"), so nothing inside the statement can turn writing back on,
+/// whatever it did to the session before.
+pub struct ReadOnlyClient(postgres::Client);
+
+type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
+
+impl ReadOnlyClient {
+    fn in_read_only<T>(
+        &mut self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let mut tx = self.0.build_transaction().read_only(true).start()?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn query(
+        &mut self,
+        sql: &str,
+        params: Params,
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        self.in_read_only(|tx| tx.query(sql, params))
+    }
+
+    pub fn query_one(
+        &mut self,
+        sql: &str,
+        params: Params,
+    ) -> Result<postgres::Row, postgres::Error> {
+        self.in_read_only(|tx| tx.query_one(sql, params))
+    }
+
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params,
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        self.in_read_only(|tx| tx.query_opt(sql, params))
+    }
+
+    /// Prepares (parses and describes) a statement, for its column names and types.
+    pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        self.in_read_only(|tx| tx.prepare(sql))
+    }
+
+    /// Runs `COPY (…) TO STDOUT` inside a read-only transaction and hands the stream to `read`.
+    pub fn copy_out<T>(
+        &mut self,
+        sql: &str,
+        read: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self
+            .0
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+        let out = {
+            let mut reader = tx
+                .copy_out(sql)
+                .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+            read(&mut reader)?
+        };
+        tx.commit()
+            .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+        Ok(out)
     }
 }
 
@@ -309,12 +395,54 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Describes a query error from the server in one line, with the server's own words.
+/// Describes a query error from the server in one line, with the server's own words and its
+/// SQLSTATE (`division by zero (SQLSTATE 22012)`).
 pub fn explain_query_error(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => one_line(db.message()),
-        None => one_line(&e.to_string()),
+    describe_error(e)
+}
+
+/// Describes any error in one line, looking through its causes (an `io::Error` from a COPY
+/// stream wraps the server's error) for the server's message and SQLSTATE, so the reason is
+/// never reduced to "db error".
+pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(db) = err.downcast_ref::<postgres::error::DbError>() {
+            return db_error_line(db);
+        }
+        if let Some(pg) = err.downcast_ref::<postgres::Error>() {
+            if let Some(db) = pg.as_db_error() {
+                return db_error_line(db);
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                if inner.downcast_ref::<postgres::Error>().is_some()
+                    || inner.downcast_ref::<postgres::error::DbError>().is_some()
+                {
+                    return describe_error(inner);
+                }
+            }
+        }
+        cur = err.source();
     }
+    // No server error inside: the whole chain, so that "db error" or "error closing
+    // connection" keep their cause.
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = err.source();
+    }
+    one_line(&parts.join(": "))
+}
+
+fn db_error_line(db: &postgres::error::DbError) -> String {
+    format!("{} (SQLSTATE {})", one_line(db.message()), db.code().code())
 }
 
 #[cfg(test)]

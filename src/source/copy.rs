@@ -14,7 +14,7 @@
 //! polars imports the same way), so everything after the reader is shared, and the connectorx
 //! reader stays available (`--reader connectorx`) and is tested against this one.
 
-use super::conn::{explain_query_error, SourceUrl};
+use super::conn::{describe_error, explain_query_error, ReadOnlyClient, SourceUrl};
 use super::plan::{Slice, SourceTable};
 use super::read::slice_query;
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,7 +25,6 @@ use arrow::array::{
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use postgres::types::Type;
-use std::io::BufRead;
 use std::sync::Arc;
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01 UTC.
@@ -327,47 +326,51 @@ pub fn decode_canonical(stream: &[u8]) -> Result<RecordBatch> {
 
 /// Streams `COPY (query) TO STDOUT (FORMAT binary)` through a decoder.
 fn copy_query(
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     query: &str,
     names: &[String],
     kinds: &[Kind],
     rows_hint: usize,
 ) -> Result<RecordBatch> {
     let mut dec = Decoder::new(names, kinds, rows_hint);
-    let mut reader = client
-        .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
-        .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
-    // PostgreSQL sends one message per row, and the client hands them over one by one: decode
-    // straight from the message, and only buffer a unit that is split across messages.
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let chunk = reader
-            .fill_buf()
-            .map_err(|e| anyhow!("{}", super::conn::one_line(&e.to_string())))?;
-        if chunk.is_empty() {
-            break;
-        }
-        let len = chunk.len();
-        if pending.is_empty() {
-            let used = dec.feed(chunk)?;
-            pending.extend_from_slice(&chunk[used..]);
-        } else {
-            pending.extend_from_slice(chunk);
-            let used = dec.feed(&pending)?;
-            pending.drain(..used);
-        }
-        reader.consume(len);
-    }
-    if !pending.is_empty() {
-        bail!("the COPY stream ended inside a row");
-    }
+    client.copy_out(
+        &format!("COPY ({query}) TO STDOUT (FORMAT binary)"),
+        |reader| {
+            // PostgreSQL sends one message per row, and the client hands them over one by one:
+            // decode straight from the message, and only buffer a unit that is split across
+            // messages.
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let chunk = reader
+                    .fill_buf()
+                    .map_err(|e| anyhow!("{}", describe_error(&e)))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let len = chunk.len();
+                if pending.is_empty() {
+                    let used = dec.feed(chunk)?;
+                    pending.extend_from_slice(&chunk[used..]);
+                } else {
+                    pending.extend_from_slice(chunk);
+                    let used = dec.feed(&pending)?;
+                    pending.drain(..used);
+                }
+                reader.consume(len);
+            }
+            if !pending.is_empty() {
+                bail!("the COPY stream ended inside a row");
+            }
+            Ok(())
+        },
+    )?;
     dec.finish()
 }
 
 /// The direct reader: one connection per parallel partition, kept for the whole run.
 pub struct CopyReader {
     url: SourceUrl,
-    clients: Vec<postgres::Client>,
+    clients: Vec<ReadOnlyClient>,
     /// Column names and kinds of the select list (the same for every slice query).
     columns: Option<(Vec<String>, Vec<Kind>)>,
     rows_hint: usize,
@@ -414,7 +417,8 @@ impl CopyReader {
         }
         let (names, kinds) = self.columns.as_ref().expect("set above");
         let hint = self.rows_hint;
-        let context = |s: &Slice| format!("reading ids {}..={} from PostgreSQL failed", s.lo, s.hi);
+        let context =
+            |s: &Slice| format!("reading ids {} to {} from PostgreSQL failed", s.lo, s.hi);
         if slices.len() == 1 {
             let batch = copy_query(&mut self.clients[0], &queries[0], names, kinds, hint)
                 .with_context(|| context(&slices[0]))?;

@@ -7,7 +7,7 @@
 //! checked against what the field needs before anything is written, and errors name the field
 //! and the column.
 
-use super::conn::{explain_query_error, SourceUrl};
+use super::conn::{explain_query_error, ReadOnlyClient, SourceUrl};
 use super::{quote_ident, quote_table, COLUMNS};
 use crate::config::{PlayedAtType, SourceConfig, FIELDS};
 use anyhow::{anyhow, bail, Result};
@@ -174,14 +174,14 @@ fn missing_table(name: &str, url: &SourceUrl, msg: &str) -> anyhow::Error {
 
 impl SourceSpec {
     /// Checks the spec against the server and returns the relation to read from.
-    pub fn resolve(&self, client: &mut postgres::Client, url: &SourceUrl) -> Result<SourceTable> {
+    pub fn resolve(&self, client: &mut ReadOnlyClient, url: &SourceUrl) -> Result<SourceTable> {
         Ok(self.resolve_verbose(client, url)?.0)
     }
 
     /// Like [`SourceSpec::resolve`], also describing each field (for `config check`).
     pub fn resolve_verbose(
         &self,
-        client: &mut postgres::Client,
+        client: &mut ReadOnlyClient,
         url: &SourceUrl,
     ) -> Result<(SourceTable, Resolved)> {
         match self {
@@ -221,7 +221,7 @@ impl SourceSpec {
 }
 
 fn resolve_default(
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     url: &SourceUrl,
 ) -> Result<(SourceTable, Resolved)> {
     let table = SourceTable::default();
@@ -271,7 +271,7 @@ fn resolve_default(
 fn resolve_table(
     c: &SourceConfig,
     name: &str,
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     url: &SourceUrl,
 ) -> Result<(SourceTable, Resolved)> {
     let quoted = if name.contains('"') {
@@ -366,7 +366,7 @@ fn resolve_table(
 fn resolve_query(
     c: &SourceConfig,
     query: &str,
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
 ) -> Result<(SourceTable, Resolved)> {
     let query = query.trim().trim_end_matches(';');
     let stmt = client

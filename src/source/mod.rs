@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod copy;
+pub mod identity;
 pub mod mapping;
 pub mod plan;
 pub mod read;

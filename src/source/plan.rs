@@ -5,7 +5,7 @@
 //! slice is bounded by the high-water mark taken once at the start, so rows inserted while a
 //! run is going wait for the next run instead of making slices inconsistent.
 
-use super::conn::explain_query_error;
+use super::conn::{explain_query_error, ReadOnlyClient};
 use anyhow::{anyhow, Context, Result};
 
 pub use super::mapping::SourceTable;
@@ -139,7 +139,7 @@ impl Scope {
 /// Plans a full read of `table`: high-water mark, row estimate and balanced slices of about
 /// `rows_per_slice` rows each.
 pub fn plan_full(
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     table: &SourceTable,
     rows_per_slice: usize,
 ) -> Result<ReadPlan> {
@@ -148,7 +148,7 @@ pub fn plan_full(
 
 /// Plans a read of the rows of `table` in `scope`.
 pub fn plan(
-    client: &mut postgres::Client,
+    client: &mut ReadOnlyClient,
     table: &SourceTable,
     scope: &Scope,
     rows_per_slice: usize,

@@ -18,7 +18,9 @@ use anyhow::{anyhow, Result};
 use arrow::record_batch::RecordBatch;
 use connectorx::prelude::{get_arrow, SourceConn};
 use connectorx::sql::CXQuery;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -119,10 +121,10 @@ pub fn read_window(
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
             return Err(anyhow!(
-                "reading ids {}..={} from PostgreSQL failed: {}",
+                "reading ids {} to {} from PostgreSQL failed: {}",
                 slices.first().map_or(0, |s| s.lo),
                 slices.last().map_or(0, |s| s.hi),
-                scrub(&e.to_string(), url)
+                scrub(&super::conn::describe_error(&e), url)
             ))
         }
         Err(_) => {
@@ -139,6 +141,51 @@ pub fn read_window(
     })
 }
 
+/// A running reader thread: its rows-read counter and its end.
+///
+/// The counter is the reader's own (rows it decoded and handed on), so checking the rows
+/// written against it compares two independent counts.
+pub struct ReaderHandle {
+    join: JoinHandle<()>,
+    rows: Arc<AtomicU64>,
+}
+
+impl ReaderHandle {
+    /// Starts `body` on a named thread; it counts the rows it hands on with [`RowCounter`].
+    pub fn spawn(name: &str, body: impl FnOnce(RowCounter) + Send + 'static) -> Self {
+        let rows = Arc::new(AtomicU64::new(0));
+        let counter = RowCounter(rows.clone());
+        let join = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(counter))
+            .expect("spawning a reader thread");
+        Self { join, rows }
+    }
+
+    /// Waits for the thread; a panic becomes an error. Returns the rows it read.
+    pub fn finish(self) -> Result<u64> {
+        self.join.join().map_err(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            anyhow!("the PostgreSQL reader thread crashed ({what}); nothing was committed from this run")
+        })?;
+        Ok(self.rows.load(Ordering::SeqCst))
+    }
+}
+
+/// Counts the rows a reader thread hands on.
+pub struct RowCounter(Arc<AtomicU64>);
+
+impl RowCounter {
+    pub fn add(&self, batches: &[RecordBatch]) {
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        self.0.fetch_add(n as u64, Ordering::SeqCst);
+    }
+}
+
 /// Starts a reader thread over `windows`; at most `capacity` windows wait in the channel.
 /// The thread stops at the first error (sent as the last item) or when the receiver is gone.
 pub fn spawn_reader(
@@ -147,38 +194,36 @@ pub fn spawn_reader(
     filter: String,
     windows: Vec<Vec<Slice>>,
     capacity: usize,
-) -> (Receiver<Result<Window>>, JoinHandle<()>) {
+) -> (Receiver<Result<Window>>, ReaderHandle) {
     let (tx, rx) = sync_channel(capacity.max(1));
-    let handle = std::thread::Builder::new()
-        .name("scrobsync-read".into())
-        .spawn(move || {
-            for (index, slices) in windows.into_iter().enumerate() {
-                let _span =
-                    tracing::debug_span!("read_window", index, slices = slices.len()).entered();
-                let t = Instant::now();
-                let item = reader
-                    .read_window(&table, &filter, &slices)
-                    .map(|batches| Window {
-                        index,
-                        batches,
-                        read_time: t.elapsed(),
-                    });
-                let failed = item.is_err();
-                if let Ok(w) = &item {
-                    let rows: usize = w.batches.iter().map(|b| b.num_rows()).sum();
-                    tracing::debug!(
-                        index,
-                        rows,
-                        ms = w.read_time.as_millis() as u64,
-                        "window read"
-                    );
-                }
-                if tx.send(item).is_err() || failed {
-                    return;
-                }
+    let handle = ReaderHandle::spawn("scrobsync-read", move |counter| {
+        for (index, slices) in windows.into_iter().enumerate() {
+            let _span = tracing::debug_span!("read_window", index, slices = slices.len()).entered();
+            let t = Instant::now();
+            let item = reader
+                .read_window(&table, &filter, &slices)
+                .map(|batches| Window {
+                    index,
+                    batches,
+                    read_time: t.elapsed(),
+                });
+            let failed = item.is_err();
+            if let Ok(w) = &item {
+                counter.add(&w.batches);
+                let rows: usize = w.batches.iter().map(|b| b.num_rows()).sum();
+                tracing::debug!(
+                    index,
+                    rows,
+                    ms = w.read_time.as_millis() as u64,
+                    "window read"
+                );
             }
-        })
-        .expect("spawning the reader thread");
+            if tx.send(item).is_err() || failed {
+                return;
+            }
+            crate::failpoint::reader_panic(index + 1);
+        }
+    });
     (rx, handle)
 }
 

@@ -209,6 +209,17 @@ pub fn seed(db: &TestDb, args: &[&str]) {
         .success();
 }
 
+/// A minimal file that scrobsync accepts as an existing target (it has `_scrobsync_state`),
+/// with a little content of its own.
+pub fn fake_target(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE _scrobsync_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO _scrobsync_state VALUES ('note', 'previous target content');",
+    )
+    .unwrap();
+}
+
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("scrobsync").unwrap();
     c.env_remove("SCROBSYNC_SOURCE")

@@ -1,0 +1,42 @@
+//! Test hooks, switched on by the `SCROBSYNC_FAILPOINT` environment variable, that make a run
+//! fail at a chosen moment: the tests use them to prove that a failed or killed run leaves the
+//! target as it was. Unset (as for every user), each hook is one environment lookup per window.
+
+use rusqlite::Connection;
+
+fn value(prefix: &str) -> Option<usize> {
+    std::env::var("SCROBSYNC_FAILPOINT")
+        .ok()?
+        .strip_prefix(prefix)?
+        .parse()
+        .ok()
+}
+
+/// `abort-after-windows=N` aborts the process after the N-th window (a kill): a sync calls it
+/// inside its one transaction, a backfill after the window's own commit.
+pub fn after_window(written: usize) {
+    if value("abort-after-windows=") == Some(written) {
+        tracing::warn!("failpoint: aborting after window {written}");
+        std::process::abort();
+    }
+}
+
+/// `flush-and-abort-after-windows=N`, called inside the transaction that wrote the N-th window:
+/// writes the transaction's pages into the database file, for which SQLite first syncs a valid
+/// journal header, then aborts. That is the state a kill in the middle of a commit leaves: a
+/// hot journal beside a half-written file.
+pub fn in_transaction(written: usize, conn: &Connection) {
+    if value("flush-and-abort-after-windows=") == Some(written) {
+        tracing::warn!("failpoint: flushing and aborting after window {written}");
+        let _ = conn.cache_flush();
+        std::process::abort();
+    }
+}
+
+/// `reader-panic-after-windows=N`: the reader thread panics after it handed on N windows, to
+/// prove that a crashed reader fails the run instead of ending it early with fewer rows.
+pub fn reader_panic(sent: usize) {
+    if value("reader-panic-after-windows=") == Some(sent) {
+        panic!("failpoint: the reader panics after window {sent}");
+    }
+}
