@@ -134,7 +134,9 @@ fn sync_adds_only_new_rows_keeps_keys_and_is_idempotent() {
     // A second sync adds nothing.
     let again = sync(&db, &target, &[]);
     assert_eq!(again["rows"]["scrobbles"], 0);
-    assert_eq!(again["rows_read"], 0);
+    // At most the previous run's ids are read again: their re-check when writing
+    // transactions (of any database on the server) were running at that run's mark.
+    assert!(again["rows_read"].as_u64().unwrap() <= 450, "{again}");
     assert_eq!(again["mark_after"], s["mark_after"]);
     let status = run_json(&["status", "--target", target.to_str().unwrap()]);
     assert_eq!(status["rows"]["scrobbles"], 20_450);

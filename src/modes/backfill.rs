@@ -16,12 +16,13 @@ use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, SourceTable, TimeRange};
+use crate::source::plan::{plan_full, Slice, SourceTable, TimeRange};
 use crate::source::read::{ReadSettings, Reader, ReaderHandle, ReaderKind};
 use crate::source::SourceUrl;
 use anyhow::{bail, Result};
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
@@ -58,6 +59,8 @@ pub struct BackfillSummary {
     pub windows_done: usize,
     pub rows_deleted: u64,
     pub rows_written: u64,
+    /// Rows whose played_at moved out of the backfilled windows, written into their new place.
+    pub rows_moved_out: u64,
     /// New dimension rows; `scrobbles` is the number of facts written.
     pub rows: TableRows,
     /// Facts in the target after the run minus before it.
@@ -128,7 +131,26 @@ pub(crate) struct WindowTotals {
     pub done: usize,
     pub deleted: u64,
     pub written: u64,
+    /// Rows whose played_at moved out of their old window: written into their new one.
+    pub moved_out: u64,
     pub new_rows: [u64; 4],
+}
+
+/// Source rows with the given ids, wherever their played_at now lies.
+fn read_ids(reader: &mut Reader, table: &SourceTable, ids: &[i64]) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(10_000) {
+        let list: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();
+        out.extend(reader.read_window(
+            table,
+            &format!(" AND id IN ({})", list.join(",")),
+            &[Slice {
+                lo: i64::MIN,
+                hi: i64::MAX,
+            }],
+        )?);
+    }
+    Ok(out)
 }
 
 /// Replaces the given windows one transaction each, recording each under `job`.
@@ -147,6 +169,7 @@ pub(crate) fn replace_windows(
     }
     let conn = &target.conn;
     let mut norm = Normalizer::new(target::registry_for(conn)?);
+    let mut follow = Reader::new(read.reader, source.clone(), 1024);
     progress.stage("windows backfilled", Some(windows.len() as u64));
     let (rx, reader) = spawn_reader(
         Reader::new(read.reader, source.clone(), 50_000),
@@ -161,14 +184,41 @@ pub(crate) fn replace_windows(
             crate::cancel::check()?;
             let w = msg?;
             let (start, end) = windows[w.index];
-            let (deleted, written) = target.write(|conn| -> Result<(u64, u64)> {
-                let deleted = conn.execute(
-                    "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2",
-                    [start, end],
-                )? as u64;
+            let (deleted, written, moved) = target.write(|conn| -> Result<(u64, u64, u64)> {
+                let gone: Vec<i64> = conn
+                    .prepare(
+                        "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2
+                         RETURNING scrobble_id",
+                    )?
+                    .query_map([start, end], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let deleted = gone.len() as u64;
                 let df = window_frame(w.batches)?;
                 let out = norm.window(&df, &mut target::TargetResolver { conn })?;
                 let written = writer::write_window(conn, &out, true)? as u64;
+                // Rows that left the window but not the source moved to another played_at:
+                // they go to their new window, wherever that is.
+                let kept: HashSet<i64> = out
+                    .facts
+                    .column("scrobble_id")?
+                    .i64()?
+                    .into_no_null_iter()
+                    .collect();
+                let left: Vec<i64> = gone.into_iter().filter(|id| !kept.contains(id)).collect();
+                let mut moved = 0;
+                if !left.is_empty() {
+                    let batches = read_ids(&mut follow, table, &left)?;
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    let df = window_frame(batches)?;
+                    let out = norm.window(&df, &mut target::TargetResolver { conn })?;
+                    moved = writer::write_window(conn, &out, true)? as u64;
+                    if moved != rows as u64 {
+                        bail!("internal error: {rows} moved rows read but {moved} written; the window was not changed");
+                    }
+                    for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
+                        *t += h as u64;
+                    }
+                }
                 // The window now holds exactly the rows read for it (a row upserted from
                 // another window moved here; none may be lost or doubled).
                 let now: i64 = conn.query_row(
@@ -187,12 +237,13 @@ pub(crate) fn replace_windows(
                 }
                 state::backfill_window_done(conn, job, (start, end), deleted, written)?;
                 crate::failpoint::in_transaction(totals.done + 1, conn);
-                Ok((deleted, written))
+                Ok((deleted, written, moved))
             })?;
             totals.done += 1;
             totals.deleted += deleted;
             totals.written += written;
-            tracing::info!(window = start, deleted, written, "window replaced");
+            totals.moved_out += moved;
+            tracing::info!(window = start, deleted, written, moved, "window replaced");
             progress.stage(
                 &format!("windows backfilled ({} rows written)", totals.written),
                 Some(windows.len() as u64),
@@ -267,6 +318,38 @@ fn prune(target: &target::Target) -> Result<TableRows> {
     })
 }
 
+/// `--resume` with arguments that match no interrupted job while another one is recorded: the
+/// user most likely changed `--by` or a date, which would silently start a new job.
+fn refuse_other_resume(conn: &rusqlite::Connection, job: &str) -> Result<()> {
+    let others: Vec<String> = conn
+        .prepare(
+            "SELECT DISTINCT job FROM _scrobsync_backfill WHERE job <> ?1 AND job NOT LIKE 'repair:%'",
+        )?
+        .query_map([job], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let described: Vec<String> = others
+        .iter()
+        .filter_map(|j| {
+            let mut p = j.split('|');
+            let from = p.next()?.parse::<i64>().ok()?;
+            let to = p.next()?.parse::<i64>().ok()?;
+            let by = p.next()?;
+            let day = |s: i64| {
+                chrono::DateTime::from_timestamp(s, 0).map_or(s.to_string(), |d| {
+                    d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                })
+            };
+            Some(format!("--from {} --to {} --by {by}", day(from), day(to)))
+        })
+        .collect();
+    if let Some(first) = described.first() {
+        bail!(
+            "nothing to resume with these arguments; the target has an interrupted backfill with {first}: give those with --resume, or drop --resume to start this one"
+        );
+    }
+    Ok(())
+}
+
 /// The job key under which windows are recorded: the same arguments resume the same job.
 pub fn job_key(from: i64, to: i64, by: By) -> String {
     format!("{from}|{to}|{}", by.name())
@@ -300,6 +383,9 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         )?;
         let pending: Vec<(i64, i64)> = if opts.resume {
             let done = state::backfill_done(conn, &job)?;
+            if done.is_empty() {
+                refuse_other_resume(conn, &job)?;
+            }
             all.iter()
                 .copied()
                 .filter(|w| !done.contains(&w.0))
@@ -357,6 +443,7 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         windows_done: totals.done,
         rows_deleted: totals.deleted,
         rows_written: totals.written,
+        rows_moved_out: totals.moved_out,
         rows: TableRows {
             users,
             artists,

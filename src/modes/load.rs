@@ -14,7 +14,7 @@ use crate::sink::Writer;
 use crate::source::conn::{explain_query_error, ReadOnlyClient};
 use crate::source::identity::SourceIdentity;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, SourceTable};
+use crate::source::plan::{plan_full, settled_max_id, Recheck, SourceTable};
 use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,6 +23,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
+
+/// How long a load waits for writing transactions on the source that are running when it
+/// starts, so that the ids they commit later can be re-checked from a tight bound.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `scrobsync load` needs; built by the CLI, never parsed here.
 #[derive(Debug, Clone)]
@@ -224,7 +228,17 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let _span = tracing::info_span!("load", source = %opts.source).entered();
     let mut client = opts.source.connect_reader()?;
     let table = opts.table.resolve(&mut client, &opts.source)?;
+    // Rows of transactions still running when the mark is taken are re-checked by the first
+    // sync (see `Recheck`); waiting briefly for the ones running now gives that a tight bound.
+    let settled = settled_max_id(&mut client, &table, SETTLE_WAIT)?;
+    if settled.is_none() {
+        tracing::warn!(
+            "writing transactions on the source did not end within {} s; the first sync will re-read every id below the mark",
+            SETTLE_WAIT.as_secs()
+        );
+    }
     let plan = plan_full(&mut client, &table, opts.batch_rows)?;
+    let recheck = Recheck::after(plan.snapshot, settled.unwrap_or(i64::MIN), None);
     let windows = plan.windows(opts.partitions);
     let plan_secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -339,7 +353,8 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let identity = SourceIdentity::of(&opts.source, &table);
-    let (index_secs, check_secs) = writer.finish(rows_read, &run, &identity, opts.indexes)?;
+    let (index_secs, check_secs) =
+        writer.finish(rows_read, &run, &identity, recheck, opts.indexes)?;
     temp.install()?;
 
     let total = started.elapsed().as_secs_f64();

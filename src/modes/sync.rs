@@ -12,6 +12,7 @@
 
 use super::load::{self, LoadOptions, LoadSummary};
 use super::{StageSeconds, TableRows};
+use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::{window_frame, Normalizer};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
@@ -19,7 +20,7 @@ use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan, Scope, TimeRange};
+use crate::source::plan::{current_xmin, plan, Recheck, Scope, TimeRange};
 use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
@@ -28,6 +29,10 @@ use rusqlite::Connection;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// How far after the server's clock a played_at may lie and still move the time cursor's mark
+/// (clocks of scrobbling clients drift; a day covers any time zone mistake).
+const FUTURE_SKEW_SQL: &str = "interval '1 day'";
 
 /// What marks progress between runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,11 +171,27 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
     let mut client = opts.source.connect_reader()?;
     let table = opts.table.resolve(&mut client, &opts.source)?;
 
+    // A re-check of ids below the mark that is due now (see `Recheck`): read from its bound.
+    let pending = state::recheck(conn)?;
+    let recheck_due = match (opts.cursor, pending) {
+        (Cursor::Id, Some(r)) => current_xmin(&mut client)? >= r.until_xmin,
+        _ => false,
+    };
     let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
         Cursor::Id => {
             let mark = parse_mark(conn, "hwm")?;
+            let after_id = match (mark, pending) {
+                (Some(m), Some(r)) if recheck_due => {
+                    tracing::info!(
+                        from_id = r.after_id,
+                        "re-reading ids below the mark that transactions running at the last sync may have committed"
+                    );
+                    Some(r.after_id.min(m))
+                }
+                _ => mark,
+            };
             let scope = Scope {
-                after_id: mark,
+                after_id,
                 ..Scope::default()
             };
             (scope, "hwm", mark, None)
@@ -184,28 +205,55 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                     })?
                     .map(|s| s.saturating_mul(1_000_000)),
             };
-            let src_max: Option<i64> = client
+            // The newest played_at up to the server's clock plus FUTURE_SKEW: one row dated
+            // 2099 must not move the mark past every row played today.
+            let row = client
                 .query_one(
                     &format!(
-                        "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at))) * 1000000)::int8 FROM {}",
+                        "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at) AND played_at <= now() + {FUTURE_SKEW_SQL})) * 1000000)::int8, \
+                                count(*) FILTER (WHERE isfinite(played_at) AND played_at > now() + {FUTURE_SKEW_SQL}), \
+                                count(*) FILTER (WHERE NOT isfinite(played_at)) \
+                         FROM {}",
                         table.sql_name()
                     ),
                     &[],
                 )
-                .map_err(|e| anyhow!("cannot read the newest played_at: {}", explain_query_error(&e)))?
-                .get(0);
-            let hi = src_max.unwrap_or(PG_MIN_US);
-            let lo = mark.map_or(PG_MIN_US - 1, |m| m.saturating_sub(lookback_us));
+                .map_err(|e| anyhow!("cannot read the newest played_at: {}", explain_query_error(&e)))?;
+            let (src_max, future, infinite): (Option<i64>, i64, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            if infinite > 0 {
+                return Err(super::load::explain_infinite(
+                    InfinitePlayedAt { ids: Vec::new() }.into(),
+                    &mut client,
+                    &table,
+                    i64::MAX,
+                ));
+            }
+            if future > 0 {
+                tracing::warn!(
+                    "{future} source row(s) have a played_at more than a day after the server's clock; \
+                     the played_at cursor reaches them only then (load them now with backfill)"
+                );
+            }
+            // From (mark − lookback), inclusive, up to the newest played_at; with nothing to read
+            // (an empty source), the mark stays.
+            let hi = src_max.or(mark);
+            let range = match (hi, mark) {
+                (None, _) => TimeRange::half_open(0, 0),
+                (Some(h), None) => TimeRange::from_until(PG_MIN_US, h),
+                (Some(h), Some(m)) => {
+                    TimeRange::from_until(m.saturating_sub(lookback_us).max(PG_MIN_US), h)
+                }
+            };
             let scope = Scope {
-                played_at: Some(TimeRange::after_until(lo, hi)),
+                played_at: Some(range),
                 ..Scope::default()
             };
-            (
-                scope,
-                "played_at_mark",
-                mark,
-                Some(hi.max(mark.unwrap_or(hi))),
-            )
+            let new_mark = match (hi, mark) {
+                (Some(h), Some(m)) => Some(h.max(m)),
+                (h, m) => h.or(m),
+            };
+            (scope, "played_at_mark", mark, new_mark)
         }
     };
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
@@ -223,14 +271,25 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         "sync planned"
     );
 
-    // Facts are upserted (a backfill may already hold rows above the mark). Rows added are the
-    // rows read minus those already present: with the id cursor a primary-key range count of
-    // (mark, hwm]; with the time cursor the table count, before and after.
+    let recheck = match opts.cursor {
+        Cursor::Id => Recheck::after(
+            plan.snapshot,
+            mark_before.unwrap_or(i64::MIN),
+            pending.filter(|_| !recheck_due),
+        ),
+        Cursor::PlayedAt { .. } => pending,
+    };
+
+    // Facts are upserted (a backfill may already hold rows above the mark, a re-check reads
+    // rows below it). Rows added are the rows read minus those already present: with the id
+    // cursor a primary-key range count of the ids read; with the time cursor the table count,
+    // before and after.
+    let read_after = scope.after_id.unwrap_or(i64::MIN);
     let present = |conn: &Connection| -> Result<i64> {
         Ok(match opts.cursor {
             Cursor::Id => conn.query_row(
                 "SELECT count(*) FROM scrobbles WHERE scrobble_id > ?1 AND scrobble_id <= ?2",
-                [mark_before.unwrap_or(i64::MIN), plan.hwm],
+                [read_after, plan.hwm],
                 |r| r.get(0),
             )?,
             Cursor::PlayedAt { .. } => {
@@ -319,6 +378,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         if let Some(m) = mark_after {
             state::set(conn, mark_key, &m.to_string())?;
         }
+        state::set_recheck(conn, recheck)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
         state::record_run(
             conn,

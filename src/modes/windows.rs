@@ -134,12 +134,20 @@ pub fn parse_date(flag: &str, s: &str) -> Result<i64> {
             .and_utc()
             .timestamp());
     }
+    // Windows are whole seconds: a fraction would be silently dropped, so it is refused.
+    let whole = |secs: i64, nanos: u32| -> Result<i64> {
+        if nanos != 0 {
+            bail!("{flag} '{s}' has a fraction of a second; windows start at whole seconds, give e.g. 2024-03-01T12:00:00Z");
+        }
+        Ok(secs)
+    };
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Ok(dt.timestamp());
+        return whole(dt.timestamp(), dt.timestamp_subsec_nanos());
     }
-    for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
-            return Ok(dt.and_utc().timestamp());
+            let dt = dt.and_utc();
+            return whole(dt.timestamp(), dt.timestamp_subsec_nanos());
         }
     }
     Err(anyhow!(

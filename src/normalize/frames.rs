@@ -130,7 +130,40 @@ pub fn window_frame(mut batches: Vec<RecordBatch>) -> Result<DataFrame> {
         tracing::debug!("window rows out of id order; sorting");
         df = df.sort(["id"], SortMultipleOptions::default())?;
     }
+    check_unique_ids(&df)?;
     Ok(df)
+}
+
+/// Ids are the scrobbles' identity (the target's primary key, the marks, the upserts): a NULL
+/// or a repeated id would lose rows silently, so both stop the run. `df` is sorted by id.
+fn check_unique_ids(df: &DataFrame) -> Result<()> {
+    let ids = df.column("id")?.i64()?;
+    let nulls = ids.null_count();
+    if nulls > 0 {
+        return Err(anyhow!(
+            "the source has {nulls} row(s) with a NULL id; ids must be unique, non-NULL integers: give those rows ids (or leave them out in a mapping) and run again"
+        ));
+    }
+    let mut dup: Option<(i64, usize)> = None;
+    let mut repeated = 0usize;
+    let mut prev: Option<i64> = None;
+    for v in ids.into_no_null_iter() {
+        if prev == Some(v) {
+            repeated += 1;
+            match &mut dup {
+                Some((id, n)) if *id == v => *n += 1,
+                None => dup = Some((v, 2)),
+                _ => {}
+            }
+        }
+        prev = Some(v);
+    }
+    if let Some((id, n)) = dup {
+        return Err(anyhow!(
+            "the source has duplicate ids: {repeated} row(s) repeat an id of another row (e.g. id {id}, {n} rows); ids must be unique: add a primary key or unique index on id, or fix the mapping's id, and run again"
+        ));
+    }
+    Ok(())
 }
 
 /// What one window of source rows becomes: the fact frame, frames of the new dimension rows,

@@ -1,6 +1,7 @@
 //! scrobsync's own bookkeeping inside the target (`_scrobsync_*` tables): the high-water mark
 //! and a log of runs, so a target file describes where it came from and how far it got.
 
+use crate::source::plan::Recheck;
 use anyhow::Result;
 use rusqlite::{params, Connection};
 
@@ -53,6 +54,36 @@ pub struct RunRecord<'a> {
 
 /// The `_scrobsync_state` key of the source identity (see `source::identity`).
 pub const SOURCE_IDENTITY: &str = "source_identity";
+
+/// The pending re-check of the id mark (see [`Recheck`]), or none.
+pub fn recheck(conn: &Connection) -> Result<Option<Recheck>> {
+    let num = |k: &str| -> Result<Option<i64>> { Ok(get(conn, k)?.and_then(|v| v.parse().ok())) };
+    Ok(
+        match (num("recheck_after_id")?, num("recheck_until_xmin")?) {
+            (Some(after_id), Some(until_xmin)) => Some(Recheck {
+                after_id,
+                until_xmin,
+            }),
+            _ => None,
+        },
+    )
+}
+
+pub fn set_recheck(conn: &Connection, r: Option<Recheck>) -> Result<()> {
+    match r {
+        Some(r) => {
+            set(conn, "recheck_after_id", &r.after_id.to_string())?;
+            set(conn, "recheck_until_xmin", &r.until_xmin.to_string())?;
+        }
+        None => {
+            conn.execute(
+                "DELETE FROM _scrobsync_state WHERE key IN ('recheck_after_id', 'recheck_until_xmin')",
+                [],
+            )?;
+        }
+    }
+    Ok(())
+}
 
 pub fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(STATE_TABLES)?;

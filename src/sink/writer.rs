@@ -7,6 +7,7 @@ use crate::normalize::frames::Normalized;
 use crate::normalize::registry::Delta;
 use crate::normalize::DimFrames;
 use crate::source::identity::SourceIdentity;
+use crate::source::plan::Recheck;
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 use rusqlite::{Connection, Statement};
@@ -139,6 +140,7 @@ impl Writer {
         expected_facts: u64,
         run: &state::RunRecord,
         source: &SourceIdentity,
+        recheck: Option<Recheck>,
         indexes: IndexSet,
     ) -> Result<(f64, f64)> {
         let t = std::time::Instant::now();
@@ -146,6 +148,7 @@ impl Writer {
         if let Some(h) = run.hwm_after {
             state::set(&self.conn, "hwm", &h.to_string())?;
         }
+        state::set_recheck(&self.conn, recheck)?;
         state::set(&self.conn, "source", run.source)?;
         state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
         state::set(&self.conn, "schema_version", "1")?;

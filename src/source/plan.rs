@@ -6,7 +6,7 @@
 //! run is going wait for the next run instead of making slices inconsistent.
 
 use super::conn::{explain_query_error, ReadOnlyClient};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 pub use super::mapping::SourceTable;
 
@@ -28,6 +28,135 @@ pub struct ReadPlan {
     /// Estimated number of rows (exact for small tables).
     pub est_rows: u64,
     pub slices: Vec<Slice>,
+    /// The snapshot the high-water mark was taken in.
+    pub snapshot: Snapshot,
+}
+
+/// What PostgreSQL's snapshot said about writing transactions when the mark was taken
+/// (`pg_current_snapshot()`): those with xids in `[xmin, xmax)` may still have been running,
+/// invisible, and may commit rows with ids below the mark later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub xmin: i64,
+    pub xmax: i64,
+}
+
+impl Snapshot {
+    /// Some writing transaction was in progress.
+    pub fn had_writers_in_flight(&self) -> bool {
+        self.xmin < self.xmax
+    }
+}
+
+/// Rows an id mark may have passed by: a transaction still running when the mark was taken can
+/// commit, later, rows with ids below the mark (ids come from a sequence in the order they are
+/// taken, not in the order transactions commit). A pending re-check says: rows with an id above
+/// `after_id` may still be missing until every transaction older than `until_xmin` has ended;
+/// the first sync that starts after that re-reads them (upserted, so rows already there are
+/// simply written again).
+///
+/// Why `after_id` is a safe bound: a transaction running at a mark's snapshot either was running
+/// at the previous mark's snapshot too (and is covered by the re-check recorded then), or started
+/// after it, so every id it takes is greater than the previous mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recheck {
+    pub after_id: i64,
+    pub until_xmin: i64,
+}
+
+impl Recheck {
+    /// The re-check a mark taken in `snapshot` needs, with `after_id` the mark before it (or
+    /// the greatest id from before every transaction running then), merged with one that is
+    /// still pending.
+    pub fn after(snapshot: Snapshot, after_id: i64, pending: Option<Recheck>) -> Option<Recheck> {
+        let fresh = snapshot.had_writers_in_flight().then_some(Recheck {
+            after_id,
+            until_xmin: snapshot.xmax,
+        });
+        match (pending, fresh) {
+            (Some(a), Some(b)) => Some(Recheck {
+                after_id: a.after_id.min(b.after_id),
+                until_xmin: a.until_xmin.max(b.until_xmin),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether every transaction it waits for has ended by `snapshot`.
+    pub fn is_due(&self, snapshot: Snapshot) -> bool {
+        snapshot.xmin >= self.until_xmin
+    }
+}
+
+/// The current snapshot and the greatest id in it (one statement, so both describe one moment).
+pub fn snapshot_and_max_id(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+) -> Result<(Snapshot, Option<i64>)> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT pg_snapshot_xmin(s)::text::int8, pg_snapshot_xmax(s)::text::int8, \
+                        (SELECT max(id)::int8 FROM {}) FROM pg_current_snapshot() AS s",
+                table.sql_name()
+            ),
+            &[],
+        )
+        .map_err(|e| {
+            anyhow!(
+                "cannot read the source's snapshot: {}",
+                explain_query_error(&e)
+            )
+        })?;
+    Ok((
+        Snapshot {
+            xmin: row.get(0),
+            xmax: row.get(1),
+        },
+        row.get(2),
+    ))
+}
+
+/// The oldest writing transaction still running (or the next xid when none is).
+pub fn current_xmin(client: &mut ReadOnlyClient) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
+            &[],
+        )
+        .map_err(|e| {
+            anyhow!(
+                "cannot read the source's snapshot: {}",
+                explain_query_error(&e)
+            )
+        })?
+        .get(0))
+}
+
+/// For a full load: the greatest id from before every writing transaction that may still be
+/// running when the load takes its mark — waiting up to `wait` for transactions that were
+/// running at the start to end. `None` when they did not end in time (then everything is
+/// re-checked).
+pub fn settled_max_id(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+    wait: std::time::Duration,
+) -> Result<Option<i64>> {
+    let (start, max_id) = snapshot_and_max_id(client, table)?;
+    let max_id = max_id.unwrap_or(i64::MIN);
+    if !start.had_writers_in_flight() {
+        return Ok(Some(max_id));
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if current_xmin(client)? >= start.xmax {
+            return Ok(Some(max_id));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 impl ReadPlan {
@@ -74,8 +203,6 @@ const SAMPLE_TARGET: f64 = 300_000.0;
 pub struct Scope {
     /// Only ids greater than this (the stored mark of an incremental run).
     pub after_id: Option<i64>,
-    /// Only ids up to this; `None` takes the current greatest id as the high-water mark.
-    pub up_to_id: Option<i64>,
     /// Only rows with `played_at` in this range.
     pub played_at: Option<TimeRange>,
 }
@@ -90,11 +217,11 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    /// `(lo, hi]`: what a time-cursor sync reads.
-    pub fn after_until(lo: i64, hi: i64) -> Self {
+    /// `[lo, hi]`: what a time-cursor sync reads (from the mark minus the lookback).
+    pub fn from_until(lo: i64, hi: i64) -> Self {
         Self {
             lo,
-            lo_inclusive: false,
+            lo_inclusive: true,
             hi,
             hi_inclusive: true,
         }
@@ -162,12 +289,28 @@ pub fn plan(
             explain_query_error(&e)
         )
     };
-    let hwm: Option<i64> = match scope.up_to_id {
-        Some(h) => Some(h),
-        None => client
-            .query_one(&format!("SELECT max(id)::int8 FROM {t}"), &[])
-            .map_err(range_err)?
-            .get(0),
+    // The mark, the NULL-id count and the snapshot in one statement, so all three describe the
+    // same moment. (`id IS NULL` is answered by the id index where there is one.)
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT max(id)::int8 FROM {t}), (SELECT count(*) FROM {t} WHERE id IS NULL), \
+                        pg_snapshot_xmin(s)::text::int8, pg_snapshot_xmax(s)::text::int8 \
+                 FROM pg_current_snapshot() AS s"
+            ),
+            &[],
+        )
+        .map_err(range_err)?;
+    let hwm: Option<i64> = row.get(0);
+    let nulls: i64 = row.get(1);
+    if nulls > 0 {
+        bail!(
+            "the source has {nulls} row(s) with a NULL id; ids must be unique, non-NULL integers: give those rows ids (or leave them out in a mapping) and run again"
+        );
+    }
+    let snapshot = Snapshot {
+        xmin: row.get(2),
+        xmax: row.get(3),
     };
     let empty = |hwm: i64| ReadPlan {
         filter: filter.clone(),
@@ -175,6 +318,7 @@ pub fn plan(
         hwm,
         est_rows: 0,
         slices: Vec::new(),
+        snapshot,
     };
     let Some(hwm) = hwm else {
         return Ok(empty(0));
@@ -243,6 +387,7 @@ pub fn plan(
         hwm,
         est_rows,
         slices: cut_slices(min_id, hwm, &cuts),
+        snapshot,
     })
 }
 
@@ -293,6 +438,7 @@ mod tests {
             hwm: 50,
             est_rows: 50,
             slices: cut_slices(1, 50, &[10, 20, 30, 40]),
+            snapshot: Snapshot::default(),
         };
         let w = plan.windows(2);
         assert_eq!(w.len(), 3);
