@@ -303,6 +303,12 @@ fn print_verify_table(r: &VerifyReport) {
         thousands(r.source_rows),
         thousands(r.target_rows)
     );
+    if !r.attributes_differ.is_empty() {
+        println!(
+            "attributes (mbid, duration) differ from the source's rows in: {} (verify --repair recomputes them)",
+            r.attributes_differ.join(", ")
+        );
+    }
     if r.differing.is_empty() {
         println!("all windows match");
         return;
@@ -339,8 +345,9 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
     print_verify_table(r);
     if let Some(after) = &r.after_repair {
         println!(
-            "repaired {} windows by backfill; verifying again:",
-            r.repaired.len()
+            "repaired {} windows by backfill, {} dimension rows' attributes; verifying again:",
+            r.repaired.len(),
+            r.attributes_repaired
         );
         print_verify_table(after);
     }

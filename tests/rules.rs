@@ -56,9 +56,32 @@ fn natural(target: &Path) -> Vec<String> {
     )
 }
 
-fn assert_same_as_full_load(db: &TestDb, target: &Path, what: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let fresh = dir.path().join("fresh.sqlite");
+/// The attributes of every entity the target's scrobbles reference, by natural key.
+fn attributes(target: &Path) -> Vec<String> {
+    let c = Connection::open(target).unwrap();
+    let mut out = dump(
+        &c,
+        "SELECT 'artist', name, mbid FROM artists WHERE artist_id IN
+           (SELECT artist_id FROM tracks WHERE track_id IN (SELECT track_id FROM scrobbles)) ORDER BY 2",
+    );
+    out.extend(dump(
+        &c,
+        "SELECT 'album', a.name, al.title, al.mbid FROM albums al JOIN artists a USING (artist_id)
+          WHERE album_id IN (SELECT album_id FROM tracks WHERE track_id IN (SELECT track_id FROM scrobbles))
+          ORDER BY 2, 3",
+    ));
+    out.extend(dump(
+        &c,
+        "SELECT 'track', a.name, al.title, t.title, t.mbid, t.duration_ms
+           FROM tracks t JOIN artists a ON a.artist_id = t.artist_id
+           LEFT JOIN albums al ON al.album_id = t.album_id
+          WHERE t.track_id IN (SELECT track_id FROM scrobbles) ORDER BY 2, 3, 4",
+    ));
+    out
+}
+
+fn fresh_load(db: &TestDb, dir: &Path) -> std::path::PathBuf {
+    let fresh = dir.join("fresh.sqlite");
     ok(&[
         "load",
         "--source",
@@ -66,6 +89,21 @@ fn assert_same_as_full_load(db: &TestDb, target: &Path, what: &str) {
         "--target",
         fresh.to_str().unwrap(),
     ]);
+    fresh
+}
+
+fn assert_same_attributes_as_full_load(db: &TestDb, target: &Path, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = fresh_load(db, dir.path());
+    assert!(
+        attributes(target) == attributes(&fresh),
+        "{what}: attributes differ from a full load"
+    );
+}
+
+fn assert_same_as_full_load(db: &TestDb, target: &Path, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = fresh_load(db, dir.path());
     let (a, b) = (natural(target), natural(&fresh));
     assert_eq!(
         a.len(),
@@ -144,6 +182,69 @@ fn pruned_greatest_keys_are_never_handed_out_again() {
     for (g, b) in got.iter().zip(before) {
         assert!(g > &b, "new key {g} must follow the pruned maximum {b}");
     }
+}
+
+/// The row that gave an artist its mbid changes: backfill keeps the old value (documented),
+/// verify reports the artists' attributes, and --repair recomputes them from the source.
+#[test]
+fn changed_attributes_are_reported_and_repaired() {
+    let db = TestDb::new("attrs");
+    seed(&db, &["--rows", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.sqlite");
+    let t = target.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", t]);
+    let mut c = db.client();
+    let row = c
+        .query_one(
+            "UPDATE scrobbles SET artist_mbid = 'aaaaaaaa-0000-4000-8000-000000000001', duration_ms = 4242
+              WHERE id = (SELECT min(id) FROM scrobbles WHERE artist_mbid IS NOT NULL)
+             RETURNING artist_name, to_char(played_at AT TIME ZONE 'UTC', 'YYYY-MM-01')",
+            &[],
+        )
+        .unwrap();
+    let (artist, month): (String, String) = (row.get(0), row.get(1));
+    let next = format!("{}-01", {
+        let (y, m): (i32, u32) = (month[..4].parse().unwrap(), month[5..7].parse().unwrap());
+        if m == 12 {
+            format!("{:04}-01", y + 1)
+        } else {
+            format!("{y:04}-{:02}", m + 1)
+        }
+    });
+    ok(&[
+        "backfill", "--source", &db.url, "--target", t, "--from", &month, "--to", &next,
+    ]);
+    let o = run(&["verify", "--json", "--source", &db.url, "--target", t]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["differing"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert!(
+        report["attributes_differ"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("artists")),
+        "{report}"
+    );
+    let r = ok(&["verify", "--repair", "--source", &db.url, "--target", t]);
+    assert!(r["attributes_repaired"].as_u64().unwrap() >= 1, "{r}");
+    let mbid: String = Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT mbid FROM artists WHERE name = ?1", [&artist], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(mbid, "aaaaaaaa-0000-4000-8000-000000000001");
+    assert_same_attributes_as_full_load(&db, &target, "after --repair");
+    assert_eq!(
+        run(&["verify", "--source", &db.url, "--target", t])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -234,6 +335,25 @@ fn null_and_duplicate_ids_are_errors() {
     ] {
         fails(&cmd, &["duplicate ids", "9100000000000000000"]);
     }
+    assert_eq!(one(&target, "SELECT count(*) FROM scrobbles"), before);
+    // The two copies in different months: a backfill of one month cannot see the other
+    // copy, so it checks the ids of its range against the whole source.
+    c.batch_execute("UPDATE scrobbles SET played_at = '2020-03-03Z' WHERE id = 9100000000000000000 AND track_name = 'y'")
+        .unwrap();
+    fails(
+        &[
+            "backfill",
+            "--source",
+            &db.url,
+            "--target",
+            t,
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-02-01",
+        ],
+        &["duplicate ids", "9100000000000000000"],
+    );
     assert_eq!(one(&target, "SELECT count(*) FROM scrobbles"), before);
 }
 
@@ -541,7 +661,7 @@ fn random_histories_agree_with_a_full_load() {
     let steps: usize = std::env::var("SCROBSYNC_PROPERTY_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(12);
     let mut rng = Rng(seed_value);
     let db = TestDb::new("prop");
     seed(&db, &["--rows", "3000", "--seed", "9"]);
@@ -550,12 +670,18 @@ fn random_histories_agree_with_a_full_load() {
     let target = dir.path().join("h.sqlite");
     let t = target.to_str().unwrap();
     ok(&["load", "--source", &db.url, "--target", t]);
+    // New plays take ids above every id ever used, as a sequence gives them (deleting the
+    // greatest row must not make a new row's id fall below the mark).
+    let mut top: i64 = c
+        .query_one("SELECT max(id) FROM scrobbles", &[])
+        .unwrap()
+        .get(0);
     // Months 2006-01 .. 2025-12 as (year, month).
     let month = |k: u64| (2006 + (k / 12) as i32, (k % 12) as u32 + 1);
     let start = |(y, m): (i32, u32)| format!("{y:04}-{m:02}-01");
     let next = |(y, m): (i32, u32)| if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     for step in 0..steps {
-        let what = rng.below(6);
+        let what = rng.below(7);
         let m = month(rng.below(240));
         let m2 = month(rng.below(240));
         let in_month = format!(
@@ -565,6 +691,7 @@ fn random_histories_agree_with_a_full_load() {
         );
         let pick = format!("(SELECT id FROM scrobbles WHERE {in_month} ORDER BY id LIMIT 3)");
         let label = format!("step {step} (seed {seed_value}): op {what} on {}", start(m));
+        eprintln!("{label}");
         let mut backfill_months = vec![m];
         match what {
             // new plays, some of new artists, recent and back-dated
@@ -578,10 +705,11 @@ fn random_histories_agree_with_a_full_load() {
                     "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name, loved)
                      SELECT mx + g, 'user ' || (g % 3), {when}, 'Artist ' || ({r} % 5 + g % 2), CASE WHEN g % 3 = 0 THEN NULL ELSE 'Album {r}' END,
                             'Track ' || g, g % 2 = 0
-                       FROM (SELECT max(id) AS mx FROM scrobbles) s, generate_series(1, 4) g",
+                       FROM (SELECT {top}::int8 AS mx) s, generate_series(1, 4) g",
                     r = rng.below(1000)
                 ))
                 .unwrap();
+                top += 4;
             }
             // text edits, including '' and NULL albums
             2 => {
@@ -613,6 +741,14 @@ fn random_histories_agree_with_a_full_load() {
                 c.batch_execute(&format!("DELETE FROM scrobbles WHERE id IN {which}"))
                     .unwrap();
             }
+            // attribute edits: the first non-NULL mbid/duration of an entity changes
+            6 => {
+                c.batch_execute(&format!(
+                    "UPDATE scrobbles SET artist_mbid = md5(id::text || 'a{step}')::uuid, track_mbid = NULL,
+                            duration_ms = coalesce(duration_ms, 0) + 1 WHERE id IN {pick}"
+                ))
+                .unwrap();
+            }
             // a new artist at a low id (a back-filled import)
             _ => {
                 c.batch_execute(&format!(
@@ -626,8 +762,10 @@ fn random_histories_agree_with_a_full_load() {
         // The mode meant for the edit: sync for new ids, else a backfill of the touched months
         // or a verify --repair, chosen at random.
         if what <= 1 {
-            ok(&["sync", "--source", &db.url, "--target", t]);
+            let s = ok(&["sync", "--source", &db.url, "--target", t]);
+            eprintln!("  sync: {s}");
         } else if rng.below(2) == 0 {
+            eprintln!("  backfill {backfill_months:?}");
             for mm in backfill_months {
                 ok(&[
                     "backfill",
@@ -642,10 +780,15 @@ fn random_histories_agree_with_a_full_load() {
                 ]);
             }
         } else {
+            eprintln!("  repair");
             ok(&["verify", "--repair", "--source", &db.url, "--target", t]);
+            // A repair also recomputes the attributes.
+            assert_same_attributes_as_full_load(&db, &target, &label);
         }
         assert_same_as_full_load(&db, &target, &label);
     }
+    ok(&["verify", "--repair", "--source", &db.url, "--target", t]);
+    assert_same_attributes_as_full_load(&db, &target, "after the final repair");
     assert_eq!(
         run(&["verify", "--source", &db.url, "--target", t])
             .status

@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, Slice, SourceTable, TimeRange};
+use crate::source::plan::{check_unique_ids_in, plan_full, Slice, SourceTable, TimeRange};
 use crate::source::read::{ReadSettings, Reader, ReaderHandle, ReaderKind};
 use crate::source::SourceUrl;
 use anyhow::{bail, Result};
@@ -168,6 +168,13 @@ pub(crate) fn replace_windows(
         return Ok(totals);
     }
     let conn = &target.conn;
+    if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
+        let range = TimeRange::half_open(
+            first.0.saturating_mul(1_000_000),
+            last.1.saturating_mul(1_000_000),
+        );
+        check_unique_ids_in(&mut source.connect_reader()?, table, &range)?;
+    }
     let mut norm = Normalizer::new(target::registry_for(conn)?);
     let mut follow = Reader::new(read.reader, source.clone(), 1024);
     progress.stage("windows backfilled", Some(windows.len() as u64));
@@ -427,7 +434,8 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
             outcome: "ok",
             hwm_before: None,
             hwm_after: None,
-            rows: [totals.written, users, artists, albums, tracks],
+            scrobbles_net: facts_after - facts_before,
+            rows: [users, artists, albums, tracks],
             seconds,
         },
     )?;

@@ -349,7 +349,8 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         outcome: "ok",
         hwm_before: None,
         hwm_after: (facts_written > 0).then_some(plan.hwm),
-        rows: [facts_written, users, artists, albums, tracks],
+        scrobbles_net: facts_written as i64,
+        rows: [users, artists, albums, tracks],
         seconds: started.elapsed().as_secs_f64(),
     };
     let identity = SourceIdentity::of(&opts.source, &table);

@@ -1,6 +1,7 @@
 //! User-facing jobs, each composing plan → read → normalise → write with its own transaction
 //! boundaries.
 
+pub mod attributes;
 pub mod backfill;
 pub mod bench;
 pub mod demo;

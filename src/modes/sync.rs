@@ -20,7 +20,7 @@ use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
 use crate::source::conn::explain_query_error;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{current_xmin, plan, Recheck, Scope, TimeRange};
+use crate::source::plan::{check_unique_ids_in, current_xmin, plan, Recheck, Scope, TimeRange};
 use crate::source::read::{spawn_reader, Reader, ReaderKind};
 use crate::source::seed::PG_MIN_US;
 use crate::source::SourceUrl;
@@ -245,6 +245,8 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                     TimeRange::from_until(m.saturating_sub(lookback_us).max(PG_MIN_US), h)
                 }
             };
+            // Ids repeated inside and outside the range would be merged by the upserts.
+            check_unique_ids_in(&mut client, &table, &range)?;
             let scope = Scope {
                 played_at: Some(range),
                 ..Scope::default()
@@ -389,7 +391,8 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 outcome: "ok",
                 hwm_before: mark_before,
                 hwm_after: mark_after,
-                rows: [added_facts, users, artists, albums, tracks],
+                scrobbles_net: added_facts as i64,
+                rows: [users, artists, albums, tracks],
                 seconds: started.elapsed().as_secs_f64(),
             },
         )?;

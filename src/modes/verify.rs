@@ -6,6 +6,7 @@
 //! joined tables. The canonical text prefixes every string with its byte length and writes a
 //! NULL album as `N`, so `''` and NULL — and any shift of text between fields — hash apart.
 
+use super::attributes;
 use super::backfill::{job_key, replace_windows};
 use super::windows::By;
 use crate::normalize::frames::InfinitePlayedAt;
@@ -68,8 +69,13 @@ pub struct VerifyReport {
     pub source_rows: u64,
     pub target_rows: u64,
     pub differing: Vec<WindowDiff>,
+    /// Dimensions whose attributes (mbid, duration) differ from what the source's rows give
+    /// (checked when the whole time range is verified).
+    pub attributes_differ: Vec<String>,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
     pub repaired: Vec<String>,
+    /// With `--repair`: dimension rows whose attributes were set from the source.
+    pub attributes_repaired: u64,
     pub after_repair: Option<Box<VerifyReport>>,
     pub seconds: f64,
 }
@@ -79,7 +85,7 @@ impl VerifyReport {
     pub fn all_equal(&self) -> bool {
         match &self.after_repair {
             Some(r) => r.all_equal(),
-            None => self.differing.is_empty(),
+            None => self.differing.is_empty() && self.attributes_differ.is_empty(),
         }
     }
 }
@@ -510,6 +516,16 @@ fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport
     });
     let (src, dst) = (src?, dst?);
     let (checked, differing) = compare(opts.by, &src, &dst, opts.from, opts.to);
+    // Attributes belong to whole entities, not windows: checked when the whole range is.
+    let attributes_differ = if opts.from.is_none() && opts.to.is_none() {
+        let t = Instant::now();
+        let src = attributes::source_digests(&opts.source, table)?;
+        let dst = attributes::target_digests(&target::open_read_only(&opts.target)?)?;
+        tracing::info!(seconds = t.elapsed().as_secs_f64(), "attributes compared");
+        attributes::differing(&src, &dst)
+    } else {
+        Vec::new()
+    };
     Ok(VerifyReport {
         mode: "verify",
         by: opts.by,
@@ -517,7 +533,9 @@ fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport
         source_rows: src.values().map(|d| d.rows).sum(),
         target_rows: dst.values().map(|d| d.rows).sum(),
         differing,
+        attributes_differ,
         repaired: Vec::new(),
+        attributes_repaired: 0,
         after_repair: None,
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -532,10 +550,11 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         .table
         .resolve(&mut opts.source.connect_reader()?, &opts.source)?;
     let mut report = verify_once(opts, &table)?;
-    if opts.repair && !report.differing.is_empty() {
-        let windows: Vec<(i64, i64)> = report.differing.iter().map(|d| (d.start, d.end)).collect();
+    if opts.repair && !report.all_equal() {
+        let started = Instant::now();
+        let started_at = crate::sink::state::now_iso();
         let target = target::open(&opts.target)?;
-        target.write(|conn| {
+        let other_source = target.write(|conn| {
             super::check_source(
                 conn,
                 &opts.target,
@@ -544,22 +563,51 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 opts.allow_other_source,
             )
         })?;
-        let job = format!(
-            "repair:{}",
-            job_key(windows[0].0, windows[windows.len() - 1].1, opts.by)
-        );
-        replace_windows(
-            &target,
-            &opts.source,
-            &table,
-            &windows,
-            crate::source::read::ReadSettings {
-                partitions: opts.partitions,
-                reader: Default::default(),
-            },
-            &job,
-            progress,
-        )?;
+        let count = |t: &target::Target| -> Result<i64> {
+            Ok(t.conn
+                .query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?)
+        };
+        let facts_before = count(&target)?;
+        let windows: Vec<(i64, i64)> = report.differing.iter().map(|d| (d.start, d.end)).collect();
+        let mut new_rows = [0u64; 4];
+        if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
+            let job = format!("repair:{}", job_key(first.0, last.1, opts.by));
+            let totals = replace_windows(
+                &target,
+                &opts.source,
+                &table,
+                &windows,
+                crate::source::read::ReadSettings {
+                    partitions: opts.partitions,
+                    reader: Default::default(),
+                },
+                &job,
+                progress,
+            )?;
+            new_rows = totals.new_rows;
+        }
+        if !report.attributes_differ.is_empty() {
+            report.attributes_repaired = attributes::refresh(&target, &opts.source, &table)?;
+        }
+        let facts_after = count(&target)?;
+        let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
+        let [users, artists, albums, tracks] = new_rows;
+        target.write(|conn| {
+            crate::sink::state::record_run(
+                conn,
+                &crate::sink::state::RunRecord {
+                    mode: "verify-repair",
+                    source: &source,
+                    started_at: started_at.clone(),
+                    outcome: "ok",
+                    hwm_before: None,
+                    hwm_after: None,
+                    scrobbles_net: facts_after - facts_before,
+                    rows: [users, artists, albums, tracks],
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+            )
+        })?;
         drop(target);
         report.repaired = report.differing.iter().map(|d| d.window.clone()).collect();
         report.after_repair = Some(Box::new(verify_once(opts, &table)?));

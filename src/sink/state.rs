@@ -47,8 +47,10 @@ pub struct RunRecord<'a> {
     pub outcome: &'a str,
     pub hwm_before: Option<i64>,
     pub hwm_after: Option<i64>,
-    /// scrobbles, users, artists, albums, tracks added
-    pub rows: [u64; 5],
+    /// Scrobbles in the target after the run minus before it.
+    pub scrobbles_net: i64,
+    /// users, artists, albums, tracks added
+    pub rows: [u64; 4],
     pub seconds: f64,
 }
 
@@ -122,11 +124,11 @@ pub fn record_run(conn: &Connection, r: &RunRecord) -> Result<()> {
             r.outcome,
             r.hwm_before,
             r.hwm_after,
+            r.scrobbles_net,
             r.rows[0] as i64,
             r.rows[1] as i64,
             r.rows[2] as i64,
             r.rows[3] as i64,
-            r.rows[4] as i64,
             r.seconds
         ],
     )?;

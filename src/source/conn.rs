@@ -296,6 +296,30 @@ impl ReadOnlyClient {
         self.in_read_only(|tx| tx.query_opt(sql, params))
     }
 
+    /// Runs a query and hands its rows to `f` one at a time, without holding them all.
+    pub fn for_each_row(
+        &mut self,
+        sql: &str,
+        mut f: impl FnMut(&postgres::Row) -> Result<()>,
+    ) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let err = |e: postgres::Error| anyhow!("{}", explain_query_error(&e));
+        let mut tx = self
+            .0
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .map_err(err)?;
+        {
+            let mut rows = tx.query_raw(sql, std::iter::empty::<i32>()).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                f(&row)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
     /// Prepares (parses and describes) a statement, for its column names and types.
     pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
         self.in_read_only(|tx| tx.prepare(sql))

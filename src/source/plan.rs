@@ -117,6 +117,59 @@ pub fn snapshot_and_max_id(
     ))
 }
 
+/// Refuses a source where some row with `played_at` in `range` shares its id with another row
+/// (anywhere): a time-window read cannot see the other copy, and an upsert would silently keep
+/// one of the two. Skipped when a unique index on the default table's `id` rules it out.
+pub fn check_unique_ids_in(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+    range: &TimeRange,
+) -> Result<()> {
+    if !table.mapped {
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1
+                    AND i.indpred IS NULL AND a.attname = 'id')",
+                &[&table.name],
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "checking the source's ids failed: {}",
+                    explain_query_error(&e)
+                )
+            })?
+            .get(0);
+        if unique {
+            return Ok(());
+        }
+    }
+    let t = table.sql_name();
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT id::int8, count(*) FROM {t} WHERE id IN (SELECT id FROM {t} WHERE {}) \
+                 GROUP BY id HAVING count(*) > 1 LIMIT 1",
+                range.sql()
+            ),
+            &[],
+        )
+        .map_err(|e| {
+            anyhow!(
+                "checking the source's ids failed: {}",
+                explain_query_error(&e)
+            )
+        })?;
+    if let Some(r) = row {
+        let (id, n): (i64, i64) = (r.get(0), r.get(1));
+        bail!(
+            "the source has duplicate ids (e.g. id {id}, {n} rows); ids must be unique: add a primary key or unique index on id, or fix the mapping's id, and run again"
+        );
+    }
+    Ok(())
+}
+
 /// The oldest writing transaction still running (or the next xid when none is).
 pub fn current_xmin(client: &mut ReadOnlyClient) -> Result<i64> {
     Ok(client

@@ -1,0 +1,217 @@
+//! Dimension attributes (`mbid`, `duration_ms`) checked and repaired against the source.
+//!
+//! The rule: an artist, album or track carries the first non-NULL value in ascending source-id
+//! order. A full load computes it exactly. The incremental modes only set a value when an entity
+//! first appears and fill one that is NULL; when the row that supplied a value is edited or
+//! deleted, or a lower id arrives later with an earlier value, they cannot know without reading
+//! every row of the entity. So `verify` compares, per dimension, a digest of (identity, values)
+//! of every entity the source's rows name with the same digest over the entities the target's
+//! scrobbles reference, and `verify --repair` recomputes the values from the source.
+
+use crate::sink::target::Target;
+use crate::source::conn::ReadOnlyClient;
+use crate::source::plan::SourceTable;
+use crate::source::SourceUrl;
+use anyhow::{anyhow, Result};
+use md5::{Digest, Md5};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The three dimensions with attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dimension {
+    Artists,
+    Albums,
+    Tracks,
+}
+
+pub const DIMENSIONS: [Dimension; 3] = [Dimension::Artists, Dimension::Albums, Dimension::Tracks];
+
+impl Dimension {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Artists => "artists",
+            Dimension::Albums => "albums",
+            Dimension::Tracks => "tracks",
+        }
+    }
+
+    /// The source's entities with their first non-NULL values in id order, as text columns:
+    /// artist[, album][, track], mbid[, duration].
+    fn source_sql(self, rel: &str) -> String {
+        let first = |col: &str| {
+            format!("(array_agg({col}::text ORDER BY id) FILTER (WHERE {col} IS NOT NULL))[1]")
+        };
+        match self {
+            Dimension::Artists => format!(
+                "SELECT artist_name, {} FROM {rel} WHERE isfinite(played_at) GROUP BY artist_name",
+                first("artist_mbid")
+            ),
+            Dimension::Albums => format!(
+                "SELECT artist_name, album_name, {} FROM {rel} \
+                 WHERE isfinite(played_at) AND album_name IS NOT NULL GROUP BY artist_name, album_name",
+                first("album_mbid")
+            ),
+            Dimension::Tracks => format!(
+                "SELECT artist_name, album_name, track_name, {}, {} FROM {rel} \
+                 WHERE isfinite(played_at) GROUP BY artist_name, album_name, track_name",
+                first("track_mbid"),
+                first("duration_ms")
+            ),
+        }
+    }
+
+    /// The same, for the entities the target's scrobbles reference.
+    fn target_sql(self) -> &'static str {
+        match self {
+            Dimension::Artists => {
+                "SELECT a.name, a.mbid FROM artists a WHERE a.artist_id IN
+                   (SELECT t.artist_id FROM tracks t WHERE t.track_id IN (SELECT track_id FROM scrobbles))"
+            }
+            Dimension::Albums => {
+                "SELECT a.name, al.title, al.mbid FROM albums al JOIN artists a USING (artist_id)
+                  WHERE al.album_id IN (SELECT t.album_id FROM tracks t
+                                         WHERE t.track_id IN (SELECT track_id FROM scrobbles))"
+            }
+            Dimension::Tracks => {
+                "SELECT a.name, al.title, t.title, t.mbid, CAST(t.duration_ms AS TEXT)
+                   FROM tracks t JOIN artists a ON a.artist_id = t.artist_id
+                   LEFT JOIN albums al ON al.album_id = t.album_id
+                  WHERE t.track_id IN (SELECT track_id FROM scrobbles)"
+            }
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Dimension::Artists => 2,
+            Dimension::Albums => 3,
+            Dimension::Tracks => 5,
+        }
+    }
+}
+
+/// Count and order-independent hash of a dimension's (identity, values) rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrDigest {
+    pub entities: u64,
+    pub hash: u64,
+}
+
+impl AttrDigest {
+    fn add(&mut self, fields: &[Option<String>], buf: &mut String) {
+        buf.clear();
+        for f in fields {
+            match f {
+                Some(s) => {
+                    let _ = write!(buf, "{}:{s}|", s.len());
+                }
+                None => buf.push_str("N|"),
+            }
+        }
+        let d = Md5::digest(buf.as_bytes());
+        self.entities += 1;
+        self.hash = self
+            .hash
+            .wrapping_add(u64::from_be_bytes(d[..8].try_into().expect("16 bytes")));
+    }
+}
+
+/// Digests of the source's dimensions (computed from all its rows).
+pub fn source_digests(url: &SourceUrl, table: &SourceTable) -> Result<Vec<AttrDigest>> {
+    let mut client = url.connect_reader()?;
+    let mut out = Vec::new();
+    for d in DIMENSIONS {
+        let mut digest = AttrDigest::default();
+        let mut buf = String::new();
+        for_each_source_entity(&mut client, table, d, |fields| {
+            digest.add(fields, &mut buf);
+            Ok(())
+        })?;
+        out.push(digest);
+    }
+    Ok(out)
+}
+
+fn for_each_source_entity(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+    d: Dimension,
+    mut f: impl FnMut(&[Option<String>]) -> Result<()>,
+) -> Result<()> {
+    let width = d.width();
+    client
+        .for_each_row(&d.source_sql(&table.sql_name()), |row| {
+            let fields: Vec<Option<String>> = (0..width).map(|i| row.get(i)).collect();
+            f(&fields)
+        })
+        .map_err(|e| anyhow!("reading the source's {} attributes failed: {e:#}", d.name()))
+}
+
+/// Digests of the target's dimensions (entities its scrobbles reference).
+pub fn target_digests(conn: &Connection) -> Result<Vec<AttrDigest>> {
+    let mut out = Vec::new();
+    for d in DIMENSIONS {
+        let mut digest = AttrDigest::default();
+        let mut buf = String::new();
+        let mut stmt = conn.prepare(d.target_sql())?;
+        let mut rows = stmt.query([])?;
+        let width = d.width();
+        while let Some(r) = rows.next()? {
+            let fields: Vec<Option<String>> = (0..width)
+                .map(|i| r.get::<_, Option<String>>(i))
+                .collect::<rusqlite::Result<_>>()?;
+            digest.add(&fields, &mut buf);
+        }
+        out.push(digest);
+    }
+    Ok(out)
+}
+
+/// Sets every dimension row's values to what the source's rows give (first non-NULL in id
+/// order), in one transaction. Returns the number of rows changed.
+pub fn refresh(target: &Target, url: &SourceUrl, table: &SourceTable) -> Result<u64> {
+    let mut client = url.connect_reader()?;
+    target.write(|conn| {
+        let mut changed = 0u64;
+        for d in DIMENSIONS {
+            let sql = match d {
+                Dimension::Artists => {
+                    "UPDATE artists SET mbid = ?2 WHERE name = ?1 AND mbid IS NOT ?2"
+                }
+                Dimension::Albums => {
+                    "UPDATE albums SET mbid = ?3
+                      WHERE artist_id = (SELECT artist_id FROM artists WHERE name = ?1)
+                        AND title = ?2 AND mbid IS NOT ?3"
+                }
+                Dimension::Tracks => {
+                    "UPDATE tracks SET mbid = ?4, duration_ms = CAST(?5 AS INTEGER)
+                      WHERE artist_id = (SELECT artist_id FROM artists WHERE name = ?1)
+                        AND ifnull(album_id, 0) = ifnull((SELECT al.album_id FROM albums al
+                              JOIN artists a ON a.artist_id = al.artist_id
+                             WHERE a.name = ?1 AND al.title = ?2), 0)
+                        AND title = ?3
+                        AND (mbid IS NOT ?4 OR duration_ms IS NOT CAST(?5 AS INTEGER))"
+                }
+            };
+            let mut stmt = conn.prepare(sql)?;
+            for_each_source_entity(&mut client, table, d, |fields| {
+                changed += stmt.execute(rusqlite::params_from_iter(fields))? as u64;
+                Ok(())
+            })?;
+        }
+        Ok(changed)
+    })
+}
+
+/// The names of the dimensions whose digests differ.
+pub fn differing(src: &[AttrDigest], dst: &[AttrDigest]) -> Vec<String> {
+    DIMENSIONS
+        .iter()
+        .zip(src.iter().zip(dst))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(d, _)| d.name().to_string())
+        .collect()
+}
