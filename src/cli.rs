@@ -166,6 +166,9 @@ pub struct LoadArgs {
     pub source: SourceArg,
 
     #[command(flatten)]
+    pub retry: RetryArg,
+
+    #[command(flatten)]
     pub mapping: MappingArg,
 
     #[command(flatten)]
@@ -182,6 +185,16 @@ pub struct LoadArgs {
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--retries`, for the commands that read the source.
+#[derive(Debug, Args)]
+pub struct RetryArg {
+    /// Retries of a step after a transient source fault (connection lost or refused, server
+    /// restarting, too many connections, serialization failure), with backoff from 0.5 s
+    /// doubling up to 30 s; 0 turns retrying off.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
 }
 
 /// `--allow-other-source`, for the commands that change an existing target.
@@ -248,6 +261,9 @@ pub struct DemoArgs {
 pub struct SyncArgs {
     #[command(flatten)]
     pub source: SourceArg,
+
+    #[command(flatten)]
+    pub retry: RetryArg,
 
     #[command(flatten)]
     pub mapping: MappingArg,
@@ -328,6 +344,9 @@ pub struct BackfillArgs {
     pub source: SourceArg,
 
     #[command(flatten)]
+    pub retry: RetryArg,
+
+    #[command(flatten)]
     pub mapping: MappingArg,
 
     /// Existing SQLite target (made by `load` or `sync`).
@@ -374,6 +393,9 @@ pub struct BackfillArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub source: SourceArg,
+
+    #[command(flatten)]
+    pub retry: RetryArg,
 
     #[command(flatten)]
     pub mapping: MappingArg,

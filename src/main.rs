@@ -8,8 +8,9 @@ use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use cli::{Cli, Command};
 use scrobsync::modes::load::{self, LoadOptions};
-use scrobsync::modes::sync::{self, SyncOptions, SyncOutcome};
+use scrobsync::modes::sync::{self, SyncOptions};
 use scrobsync::modes::{backfill, bench, status, verify, windows};
+use scrobsync::pipeline::retry::RetryPolicy;
 use scrobsync::sink::schema::IndexSet;
 use scrobsync::source::mapping::SourceSpec;
 use scrobsync::source::seed::{self, SeedOptions};
@@ -64,6 +65,10 @@ fn resolve_source(arg: Option<String>) -> Result<SourceUrl> {
     SourceUrl::parse(&raw)
 }
 
+fn retry(a: &cli::RetryArg) -> RetryPolicy {
+    RetryPolicy { retries: a.retries }
+}
+
 /// `--partitions`, by default one per two CPUs: each partition keeps a PostgreSQL backend and a
 /// decoding thread busy, and the normaliser and writer need CPU too. On 2 cores one partition
 /// loaded 5M rows in 17.4 s / 276 MiB, two in 18.9 s / 347 MiB (README, Benchmarks).
@@ -93,6 +98,7 @@ fn run(command: Command) -> Result<u8> {
                 partitions: partitions(a.partitions),
                 reader: a.reader.parse()?,
                 allow_other_source: a.other_source.allow_other_source,
+                retry: retry(&a.retry),
             };
             let bar = output::ProgressBar::new();
             let summary = backfill::run(&opts, &bar)?;
@@ -118,6 +124,7 @@ fn run(command: Command) -> Result<u8> {
                 repair: a.repair,
                 partitions: a.partitions.map(usize::from).unwrap_or_else(cpus),
                 allow_other_source: a.other_source.allow_other_source,
+                retry: retry(&a.retry),
             };
             let bar = output::ProgressBar::new();
             let report = verify::run(&opts, &bar)?;
@@ -138,6 +145,7 @@ fn run(command: Command) -> Result<u8> {
                 indexes: index_set(&a.pipeline.indexes),
                 reader: a.pipeline.reader.parse()?,
                 force: a.force,
+                retry: retry(&a.retry),
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;
@@ -156,11 +164,31 @@ fn run(command: Command) -> Result<u8> {
                 reader: a.pipeline.reader.parse()?,
                 cursor,
                 allow_other_source: a.other_source.allow_other_source,
+                retry: retry(&a.retry),
             };
             let bar = output::ProgressBar::new();
-            match sync::run(&opts, &bar)? {
-                SyncOutcome::Loaded(s) => output::print_load(&s, a.json)?,
-                SyncOutcome::Synced(s) => output::print_sync(&s, a.json)?,
+            if opts.target.exists() {
+                output::print_sync(&sync::run(&opts, &bar)?, a.json)?;
+            } else {
+                // No target yet: a full load, which the next sync continues from.
+                let summary = load::run(
+                    &LoadOptions {
+                        source: opts.source.clone(),
+                        table: opts.table.clone(),
+                        target: opts.target.clone(),
+                        partitions: opts.partitions,
+                        batch_rows: opts.batch_rows,
+                        indexes: opts.indexes,
+                        reader: opts.reader,
+                        force: false,
+                        retry: opts.retry,
+                    },
+                    &bar,
+                )?;
+                if let sync::Cursor::PlayedAt { .. } = opts.cursor {
+                    sync::record_played_at_mark(&opts.target)?;
+                }
+                output::print_load(&summary, a.json)?;
             }
             Ok(0)
         }
@@ -235,6 +263,7 @@ fn run(command: Command) -> Result<u8> {
                 indexes: IndexSet::Essential,
                 reader: Default::default(),
                 force: false,
+                retry: Default::default(),
             };
             let bar = output::ProgressBar::new();
             let summary = load::run(&opts, &bar)?;

@@ -37,6 +37,8 @@ pub fn one_line(s: &str) -> String {
 /// An indicatif bar on stderr, shown only when stderr is a terminal.
 pub struct ProgressBar {
     bar: Option<indicatif::ProgressBar>,
+    /// The current stage's name, shown again when a retry is over.
+    stage: std::sync::Mutex<String>,
 }
 
 impl ProgressBar {
@@ -57,12 +59,18 @@ impl ProgressBar {
             );
             b
         });
-        Self { bar }
+        Self {
+            bar,
+            stage: Default::default(),
+        }
     }
 }
 
 impl Progress for ProgressBar {
     fn stage(&self, name: &str, total: Option<u64>) {
+        if let Ok(mut s) = self.stage.lock() {
+            *s = name.to_string();
+        }
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
             if let Some(t) = total {
@@ -76,10 +84,29 @@ impl Progress for ProgressBar {
             b.inc(rows);
         }
     }
+    fn retrying(&self, note: Option<&str>) {
+        if let Some(b) = &self.bar {
+            let stage = self.stage.lock().map(|s| s.clone()).unwrap_or_default();
+            b.set_message(match note {
+                Some(n) => format!("{stage} — {n}"),
+                None => stage,
+            });
+        }
+    }
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// The line that says how many transient faults a run survived (none: no line).
+fn print_retries(n: u64) {
+    if n > 0 {
+        println!(
+            "  survived {n} transient source fault{} by retrying",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }
 
@@ -121,6 +148,7 @@ pub fn print_load(s: &LoadSummary, json: bool) -> Result<()> {
         "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} ({} windows × {} partitions)",
         t.plan, t.read, t.normalize, t.write, t.index, t.check, s.windows, s.partitions
     );
+    print_retries(s.retries);
     Ok(())
 }
 
@@ -167,6 +195,7 @@ pub fn print_sync(s: &SyncSummary, json: bool) -> Result<()> {
         thousands(s.dimension_rows_updated),
         thousands(s.rows_read)
     );
+    print_retries(s.retries);
     Ok(())
 }
 
@@ -291,6 +320,7 @@ pub fn print_backfill(s: &BackfillSummary, json: bool) -> Result<()> {
             thousands(p.tracks)
         );
     }
+    print_retries(s.retries);
     Ok(())
 }
 
@@ -351,6 +381,7 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
         );
         print_verify_table(after);
     }
+    print_retries(r.retries);
     Ok(())
 }
 

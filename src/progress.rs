@@ -7,6 +7,8 @@ pub trait Progress: Send + Sync {
     fn stage(&self, _name: &str, _total: Option<u64>) {}
     /// `rows` more rows are done in the current stage.
     fn advance(&self, _rows: u64) {}
+    /// A step is being retried after a transient fault (`Some` says which), or no longer is.
+    fn retrying(&self, _note: Option<&str>) {}
     /// The job is over (successfully or not).
     fn finish(&self) {}
 }

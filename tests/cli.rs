@@ -62,11 +62,15 @@ fn unreachable_server() {
     let dir = tempfile::tempdir().unwrap();
     let t = precious_target(dir.path());
     let url = format!("postgresql://postgres:{SECRET}@127.0.0.1:1/postgres");
-    for verbosity in ["-v", "-vvv"] {
+    // A refused connection is transient: retried (here once, with a warning that must not
+    // show the password either), then the error.
+    for (verbosity, retries) in [("-v", "1"), ("-vvv", "0")] {
         let e = fails(
             &[
                 "load",
                 verbosity,
+                "--retries",
+                retries,
                 "--source",
                 &url,
                 "--target",
@@ -130,6 +134,8 @@ fn rejected_login_and_missing_database() {
         &[
             "load",
             "-vvv",
+            "--retries",
+            "0",
             "--source",
             &format!("postgresql://postgres:{SECRET}@[::1]:5432/postgres"),
             "--target",

@@ -562,13 +562,7 @@ fn source_errors_keep_the_server_reason() {
     let db = TestDb::new("reason");
     seed(&db, &["--rows", "4000"]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("div.toml");
-    std::fs::write(
-        &cfg,
-        "[source]\nquery = \"select id, username, played_at, artist_name, track_name, \
-         (case when id % 1000 = 999 then (1 / (id - id))::text end) as album_name from scrobbles\"\n",
-    )
-    .unwrap();
+    let cfg = division_by_zero_mapping(dir.path());
     for reader in ["copy", "connectorx"] {
         let o = run(&[
             "load",
@@ -600,6 +594,8 @@ fn source_errors_keep_the_server_reason() {
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
         .args([
             "load",
+            "--retries",
+            "0",
             "--source",
             &db.url,
             "--config",

@@ -3,25 +3,25 @@
 //! was and removes the temporary file.
 
 use super::{StageSeconds, TableRows};
-use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::registry::NoResolver;
 use crate::normalize::{window_frame, Normalizer};
+use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::{self, Reading};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
 use crate::sink::Writer;
-use crate::source::conn::{explain_query_error, ReadOnlyClient};
+use crate::source::checks::explain_infinite;
 use crate::source::identity::SourceIdentity;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, settled_max_id, Recheck, SourceTable};
-use crate::source::read::{spawn_reader, Reader, ReaderKind};
+use crate::source::plan::{plan_full, settled_max_id, Recheck};
+use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 /// How long a load waits for writing transactions on the source that are running when it
@@ -44,6 +44,7 @@ pub struct LoadOptions {
     pub reader: ReaderKind,
     /// Replace whatever is at `target`, even if it is not a scrobsync target.
     pub force: bool,
+    pub retry: RetryPolicy,
 }
 
 /// The machine-readable result of a load (`--json`).
@@ -56,6 +57,8 @@ pub struct LoadSummary {
     pub partitions: usize,
     pub windows: usize,
     pub rows: TableRows,
+    /// Transient source faults survived by retrying.
+    pub retries: u64,
     pub seconds: StageSeconds,
     pub rows_per_second: f64,
 }
@@ -226,18 +229,23 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let temp = TempTarget::new(&opts.target, opts.force)?;
 
     let _span = tracing::info_span!("load", source = %opts.source).entered();
-    let mut client = opts.source.connect_reader()?;
-    let table = opts.table.resolve(&mut client, &opts.source)?;
-    // Rows of transactions still running when the mark is taken are re-checked by the first
-    // sync (see `Recheck`); waiting briefly for the ones running now gives that a tight bound.
-    let settled = settled_max_id(&mut client, &table, SETTLE_WAIT)?;
+    let (mut client, table, plan, settled) =
+        pipeline::step(opts.retry, "planning the read", progress, || {
+            let mut client = opts.source.connect_reader()?;
+            let table = opts.table.resolve(&mut client, &opts.source)?;
+            // Rows of transactions still running when the mark is taken are re-checked by
+            // the first sync (see `Recheck`); waiting briefly for the ones running now gives
+            // that a tight bound.
+            let settled = settled_max_id(&mut client, &table, SETTLE_WAIT)?;
+            let plan = plan_full(&mut client, &table, opts.batch_rows)?;
+            Ok((client, table, plan, settled))
+        })?;
     if settled.is_none() {
         tracing::warn!(
             "writing transactions on the source did not end within {} s; the first sync will re-read every id below the mark",
             SETTLE_WAIT.as_secs()
         );
     }
-    let plan = plan_full(&mut client, &table, opts.batch_rows)?;
     let recheck = Recheck::after(plan.snapshot, settled.unwrap_or(i64::MIN), None);
     let windows = plan.windows(opts.partitions);
     let plan_secs = started.elapsed().as_secs_f64();
@@ -252,84 +260,56 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let mut writer = Writer::create(&temp.path)?;
 
     progress.stage("rows loaded", Some(plan.est_rows));
-    let (rx_windows, reader) = spawn_reader(
-        Reader::new(opts.reader, opts.source.clone(), opts.batch_rows),
-        table.clone(),
-        plan.filter.clone(),
-        windows,
-        1,
-    );
-    let (tx_facts, rx_facts) = sync_channel(2);
-    let normaliser = std::thread::Builder::new()
-        .name("scrobsync-normalize".into())
-        .spawn(move || -> Result<(f64, f64)> {
-            let mut norm = Normalizer::default();
-            let (mut busy, mut read) = (0.0, 0.0);
-            for window in rx_windows {
-                crate::cancel::check()?;
-                let window = window?;
-                read += window.read_time.as_secs_f64();
-                let t = Instant::now();
-                let df = window_frame(window.batches)?;
-                let out = norm.window(&df, &mut NoResolver)?;
-                busy += t.elapsed().as_secs_f64();
-                tracing::debug!(
-                    window = window.index,
-                    rows = out.facts.height(),
-                    "window normalised"
-                );
-                if tx_facts.send(out).is_err() {
-                    break;
-                }
-            }
-            let [users, artists, albums, tracks] = norm.registry.counts();
-            tracing::info!(
-                users,
-                artists,
-                albums,
-                tracks,
-                key_maps_mib = norm.registry.approx_bytes() as f64 / (1 << 20) as f64,
-                "dimension key maps"
-            );
-            Ok((busy, read))
-        })
-        .expect("spawning the normaliser thread");
-
-    let mut write_secs = 0.0;
+    let mut norm = Normalizer::default();
+    let (mut read_secs, mut normalize_secs, mut write_secs) = (0.0, 0.0, 0.0);
     let mut facts_written = 0u64;
     let mut dims_written = [0u64; 4];
-    let mut write_error = None;
-    for out in rx_facts.iter() {
-        let t = Instant::now();
-        match crate::cancel::check().and_then(|_| writer.write_window(&out)) {
-            Ok(n) => {
-                facts_written += n as u64;
-                for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {
-                    *total += h as u64;
-                }
-                progress.advance(n as u64);
+    let reading = Reading::new(
+        &opts.source,
+        &table,
+        opts.reader,
+        opts.batch_rows,
+        opts.retry,
+    );
+    // The normaliser on the stage thread, the writer on this one.
+    let rows_read = pipeline::run_staged(
+        reading,
+        windows,
+        progress,
+        |w| {
+            read_secs += w.read_time.as_secs_f64();
+            let t = Instant::now();
+            let df = window_frame(w.batches)?;
+            let out = norm.window(&df, &mut NoResolver)?;
+            normalize_secs += t.elapsed().as_secs_f64();
+            Ok(out)
+        },
+        |out| {
+            let t = Instant::now();
+            let n = writer
+                .write_window(&out)
+                .with_context(|| format!("writing {}", temp.path.display()))?;
+            facts_written += n as u64;
+            for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {
+                *total += h as u64;
             }
-            Err(e) => {
-                write_error = Some(e);
-                break;
-            }
-        }
-        write_secs += t.elapsed().as_secs_f64();
-    }
-    drop(rx_facts);
-    let normalised = normaliser
-        .join()
-        .map_err(|_| anyhow!("the normaliser thread panicked"))?;
-    let rows_read = reader.finish();
+            progress.advance(n as u64);
+            write_secs += t.elapsed().as_secs_f64();
+            Ok(())
+        },
+    );
     progress.finish();
-    let (normalize_secs, read_secs) = match normalised {
-        Ok(v) => v,
-        Err(e) => return Err(explain_infinite(e, &mut client, &table, plan.hwm)),
-    };
-    if let Some(e) = write_error {
-        return Err(e.context(format!("writing {}", temp.path.display())));
-    }
-    let rows_read = rows_read?;
+    let rows_read = rows_read.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
+    let [users, artists, albums, tracks] = norm.registry.counts();
+    tracing::info!(
+        users,
+        artists,
+        albums,
+        tracks,
+        key_maps_mib = norm.registry.approx_bytes() as f64 / (1 << 20) as f64,
+        "dimension key maps"
+    );
+    drop(norm);
     if rows_read != facts_written {
         bail!("internal error: {rows_read} rows read but {facts_written} written; the new target was not installed");
     }
@@ -367,6 +347,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         partitions: opts.partitions,
         windows: nwindows,
         rows,
+        retries: pipeline::retry::count(),
         seconds: StageSeconds {
             plan: plan_secs,
             read: read_secs,
@@ -382,46 +363,4 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             0.0
         },
     })
-}
-
-/// Replaces the normaliser's per-window report of infinite timestamps by the full list of ids,
-/// asked from PostgreSQL; other errors pass through.
-pub(crate) fn explain_infinite(
-    e: anyhow::Error,
-    client: &mut ReadOnlyClient,
-    table: &SourceTable,
-    hwm: i64,
-) -> anyhow::Error {
-    let Some(inf) = e.downcast_ref::<InfinitePlayedAt>() else {
-        return e;
-    };
-    const SHOW: i64 = 20;
-    let sql = format!(
-        "SELECT id::int8, count(*) OVER () FROM {} WHERE NOT isfinite(played_at) AND id <= $1 ORDER BY id LIMIT {SHOW}",
-        table.sql_name()
-    );
-    match client.query(&sql, &[&hwm]) {
-        Ok(rows) if !rows.is_empty() => {
-            let total: i64 = rows[0].get(1);
-            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            let mut err = InfinitePlayedAt { ids }.to_string();
-            if total > SHOW {
-                err = err.replacen(
-                    "; fix",
-                    &format!(
-                        " and {} more (SELECT id FROM {} WHERE NOT isfinite(played_at)); fix",
-                        total - SHOW,
-                        table.sql_name()
-                    ),
-                    1,
-                );
-            }
-            anyhow!(err)
-        }
-        Ok(_) => anyhow!(inf.to_string()),
-        Err(q) => anyhow!(
-            "{inf} (listing all such rows failed: {})",
-            explain_query_error(&q)
-        ),
-    }
 }

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod bench;
 pub mod demo;
 pub mod load;
+pub mod replace;
 pub mod status;
 pub mod sync;
 pub mod verify;

@@ -10,21 +10,23 @@
 //! the next run completes the work. Updates and deletes of rows at or below the mark are not
 //! seen; `backfill` re-loads date ranges for that.
 
-use super::load::{self, LoadOptions, LoadSummary};
 use super::{StageSeconds, TableRows};
 use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::{window_frame, Normalizer};
+use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{target, writer};
-use crate::source::conn::explain_query_error;
+use crate::source::checks::{check_unique_ids_in, explain_infinite};
+use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{check_unique_ids_in, current_xmin, plan, Recheck, Scope, TimeRange};
-use crate::source::read::{spawn_reader, Reader, ReaderKind};
-use crate::source::seed::PG_MIN_US;
+use crate::source::plan::{current_xmin, plan, ReadPlan, Recheck, Scope, SourceTable};
+use crate::source::query::{TimeRange, PG_MIN_US};
+use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::Connection;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -56,6 +58,7 @@ pub struct SyncOptions {
     pub reader: ReaderKind,
     /// Accept a source other than the target's (`--allow-other-source`).
     pub allow_other_source: bool,
+    pub retry: RetryPolicy,
 }
 
 /// Result of an incremental run (`--json`).
@@ -72,15 +75,9 @@ pub struct SyncSummary {
     /// Existing dimension rows whose NULL mbid/duration got filled.
     pub dimension_rows_updated: u64,
     pub rows_read: u64,
+    /// Transient source faults survived by retrying.
+    pub retries: u64,
     pub seconds: StageSeconds,
-}
-
-/// What `sync` did: a full load (no target yet) or an incremental run.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum SyncOutcome {
-    Loaded(LoadSummary),
-    Synced(SyncSummary),
 }
 
 /// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m` into microseconds.
@@ -129,164 +126,68 @@ fn parse_mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
     }
 }
 
-/// Runs `sync`: a full load when the target does not exist, else an incremental run.
-pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
-    if !opts.target.exists() {
-        let mut summary = load::run(
-            &LoadOptions {
-                source: opts.source.clone(),
-                table: opts.table.clone(),
-                target: opts.target.clone(),
-                partitions: opts.partitions,
-                batch_rows: opts.batch_rows,
-                indexes: opts.indexes,
-                reader: opts.reader,
-                force: false,
-            },
-            progress,
-        )?;
-        if let Cursor::PlayedAt { .. } = opts.cursor {
-            let conn = target::open(&opts.target)?.conn;
-            let max: Option<i64> =
-                conn.query_row("SELECT max(played_at) FROM scrobbles", [], |r| r.get(0))?;
-            if let Some(m) = max {
-                state::set(
-                    &conn,
-                    "played_at_mark",
-                    &m.saturating_mul(1_000_000).to_string(),
-                )?;
-            }
+/// After the full load that a first `sync --cursor played_at` does: the mark is the newest
+/// `played_at` loaded.
+pub fn record_played_at_mark(path: &std::path::Path) -> Result<()> {
+    let target = target::open(path)?;
+    target.write(|conn| {
+        let max: Option<i64> =
+            conn.query_row("SELECT max(played_at) FROM scrobbles", [], |r| r.get(0))?;
+        if let Some(m) = max {
+            state::set(
+                conn,
+                "played_at_mark",
+                &m.saturating_mul(1_000_000).to_string(),
+            )?;
         }
-        summary.mode = "load";
-        return Ok(SyncOutcome::Loaded(summary));
-    }
-    incremental(opts, progress).map(SyncOutcome::Synced)
+        Ok(())
+    })
 }
 
-fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
+/// What a sync reads, planned against the source and the target's marks.
+struct SyncPlan {
+    client: ReadOnlyClient,
+    table: SourceTable,
+    plan: ReadPlan,
+    mark_key: &'static str,
+    mark_before: Option<i64>,
+    mark_after: Option<i64>,
+    /// Ids above this are read (below the mark when a re-check is due).
+    read_after: i64,
+    recheck: Option<Recheck>,
+}
+
+/// Runs an incremental sync of an existing target (a missing target gets a full load first;
+/// the CLI does that with `load`).
+pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     let started = Instant::now();
     let started_at = now_iso();
     let target = target::open(&opts.target)?;
     let conn = &target.conn;
-    let mut client = opts.source.connect_reader()?;
-    let table = opts.table.resolve(&mut client, &opts.source)?;
-
-    // A re-check of ids below the mark that is due now (see `Recheck`): read from its bound.
-    let pending = state::recheck(conn)?;
-    let recheck_due = match (opts.cursor, pending) {
-        (Cursor::Id, Some(r)) => current_xmin(&mut client)? >= r.until_xmin,
-        _ => false,
-    };
-    let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
-        Cursor::Id => {
-            let mark = parse_mark(conn, "hwm")?;
-            let after_id = match (mark, pending) {
-                (Some(m), Some(r)) if recheck_due => {
-                    tracing::info!(
-                        from_id = r.after_id,
-                        "re-reading ids below the mark that transactions running at the last sync may have committed"
-                    );
-                    Some(r.after_id.min(m))
-                }
-                _ => mark,
-            };
-            let scope = Scope {
-                after_id,
-                ..Scope::default()
-            };
-            (scope, "hwm", mark, None)
-        }
-        Cursor::PlayedAt { lookback_us } => {
-            let mark = match parse_mark(conn, "played_at_mark")? {
-                Some(m) => Some(m),
-                None => conn
-                    .query_row("SELECT max(played_at) FROM scrobbles", [], |r| {
-                        r.get::<_, Option<i64>>(0)
-                    })?
-                    .map(|s| s.saturating_mul(1_000_000)),
-            };
-            // The newest played_at up to the server's clock plus FUTURE_SKEW: one row dated
-            // 2099 must not move the mark past every row played today.
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at) AND played_at <= now() + {FUTURE_SKEW_SQL})) * 1000000)::int8, \
-                                count(*) FILTER (WHERE isfinite(played_at) AND played_at > now() + {FUTURE_SKEW_SQL}), \
-                                count(*) FILTER (WHERE NOT isfinite(played_at)) \
-                         FROM {}",
-                        table.sql_name()
-                    ),
-                    &[],
-                )
-                .map_err(|e| anyhow!("cannot read the newest played_at: {}", explain_query_error(&e)))?;
-            let (src_max, future, infinite): (Option<i64>, i64, i64) =
-                (row.get(0), row.get(1), row.get(2));
-            if infinite > 0 {
-                return Err(super::load::explain_infinite(
-                    InfinitePlayedAt { ids: Vec::new() }.into(),
-                    &mut client,
-                    &table,
-                    i64::MAX,
-                ));
-            }
-            if future > 0 {
-                tracing::warn!(
-                    "{future} source row(s) have a played_at more than a day after the server's clock; \
-                     the played_at cursor reaches them only then (load them now with backfill)"
-                );
-            }
-            // From (mark − lookback), inclusive, up to the newest played_at; with nothing to read
-            // (an empty source), the mark stays.
-            let hi = src_max.or(mark);
-            let range = match (hi, mark) {
-                (None, _) => TimeRange::half_open(0, 0),
-                (Some(h), None) => TimeRange::from_until(PG_MIN_US, h),
-                (Some(h), Some(m)) => {
-                    TimeRange::from_until(m.saturating_sub(lookback_us).max(PG_MIN_US), h)
-                }
-            };
-            // Ids repeated inside and outside the range would be merged by the upserts.
-            check_unique_ids_in(&mut client, &table, &range)?;
-            let scope = Scope {
-                played_at: Some(range),
-                ..Scope::default()
-            };
-            let new_mark = match (hi, mark) {
-                (Some(h), Some(m)) => Some(h.max(m)),
-                (h, m) => h.or(m),
-            };
-            (scope, "played_at_mark", mark, new_mark)
-        }
-    };
+    let SyncPlan {
+        mut client,
+        table,
+        plan,
+        mark_key,
+        mark_before,
+        mark_after,
+        read_after,
+        recheck,
+    } = pipeline::step(opts.retry, "planning the sync", progress, || {
+        plan_sync(opts, conn)
+    })?;
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
-    let plan = plan(&mut client, &table, &scope, opts.batch_rows)?;
     let plan_secs = started.elapsed().as_secs_f64();
-    let mark_after = match opts.cursor {
-        Cursor::Id => Some(mark_before.map_or(plan.hwm, |m| m.max(plan.hwm)))
-            .filter(|_| mark_before.is_some() || !plan.slices.is_empty()),
-        Cursor::PlayedAt { .. } => new_mark,
-    };
     tracing::info!(
         ?mark_before,
         ?mark_after,
         est_rows = plan.est_rows,
         "sync planned"
     );
-
-    let recheck = match opts.cursor {
-        Cursor::Id => Recheck::after(
-            plan.snapshot,
-            mark_before.unwrap_or(i64::MIN),
-            pending.filter(|_| !recheck_due),
-        ),
-        Cursor::PlayedAt { .. } => pending,
-    };
-
     // Facts are upserted (a backfill may already hold rows above the mark, a re-check reads
     // rows below it). Rows added are the rows read minus those already present: with the id
     // cursor a primary-key range count of the ids read; with the time cursor the table count,
     // before and after.
-    let read_after = scope.after_id.unwrap_or(i64::MIN);
     let present = |conn: &Connection| -> Result<i64> {
         Ok(match opts.cursor {
             Cursor::Id => conn.query_row(
@@ -306,21 +207,10 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
         let mut norm = Normalizer::new(target::registry_for(conn)?);
         let mut resolver = target::TargetResolver { conn };
         progress.stage("rows synced", Some(plan.est_rows));
-        let windows = plan.windows(opts.partitions);
-        let (rx, reader) = spawn_reader(
-            Reader::new(opts.reader, opts.source.clone(), opts.batch_rows),
-            table.clone(),
-            plan.filter.clone(),
-            windows,
-            1,
-        );
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
-        let (mut new_rows, mut fills) = ([0u64; 4], 0u64);
-        let mut outcome = Ok(());
-        for (i, window) in rx.iter().enumerate() {
-            let step = (|| -> Result<()> {
-                crate::cancel::check()?;
-                let window = window?;
+        let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
+        let reading = Reading::new(&opts.source, &table, opts.reader, opts.batch_rows, opts.retry);
+        let reader_rows = pipeline::run(reading, plan.windows(opts.partitions), progress, |window| {
                 read_s += window.read_time.as_secs_f64();
                 let t = Instant::now();
                 let df = window_frame(window.batches)?;
@@ -340,27 +230,13 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
                 write_s += t.elapsed().as_secs_f64();
                 rows_read += n as u64;
                 progress.advance(n as u64);
+                windows_done += 1;
+                failpoint::in_transaction(windows_done, conn);
                 Ok(())
-            })();
-            if step.is_err() {
-                outcome = step;
-                break;
-            }
-            crate::failpoint::after_window(i + 1);
-            crate::failpoint::in_transaction(i + 1, conn);
-        }
-        drop(rx);
-        let reader_rows = reader.finish();
+            });
         progress.finish();
-        if let Err(e) = outcome {
-            return Err(super::load::explain_infinite(
-                e,
-                &mut client,
-                &table,
-                plan.hwm,
-            ));
-        }
-        let reader_rows = reader_rows?;
+        let reader_rows =
+            reader_rows.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
         if reader_rows != rows_read {
             bail!("internal error: {reader_rows} rows read but {rows_read} written; nothing was committed");
         }
@@ -413,6 +289,7 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
             },
             dimension_rows_updated: fills,
             rows_read,
+            retries: pipeline::retry::count(),
             seconds: StageSeconds {
                 plan: plan_secs,
                 read: read_s,
@@ -425,6 +302,123 @@ fn incremental(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummar
     let mut s = result?;
     s.seconds.total = started.elapsed().as_secs_f64();
     Ok(s)
+}
+
+/// Plans a sync: resolves the source, reads the marks, and plans the read (retried as a whole).
+fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
+    let mut client = opts.source.connect_reader()?;
+    let table = opts.table.resolve(&mut client, &opts.source)?;
+    // A re-check of ids below the mark that is due now (see `Recheck`): read from its bound.
+    let pending = state::recheck(conn)?;
+    let recheck_due = match (opts.cursor, pending) {
+        (Cursor::Id, Some(r)) => current_xmin(&mut client)? >= r.until_xmin,
+        _ => false,
+    };
+    let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
+        Cursor::Id => {
+            let mark = parse_mark(conn, "hwm")?;
+            let after_id = match (mark, pending) {
+                (Some(m), Some(r)) if recheck_due => {
+                    tracing::info!(
+                        from_id = r.after_id,
+                        "re-reading ids below the mark that transactions running at the last sync may have committed"
+                    );
+                    Some(r.after_id.min(m))
+                }
+                _ => mark,
+            };
+            let scope = Scope {
+                after_id,
+                ..Scope::default()
+            };
+            (scope, "hwm", mark, None)
+        }
+        Cursor::PlayedAt { lookback_us } => {
+            let mark = match parse_mark(conn, "played_at_mark")? {
+                Some(m) => Some(m),
+                None => conn
+                    .query_row("SELECT max(played_at) FROM scrobbles", [], |r| {
+                        r.get::<_, Option<i64>>(0)
+                    })?
+                    .map(|s| s.saturating_mul(1_000_000)),
+            };
+            // The newest played_at up to the server's clock plus FUTURE_SKEW: one row dated
+            // 2099 must not move the mark past every row played today.
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT (extract(epoch FROM max(played_at) FILTER (WHERE isfinite(played_at) AND played_at <= now() + {FUTURE_SKEW_SQL})) * 1000000)::int8, \
+                                count(*) FILTER (WHERE isfinite(played_at) AND played_at > now() + {FUTURE_SKEW_SQL}), \
+                                count(*) FILTER (WHERE NOT isfinite(played_at)) \
+                         FROM {}",
+                        table.sql_name()
+                    ),
+                    &[],
+                )
+                .context("cannot read the newest played_at")?;
+            let (src_max, future, infinite): (Option<i64>, i64, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            if infinite > 0 {
+                return Err(explain_infinite(
+                    InfinitePlayedAt { ids: Vec::new() }.into(),
+                    &mut client,
+                    &table,
+                    i64::MAX,
+                ));
+            }
+            if future > 0 {
+                tracing::warn!(
+                    "{future} source row(s) have a played_at more than a day after the server's clock; \
+                     the played_at cursor reaches them only then (load them now with backfill)"
+                );
+            }
+            // From (mark − lookback), inclusive, up to the newest played_at; with nothing to read
+            // (an empty source), the mark stays.
+            let hi = src_max.or(mark);
+            let range = match (hi, mark) {
+                (None, _) => TimeRange::half_open(0, 0),
+                (Some(h), None) => TimeRange::from_until(PG_MIN_US, h),
+                (Some(h), Some(m)) => {
+                    TimeRange::from_until(m.saturating_sub(lookback_us).max(PG_MIN_US), h)
+                }
+            };
+            // Ids repeated inside and outside the range would be merged by the upserts.
+            check_unique_ids_in(&mut client, &table, &range)?;
+            let scope = Scope {
+                played_at: Some(range),
+                ..Scope::default()
+            };
+            let new_mark = match (hi, mark) {
+                (Some(h), Some(m)) => Some(h.max(m)),
+                (h, m) => h.or(m),
+            };
+            (scope, "played_at_mark", mark, new_mark)
+        }
+    };
+    let plan = plan(&mut client, &table, &scope, opts.batch_rows)?;
+    let mark_after = match opts.cursor {
+        Cursor::Id => Some(mark_before.map_or(plan.hwm, |m| m.max(plan.hwm)))
+            .filter(|_| mark_before.is_some() || !plan.slices.is_empty()),
+        Cursor::PlayedAt { .. } => new_mark,
+    };
+    let recheck = match opts.cursor {
+        Cursor::Id => Recheck::after(
+            plan.snapshot,
+            mark_before.unwrap_or(i64::MIN),
+            pending.filter(|_| !recheck_due),
+        ),
+        Cursor::PlayedAt { .. } => pending,
+    };
+    Ok(SyncPlan {
+        client,
+        table,
+        read_after: scope.after_id.unwrap_or(i64::MIN),
+        plan,
+        mark_key,
+        mark_before,
+        mark_after,
+        recheck,
+    })
 }
 
 /// Refuses a `--lookback` without the time cursor, and the like.

@@ -7,21 +7,26 @@
 //! NULL album as `N`, so `''` and NULL — and any shift of text between fields — hash apart.
 
 use super::attributes;
-use super::backfill::{job_key, replace_windows};
+use super::replace::{job_key, replace_windows, ReadSettings};
 use super::windows::By;
 use crate::normalize::frames::InfinitePlayedAt;
+use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::{self, failpoint};
 use crate::progress::Progress;
 use crate::sink::target;
-use crate::source::conn::explain_query_error;
+use crate::source::checks::explain_infinite;
+use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, ts_sql, SourceTable};
+use crate::source::plan::{partition_slices, SourceTable};
+use crate::source::query::{Filter, TimeRange};
 use crate::source::SourceUrl;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use md5::{Digest, Md5};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Exit code of `verify` when windows differ (errors exit with 1, usage errors with 2).
@@ -41,6 +46,7 @@ pub struct VerifyOptions {
     pub partitions: usize,
     /// With `repair`: accept a source other than the target's (`--allow-other-source`).
     pub allow_other_source: bool,
+    pub retry: RetryPolicy,
 }
 
 /// Count and hash sum of one window on one side.
@@ -77,6 +83,8 @@ pub struct VerifyReport {
     /// With `--repair`: dimension rows whose attributes were set from the source.
     pub attributes_repaired: u64,
     pub after_repair: Option<Box<VerifyReport>>,
+    /// Transient source faults survived by retrying (so far in this run).
+    pub retries: u64,
     pub seconds: f64,
 }
 
@@ -161,24 +169,6 @@ fn pg_row_md5(utf8_server: bool) -> String {
     }
 }
 
-/// The SQL condition on `played_at` for the verified range (PostgreSQL), starting with AND.
-fn pg_range(from: Option<i64>, to: Option<i64>) -> String {
-    let mut c = String::new();
-    if let Some(f) = from {
-        c.push_str(&format!(
-            " AND played_at >= {}",
-            ts_sql(f.saturating_mul(1_000_000))
-        ));
-    }
-    if let Some(t) = to {
-        c.push_str(&format!(
-            " AND played_at < {}",
-            ts_sql(t.saturating_mul(1_000_000))
-        ));
-    }
-    c
-}
-
 /// Joins scoped worker threads in order, turning a panic into an error.
 fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Vec<Result<T>> {
     handles
@@ -190,66 +180,85 @@ fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Ve
         .collect()
 }
 
-/// Per-window digests of the source, computed by PostgreSQL over `partitions` connections.
+/// Per-window digests of the source, computed by PostgreSQL: `partitions` workers, each with
+/// its own connection, hash id slices in turn (a transient fault retries that slice).
 fn source_digests(
-    url: &SourceUrl,
+    opts: &VerifyOptions,
     table: &SourceTable,
-    by: By,
-    from: Option<i64>,
-    to: Option<i64>,
-    partitions: usize,
+    progress: &dyn Progress,
 ) -> Result<BTreeMap<i64, Digest64>> {
-    let mut client = url.connect_reader()?;
-    let est = plan_full(&mut client, table, usize::MAX)?.est_rows.max(1) as usize;
-    let slices = plan_full(&mut client, table, est.div_ceil(partitions.max(1)))?.slices;
-    let range = pg_range(from, to);
-    // Rows without a finite played_at belong to no window: they would be left out of both
-    // sides' counts and look equal, so they are an error here as in every other mode.
-    let infinite: i64 = client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {} WHERE NOT isfinite(played_at)",
-                table.sql_name()
-            ),
-            &[],
-        )
-        .map_err(|e| anyhow!("verifying the source failed: {}", explain_query_error(&e)))?
-        .get(0);
-    if infinite > 0 {
-        return Err(super::load::explain_infinite(
-            InfinitePlayedAt { ids: Vec::new() }.into(),
-            &mut client,
-            table,
-            i64::MAX,
-        ));
-    }
-    let utf8: String = client
-        .query_one("SELECT current_setting('server_encoding')", &[])
-        .map_err(|e| anyhow!("verifying the source failed: {}", explain_query_error(&e)))?
-        .get(0);
-    let row_md5 = pg_row_md5(utf8.eq_ignore_ascii_case("UTF8"));
+    let url = &opts.source;
+    let workers = opts.partitions.max(1);
+    let (slices, row_md5) =
+        pipeline::step(opts.retry, "planning the verification", progress, || {
+            let mut client = url.connect_reader()?;
+            // More slices than workers, so that a retry redoes little.
+            let slices = partition_slices(&mut client, table, workers * 4)?;
+            // Rows without a finite played_at belong to no window: they would be left out of both
+            // sides' counts and look equal, so they are an error here as in every other mode.
+            let infinite: i64 = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE NOT isfinite(played_at)",
+                        table.sql_name()
+                    ),
+                    &[],
+                )
+                .context("verifying the source failed")?
+                .get(0);
+            if infinite > 0 {
+                return Err(explain_infinite(
+                    InfinitePlayedAt { ids: Vec::new() }.into(),
+                    &mut client,
+                    table,
+                    i64::MAX,
+                ));
+            }
+            let encoding: String = client
+                .query_one("SELECT current_setting('server_encoding')", &[])
+                .context("verifying the source failed")?
+                .get(0);
+            Ok((slices, pg_row_md5(encoding.eq_ignore_ascii_case("UTF8"))))
+        })?;
+    let filter = Filter::played_at(TimeRange::seconds(opts.from, opts.to));
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let results: Vec<Result<Vec<(i64, i64, String)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = slices
-            .iter()
-            .map(|slice| {
-                let sql = format!(
-                    "SELECT {w} AS w, count(*), \
-                            sum(('x' || substr({row_md5}, 1, 16))::bit(64)::int8::numeric)::text \
-                     FROM {t} WHERE id BETWEEN {a} AND {b} AND isfinite(played_at){range} GROUP BY 1",
-                    w = by.pg_key_expr(),
-                    t = table.sql_name(),
-                    a = slice.lo,
-                    b = slice.hi,
-                );
-                s.spawn(move || -> Result<Vec<(i64, i64, String)>> {
-                    let mut c = url.connect_reader()?;
-                    let rows = c.query(&sql, &[]).map_err(|e| {
-                        anyhow!("verifying the source failed: {}", explain_query_error(&e))
-                    })?;
-                    Ok(rows
-                        .iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2)))
-                        .collect())
+        let handles: Vec<_> = (0..workers.min(slices.len()))
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(i64, i64, String)>> {
+                    let mut client: Option<ReadOnlyClient> = None;
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(slice) = slices.get(i) else {
+                            return Ok(out);
+                        };
+                        let sql = format!(
+                            "SELECT {w} AS w, count(*), \
+                                    sum(('x' || substr({row_md5}, 1, 16))::bit(64)::int8::numeric)::text \
+                             FROM {t} WHERE {cond} AND isfinite(played_at) GROUP BY 1",
+                            w = opts.by.pg_key_expr(),
+                            t = table.sql_name(),
+                            cond = filter.where_sql(*slice),
+                        );
+                        let what = format!("hashing ids {} to {} of the source", slice.lo, slice.hi);
+                        let rows = pipeline::step(opts.retry, &what, progress, || {
+                            let r = (|| {
+                                if client.is_none() {
+                                    client = Some(url.connect_reader()?);
+                                }
+                                let c = client.as_mut().expect("connected above");
+                                c.query(&sql, &[]).context("verifying the source failed")
+                            })();
+                            if r.is_err() {
+                                client = None;
+                            }
+                            r
+                        })?;
+                        out.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+                        failpoint::pause(done.fetch_add(1, Ordering::SeqCst) + 1);
+                    }
                 })
             })
             .collect();
@@ -488,20 +497,17 @@ fn compare(
     (keys.len(), diffs)
 }
 
-fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport> {
+fn verify_once(
+    opts: &VerifyOptions,
+    table: &SourceTable,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let t = Instant::now();
     // Both sides at once: PostgreSQL works in its backends while this process hashes the target.
     let (src, dst) = std::thread::scope(|s| {
         let src = s.spawn(|| {
             let t = Instant::now();
-            let r = source_digests(
-                &opts.source,
-                table,
-                opts.by,
-                opts.from,
-                opts.to,
-                opts.partitions,
-            );
+            let r = source_digests(opts, table, progress);
             tracing::info!(seconds = t.elapsed().as_secs_f64(), "source hashed");
             r
         });
@@ -519,7 +525,12 @@ fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport
     // Attributes belong to whole entities, not windows: checked when the whole range is.
     let attributes_differ = if opts.from.is_none() && opts.to.is_none() {
         let t = Instant::now();
-        let src = attributes::source_digests(&opts.source, table)?;
+        let src = pipeline::step(
+            opts.retry,
+            "reading the source's attributes",
+            progress,
+            || attributes::source_digests(&opts.source, table),
+        )?;
         let dst = attributes::target_digests(&target::open_read_only(&opts.target)?)?;
         tracing::info!(seconds = t.elapsed().as_secs_f64(), "attributes compared");
         attributes::differing(&src, &dst)
@@ -537,6 +548,7 @@ fn verify_once(opts: &VerifyOptions, table: &SourceTable) -> Result<VerifyReport
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,
+        retries: pipeline::retry::count(),
         seconds: t.elapsed().as_secs_f64(),
     })
 }
@@ -546,10 +558,11 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
         super::windows::check_range(f, t)?;
     }
-    let table = opts
-        .table
-        .resolve(&mut opts.source.connect_reader()?, &opts.source)?;
-    let mut report = verify_once(opts, &table)?;
+    let table = pipeline::step(opts.retry, "resolving the source", progress, || {
+        opts.table
+            .resolve(&mut opts.source.connect_reader()?, &opts.source)
+    })?;
+    let mut report = verify_once(opts, &table, progress)?;
     if opts.repair && !report.all_equal() {
         let started = Instant::now();
         let started_at = crate::sink::state::now_iso();
@@ -577,9 +590,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 &opts.source,
                 &table,
                 &windows,
-                crate::source::read::ReadSettings {
+                ReadSettings {
                     partitions: opts.partitions,
                     reader: Default::default(),
+                    retry: opts.retry,
                 },
                 &job,
                 progress,
@@ -587,7 +601,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
             new_rows = totals.new_rows;
         }
         if !report.attributes_differ.is_empty() {
-            report.attributes_repaired = attributes::refresh(&target, &opts.source, &table)?;
+            report.attributes_repaired =
+                pipeline::step(opts.retry, "repairing attributes", progress, || {
+                    attributes::refresh(&target, &opts.source, &table)
+                })?;
         }
         let facts_after = count(&target)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
@@ -610,8 +627,9 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         })?;
         drop(target);
         report.repaired = report.differing.iter().map(|d| d.window.clone()).collect();
-        report.after_repair = Some(Box::new(verify_once(opts, &table)?));
+        report.after_repair = Some(Box::new(verify_once(opts, &table, progress)?));
     }
+    report.retries = pipeline::retry::count();
     Ok(report)
 }
 

@@ -189,7 +189,15 @@ impl SourceUrl {
             .as_str()
             .parse()
             .map_err(|e| anyhow!("invalid source URL ({e}); check its parameters"))?;
-        cfg.connect_timeout(Duration::from_secs(10));
+        // A server that never answers must become an error, not a hang: a connect timeout
+        // (`connect_timeout` in the URL wins) and TCP keepalives, so a dead peer is noticed.
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        cfg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
         if cfg.get_application_name().is_none() {
             cfg.application_name("scrobsync");
         }
@@ -220,8 +228,9 @@ impl SourceUrl {
     fn connect_with(&self, cfg: &postgres::Config) -> Result<postgres::Client> {
         use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
         use postgres::config::SslMode;
+        let limit = *cfg.get_connect_timeout().unwrap_or(&CONNECT_TIMEOUT);
         let result = if cfg.get_ssl_mode() == SslMode::Disable {
-            cfg.connect(postgres::NoTls)
+            connect_within(cfg.clone(), postgres::NoTls, limit)
         } else {
             let mut b = SslConnector::builder(SslMethod::tls())
                 .map_err(|e| anyhow!("cannot set up TLS: {e}"))?;
@@ -243,10 +252,151 @@ impl SourceUrl {
                     Ok(())
                 });
             }
-            cfg.connect(tls)
+            connect_within(cfg.clone(), tls, limit)
         };
-        result.map_err(|e| explain_connect_error(&e, self))
+        match result {
+            Some(r) => r.map_err(|e| explain_connect_error(&e, self)),
+            None => Err(SourceError {
+                msg: format!(
+                    "cannot connect to PostgreSQL at {}: no answer within {} s; check that the server is up (connect_timeout in the URL sets the limit)",
+                    self.host_port(),
+                    limit.as_secs()
+                ),
+                transient: true,
+                code: None,
+            }
+            .into()),
+        }
     }
+}
+
+/// How long a connection attempt may take, unless the URL says `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects on a helper thread and gives up after `limit` (plus a second): the client's own
+/// timeout covers the TCP connect only, not a server that accepts and then never answers.
+/// `None`: no answer in time (the helper thread ends when the peer closes).
+fn connect_within<T>(
+    cfg: postgres::Config,
+    tls: T,
+    limit: Duration,
+) -> Option<Result<postgres::Client, postgres::Error>>
+where
+    T: postgres::tls::MakeTlsConnect<postgres::Socket> + Send + 'static,
+    T::TlsConnect: Send,
+    T::Stream: Send,
+    <T::TlsConnect as postgres::tls::TlsConnect<postgres::Socket>>::Future: Send,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("scrobsync-connect".into())
+        .spawn(move || {
+            let _ = tx.send(cfg.connect(tls));
+        })
+        .ok()?;
+    rx.recv_timeout(limit + Duration::from_secs(1)).ok()
+}
+
+/// An error of the source: the server's reason in one line (with its SQLSTATE), and whether it
+/// is transient — worth retrying (see [`SourceError::transient`]).
+#[derive(Debug)]
+pub struct SourceError {
+    msg: String,
+    /// A connection refused, reset or closed, the server shutting down or starting
+    /// (57P01–57P03), a connection exception (class 08), too many connections (53300), a
+    /// serialization failure or deadlock (40001, 40P01). Never a syntax, permission or data error.
+    pub transient: bool,
+    pub code: Option<SqlState>,
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+impl From<postgres::Error> for SourceError {
+    fn from(e: postgres::Error) -> Self {
+        Self {
+            msg: describe_error(&e),
+            transient: is_transient_chain(&e),
+            code: e.code().cloned(),
+        }
+    }
+}
+
+impl SourceError {
+    /// Classifies any error by its causes (a COPY stream's `io::Error`, connectorx's error),
+    /// with `msg` as what to show.
+    pub fn from_chain(e: &(dyn std::error::Error + 'static), msg: String) -> Self {
+        let mut code = None;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(pg) = err.downcast_ref::<postgres::Error>() {
+                code = pg.code().cloned();
+                break;
+            }
+            cur = err.source();
+        }
+        Self {
+            msg,
+            transient: is_transient_chain(e),
+            code,
+        }
+    }
+}
+
+/// Whether an error (of any mode) is a transient fault of the source, worth retrying.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<SourceError>().is_some_and(|s| s.transient))
+}
+
+fn transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+    ) || code.starts_with("08")
+}
+
+fn is_transient_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(db) = err.downcast_ref::<postgres::error::DbError>() {
+            return transient_code(db.code().code());
+        }
+        if let Some(pg) = err.downcast_ref::<postgres::Error>() {
+            if let Some(db) = pg.as_db_error() {
+                return transient_code(db.code().code());
+            }
+            if pg.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
+                    | UnexpectedEof
+                    | NotConnected
+                    | TimedOut
+            ) {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                return is_transient_chain(inner);
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A source connection that can only read.
@@ -265,26 +415,18 @@ impl ReadOnlyClient {
     fn in_read_only<T>(
         &mut self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
-    ) -> Result<T, postgres::Error> {
+    ) -> Result<T, SourceError> {
         let mut tx = self.0.build_transaction().read_only(true).start()?;
         let out = f(&mut tx)?;
         tx.commit()?;
         Ok(out)
     }
 
-    pub fn query(
-        &mut self,
-        sql: &str,
-        params: Params,
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+    pub fn query(&mut self, sql: &str, params: Params) -> Result<Vec<postgres::Row>, SourceError> {
         self.in_read_only(|tx| tx.query(sql, params))
     }
 
-    pub fn query_one(
-        &mut self,
-        sql: &str,
-        params: Params,
-    ) -> Result<postgres::Row, postgres::Error> {
+    pub fn query_one(&mut self, sql: &str, params: Params) -> Result<postgres::Row, SourceError> {
         self.in_read_only(|tx| tx.query_one(sql, params))
     }
 
@@ -292,7 +434,7 @@ impl ReadOnlyClient {
         &mut self,
         sql: &str,
         params: Params,
-    ) -> Result<Option<postgres::Row>, postgres::Error> {
+    ) -> Result<Option<postgres::Row>, SourceError> {
         self.in_read_only(|tx| tx.query_opt(sql, params))
     }
 
@@ -303,7 +445,7 @@ impl ReadOnlyClient {
         mut f: impl FnMut(&postgres::Row) -> Result<()>,
     ) -> Result<()> {
         use postgres::fallible_iterator::FallibleIterator;
-        let err = |e: postgres::Error| anyhow!("{}", explain_query_error(&e));
+        let err = SourceError::from;
         let mut tx = self
             .0
             .build_transaction()
@@ -321,7 +463,7 @@ impl ReadOnlyClient {
     }
 
     /// Prepares (parses and describes) a statement, for its column names and types.
-    pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+    pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, SourceError> {
         self.in_read_only(|tx| tx.prepare(sql))
     }
 
@@ -336,15 +478,12 @@ impl ReadOnlyClient {
             .build_transaction()
             .read_only(true)
             .start()
-            .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+            .map_err(SourceError::from)?;
         let out = {
-            let mut reader = tx
-                .copy_out(sql)
-                .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+            let mut reader = tx.copy_out(sql).map_err(SourceError::from)?;
             read(&mut reader)?
         };
-        tx.commit()
-            .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+        tx.commit().map_err(SourceError::from)?;
         Ok(out)
     }
 }
@@ -362,30 +501,30 @@ impl fmt::Display for SourceUrl {
 }
 
 /// Maps a connection error to a message that names the problem and the fix.
-fn explain_connect_error(e: &postgres::Error, url: &SourceUrl) -> anyhow::Error {
+fn connect_message(e: &postgres::Error, url: &SourceUrl) -> String {
     let where_ = url.host_port();
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if *code == SqlState::INVALID_PASSWORD {
-            return anyhow!(
+            return format!(
                 "PostgreSQL at {where_} rejected the login for user '{}': wrong password; fix the password in the source URL",
                 url.raw.username()
             );
         }
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            return anyhow!(
+            return format!(
                 "PostgreSQL at {where_} refused user '{}' ({}); check the user name in the source URL and pg_hba.conf",
                 url.raw.username(),
                 one_line(db.message())
             );
         }
         if *code == SqlState::INVALID_CATALOG_NAME {
-            return anyhow!(
+            return format!(
                 "database '{}' does not exist on {where_}; create it or fix the database name in the source URL",
                 url.database()
             );
         }
-        return anyhow!(
+        return format!(
             "cannot connect to PostgreSQL at {where_}: {}",
             one_line(db.message())
         );
@@ -395,23 +534,33 @@ fn explain_connect_error(e: &postgres::Error, url: &SourceUrl) -> anyhow::Error 
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => anyhow!(
+                std::io::ErrorKind::ConnectionRefused => format!(
                     "cannot connect to PostgreSQL at {where_}: connection refused; start the server or fix host/port in the source URL"
                 ),
-                std::io::ErrorKind::TimedOut => anyhow!(
+                std::io::ErrorKind::TimedOut => format!(
                     "cannot connect to PostgreSQL at {where_}: timed out; check that the host is reachable"
                 ),
-                _ => anyhow!("cannot connect to PostgreSQL at {where_}: {}", one_line(&io.to_string())),
+                _ => format!("cannot connect to PostgreSQL at {where_}: {}", one_line(&io.to_string())),
             };
         }
         source = s.source();
     }
     if text.contains("password missing") {
-        return anyhow!(
+        return format!(
             "PostgreSQL at {where_} asks for a password and the source URL has none; add it as postgresql://USER:PASSWORD@HOST/DB"
         );
     }
-    anyhow!("cannot connect to PostgreSQL at {where_}: {text}")
+    format!("cannot connect to PostgreSQL at {where_}: {text}")
+}
+
+/// A connection error as a [`SourceError`]: one actionable line, classified for retries.
+fn explain_connect_error(e: &postgres::Error, url: &SourceUrl) -> anyhow::Error {
+    SourceError {
+        msg: connect_message(e, url),
+        transient: is_transient_chain(e),
+        code: e.code().cloned(),
+    }
+    .into()
 }
 
 /// Collapses a message to one line (server messages may carry DETAIL/HINT lines).
@@ -421,8 +570,11 @@ pub fn one_line(s: &str) -> String {
 
 /// Describes a query error from the server in one line, with the server's own words and its
 /// SQLSTATE (`division by zero (SQLSTATE 22012)`).
-pub fn explain_query_error(e: &postgres::Error) -> String {
-    describe_error(e)
+pub fn explain_query_error(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<SourceError>() {
+        Some(s) => s.msg.clone(),
+        None => describe_error(e),
+    }
 }
 
 /// Describes any error in one line, looking through its causes (an `io::Error` from a COPY

@@ -14,9 +14,9 @@
 //! polars imports the same way), so everything after the reader is shared, and the connectorx
 //! reader stays available (`--reader connectorx`) and is tested against this one.
 
-use super::conn::{describe_error, explain_query_error, ReadOnlyClient, SourceUrl};
-use super::plan::{Slice, SourceTable};
-use super::read::slice_query;
+use super::conn::{describe_error, ReadOnlyClient, SourceError, SourceUrl};
+use super::mapping::SourceTable;
+use super::query::{slice_query, Filter, Slice};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
@@ -343,7 +343,7 @@ fn copy_query(
             loop {
                 let chunk = reader
                     .fill_buf()
-                    .map_err(|e| anyhow!("{}", describe_error(&e)))?;
+                    .map_err(|e| SourceError::from_chain(&e, describe_error(&e)))?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -386,11 +386,16 @@ impl CopyReader {
         }
     }
 
+    /// Drops the connections (after a failure: the next window connects afresh).
+    pub fn reset(&mut self) {
+        self.clients.clear();
+    }
+
     /// Reads one window: one COPY per slice, in parallel on as many connections.
     pub fn read_window(
         &mut self,
         table: &SourceTable,
-        filter: &str,
+        filter: &Filter,
         slices: &[Slice],
     ) -> Result<Vec<RecordBatch>> {
         while self.clients.len() < slices.len() {
@@ -398,15 +403,13 @@ impl CopyReader {
         }
         let queries: Vec<String> = slices
             .iter()
-            .map(|s| slice_query(table, filter, *s))
+            .map(|s| slice_query(table, *s, filter))
             .collect();
         if self.columns.is_none() {
             let Some(first) = queries.first() else {
                 return Ok(Vec::new());
             };
-            let stmt = self.clients[0]
-                .prepare(first)
-                .map_err(|e| anyhow!("{}", explain_query_error(&e)))?;
+            let stmt = self.clients[0].prepare(first)?;
             let mut names = Vec::new();
             let mut kinds = Vec::new();
             for c in stmt.columns() {

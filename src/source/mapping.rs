@@ -7,10 +7,10 @@
 //! checked against what the field needs before anything is written, and errors name the field
 //! and the column.
 
-use super::conn::{explain_query_error, ReadOnlyClient, SourceUrl};
+use super::conn::{explain_query_error, ReadOnlyClient, SourceError, SourceUrl};
 use super::{quote_ident, quote_table, COLUMNS};
 use crate::config::{PlayedAtType, SourceConfig, FIELDS};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use postgres::error::SqlState;
 use postgres::types::Type;
 use serde::Serialize;
@@ -165,6 +165,19 @@ fn field_sql(field: &str, e: Option<&str>, pat: PlayedAtType, tz: Option<&str>) 
     format!("{v} AS {field}")
 }
 
+/// Interprets a failed check with `f`, unless the failure is a transient fault of the
+/// connection (then it is passed on as it is, to be retried, not explained as a wrong mapping).
+fn unless_transient(
+    e: SourceError,
+    f: impl FnOnce(&SourceError) -> anyhow::Error,
+) -> anyhow::Error {
+    if e.transient {
+        e.into()
+    } else {
+        f(&e)
+    }
+}
+
 fn missing_table(name: &str, url: &SourceUrl, msg: &str) -> anyhow::Error {
     anyhow!(
         "source table '{name}' not found in database '{}' ({msg}); create it (e.g. `scrobsync seed`), fix the name, or point --source at the right database",
@@ -191,7 +204,7 @@ impl SourceSpec {
                 if let Some(tz) = &c.timezone {
                     client
                         .query_one("SELECT now() AT TIME ZONE $1", &[tz])
-                        .map_err(|e| anyhow!("timezone '{tz}' is not known to PostgreSQL ({}); use a name such as Europe/Berlin", explain_query_error(&e)))?;
+                        .map_err(|e| unless_transient(e, |e| anyhow!("timezone '{tz}' is not known to PostgreSQL ({}); use a name such as Europe/Berlin", explain_query_error(e))))?;
                 }
                 let (table, resolved) = match (&c.table, &c.query) {
                     (Some(t), _) => resolve_table(c, t, client, url)?,
@@ -204,9 +217,7 @@ impl SourceSpec {
                         &format!("SELECT 1 FROM {} WHERE id IS NULL LIMIT 1", table.relation),
                         &[],
                     )
-                    .map_err(|e| {
-                        anyhow!("checking the mapped id failed: {}", explain_query_error(&e))
-                    })?;
+                    .context("checking the mapped id failed")?;
                 if null_id.is_some() {
                     let src = resolved
                         .fields
@@ -227,8 +238,9 @@ fn resolve_default(
     let table = SourceTable::default();
     let stmt = match client.prepare(&format!("{} LIMIT 0", table.select_sql())) {
         Ok(s) => s,
+        Err(e) if e.transient => return Err(e.into()),
         Err(e) => {
-            let code = e.code().cloned();
+            let code = e.code.clone();
             let msg = explain_query_error(&e);
             return Err(if code == Some(SqlState::UNDEFINED_TABLE) {
                 missing_table(&table.name, url, &msg)
@@ -282,7 +294,9 @@ fn resolve_table(
     let cols: Vec<(String, Type)> = {
         let stmt = client
             .prepare(&format!("SELECT * FROM {quoted} LIMIT 0"))
-            .map_err(|e| missing_table(name, url, &explain_query_error(&e)))?;
+            .map_err(|e| {
+                unless_transient(e, |e| missing_table(name, url, &explain_query_error(e)))
+            })?;
         stmt.columns()
             .iter()
             .map(|c| (c.name().to_string(), c.type_().clone()))
@@ -303,12 +317,12 @@ fn resolve_table(
                     // Not a column name: an SQL expression over the table.
                     let stmt = client
                         .prepare(&format!("SELECT ({e}) FROM {quoted} LIMIT 0"))
-                        .map_err(|err| {
+                        .map_err(|err| unless_transient(err, |err| {
                             anyhow!(
                                 "field {field}: `{e}` is neither a column of {name} nor a valid expression ({}); fix [source.columns] {field}",
-                                explain_query_error(&err)
+                                explain_query_error(err)
                             )
-                        })?;
+                        }))?;
                     (Some(format!("({e})")), Some(stmt.columns()[0].type_().clone()))
                 }
             },
@@ -371,12 +385,7 @@ fn resolve_query(
     let query = query.trim().trim_end_matches(';');
     let stmt = client
         .prepare(&format!("SELECT * FROM ({query}) AS q LIMIT 0"))
-        .map_err(|e| {
-            anyhow!(
-                "the [source] query does not run: {}",
-                explain_query_error(&e)
-            )
-        })?;
+        .context("the [source] query does not run")?;
     let cols: Vec<(String, Type)> = stmt
         .columns()
         .iter()

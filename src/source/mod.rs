@@ -1,11 +1,14 @@
 //! The PostgreSQL side: connection handling, planning of partitioned reads, the connectorx
 //! readers, and the demo-data generator.
 
+pub mod checks;
 pub mod conn;
+pub mod connectorx;
 pub mod copy;
 pub mod identity;
 pub mod mapping;
 pub mod plan;
+pub mod query;
 pub mod read;
 pub mod seed;
 

@@ -5,23 +5,17 @@
 //! slice is bounded by the high-water mark taken once at the start, so rows inserted while a
 //! run is going wait for the next run instead of making slices inconsistent.
 
-use super::conn::{explain_query_error, ReadOnlyClient};
-use anyhow::{anyhow, bail, Context, Result};
+use super::conn::ReadOnlyClient;
+use anyhow::{bail, Context, Result};
 
 pub use super::mapping::SourceTable;
-
-/// An inclusive id range `[lo, hi]` read by one partition query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slice {
-    pub lo: i64,
-    pub hi: i64,
-}
+pub use super::query::{Filter, Slice, TimeRange, WindowSpec};
 
 /// What a run will read: all ids in `[min_id, hwm]` that pass `filter`, cut into slices.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
-    /// Extra SQL condition every read query carries (`""` or `" AND …"`).
-    pub filter: String,
+    /// The condition every read query carries besides its id slice.
+    pub filter: Filter,
     pub min_id: i64,
     /// The high-water mark: the greatest id this run reads.
     pub hwm: i64,
@@ -102,12 +96,7 @@ pub fn snapshot_and_max_id(
             ),
             &[],
         )
-        .map_err(|e| {
-            anyhow!(
-                "cannot read the source's snapshot: {}",
-                explain_query_error(&e)
-            )
-        })?;
+        .context("cannot read the source's snapshot")?;
     Ok((
         Snapshot {
             xmin: row.get(0),
@@ -117,59 +106,6 @@ pub fn snapshot_and_max_id(
     ))
 }
 
-/// Refuses a source where some row with `played_at` in `range` shares its id with another row
-/// (anywhere): a time-window read cannot see the other copy, and an upsert would silently keep
-/// one of the two. Skipped when a unique index on the default table's `id` rules it out.
-pub fn check_unique_ids_in(
-    client: &mut ReadOnlyClient,
-    table: &SourceTable,
-    range: &TimeRange,
-) -> Result<()> {
-    if !table.mapped {
-        let unique: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_index i
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                  WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1
-                    AND i.indpred IS NULL AND a.attname = 'id')",
-                &[&table.name],
-            )
-            .map_err(|e| {
-                anyhow!(
-                    "checking the source's ids failed: {}",
-                    explain_query_error(&e)
-                )
-            })?
-            .get(0);
-        if unique {
-            return Ok(());
-        }
-    }
-    let t = table.sql_name();
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT id::int8, count(*) FROM {t} WHERE id IN (SELECT id FROM {t} WHERE {}) \
-                 GROUP BY id HAVING count(*) > 1 LIMIT 1",
-                range.sql()
-            ),
-            &[],
-        )
-        .map_err(|e| {
-            anyhow!(
-                "checking the source's ids failed: {}",
-                explain_query_error(&e)
-            )
-        })?;
-    if let Some(r) = row {
-        let (id, n): (i64, i64) = (r.get(0), r.get(1));
-        bail!(
-            "the source has duplicate ids (e.g. id {id}, {n} rows); ids must be unique: add a primary key or unique index on id, or fix the mapping's id, and run again"
-        );
-    }
-    Ok(())
-}
-
 /// The oldest writing transaction still running (or the next xid when none is).
 pub fn current_xmin(client: &mut ReadOnlyClient) -> Result<i64> {
     Ok(client
@@ -177,12 +113,7 @@ pub fn current_xmin(client: &mut ReadOnlyClient) -> Result<i64> {
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
             &[],
         )
-        .map_err(|e| {
-            anyhow!(
-                "cannot read the source's snapshot: {}",
-                explain_query_error(&e)
-            )
-        })?
+        .context("cannot read the source's snapshot")?
         .get(0))
 }
 
@@ -214,10 +145,13 @@ pub fn settled_max_id(
 
 impl ReadPlan {
     /// Groups consecutive slices into windows of `partitions` slices, read in parallel.
-    pub fn windows(&self, partitions: usize) -> Vec<Vec<Slice>> {
+    pub fn windows(&self, partitions: usize) -> Vec<WindowSpec> {
         self.slices
             .chunks(partitions.max(1))
-            .map(|c| c.to_vec())
+            .map(|c| WindowSpec {
+                slices: c.to_vec(),
+                filter: self.filter.clone(),
+            })
             .collect()
     }
 }
@@ -260,62 +194,6 @@ pub struct Scope {
     pub played_at: Option<TimeRange>,
 }
 
-/// A range of `played_at` values in Unix microseconds, each end open or closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub lo: i64,
-    pub lo_inclusive: bool,
-    pub hi: i64,
-    pub hi_inclusive: bool,
-}
-
-impl TimeRange {
-    /// `[lo, hi]`: what a time-cursor sync reads (from the mark minus the lookback).
-    pub fn from_until(lo: i64, hi: i64) -> Self {
-        Self {
-            lo,
-            lo_inclusive: true,
-            hi,
-            hi_inclusive: true,
-        }
-    }
-
-    /// `[lo, hi)`: a backfill or verify window.
-    pub fn half_open(lo: i64, hi: i64) -> Self {
-        Self {
-            lo,
-            lo_inclusive: true,
-            hi,
-            hi_inclusive: false,
-        }
-    }
-
-    /// The SQL condition on `played_at` (without a leading AND).
-    pub fn sql(&self) -> String {
-        format!(
-            "played_at {} {} AND played_at {} {}",
-            if self.lo_inclusive { ">=" } else { ">" },
-            ts_sql(self.lo),
-            if self.hi_inclusive { "<=" } else { "<" },
-            ts_sql(self.hi)
-        )
-    }
-}
-
-/// SQL for a `timestamptz` given in Unix microseconds, exact at any magnitude.
-pub fn ts_sql(us: i64) -> String {
-    format!("(timestamptz 'epoch' + {us}::int8 * interval '1 microsecond')")
-}
-
-impl Scope {
-    fn filter_sql(&self) -> String {
-        match self.played_at {
-            Some(r) => format!(" AND {}", r.sql()),
-            None => String::new(),
-        }
-    }
-}
-
 /// Plans a full read of `table`: high-water mark, row estimate and balanced slices of about
 /// `rows_per_slice` rows each.
 pub fn plan_full(
@@ -326,6 +204,17 @@ pub fn plan_full(
     plan(client, table, &Scope::default(), rows_per_slice)
 }
 
+/// Id slices of the whole table for `partitions` parallel queries (backfill and verify read
+/// every time window through the same slices).
+pub fn partition_slices(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+    partitions: usize,
+) -> Result<Vec<Slice>> {
+    let est = plan_full(client, table, usize::MAX)?.est_rows.max(1) as usize;
+    Ok(plan_full(client, table, est.div_ceil(partitions.max(1)))?.slices)
+}
+
 /// Plans a read of the rows of `table` in `scope`.
 pub fn plan(
     client: &mut ReadOnlyClient,
@@ -334,14 +223,15 @@ pub fn plan(
     rows_per_slice: usize,
 ) -> Result<ReadPlan> {
     let t = table.sql_name();
-    let filter = scope.filter_sql();
-    let range_err = |e: postgres::Error| {
-        anyhow!(
-            "cannot read id range of '{}': {}",
-            table.name,
-            explain_query_error(&e)
-        )
+    let filter = Filter {
+        played_at: scope.played_at,
+        ids: None,
     };
+    let played_at = match &scope.played_at {
+        Some(r) => format!(" AND {}", r.sql()),
+        None => String::new(),
+    };
+    let range_err = || format!("cannot read id range of '{}'", table.name);
     // The mark, the NULL-id count and the snapshot in one statement, so all three describe the
     // same moment. (`id IS NULL` is answered by the id index where there is one.)
     let row = client
@@ -353,7 +243,7 @@ pub fn plan(
             ),
             &[],
         )
-        .map_err(range_err)?;
+        .with_context(range_err)?;
     let hwm: Option<i64> = row.get(0);
     let nulls: i64 = row.get(1);
     if nulls > 0 {
@@ -380,10 +270,10 @@ pub fn plan(
         Some(a) => format!(" AND id > {a}"),
         None => String::new(),
     };
-    let range = format!("id <= {hwm}{lower}{filter}");
+    let range = format!("id <= {hwm}{lower}{played_at}");
     let min_id: Option<i64> = client
         .query_one(&format!("SELECT min(id)::int8 FROM {t} WHERE {range}"), &[])
-        .map_err(range_err)?
+        .with_context(range_err)?
         .get(0);
     let Some(min_id) = min_id else {
         return Ok(empty(hwm));
@@ -403,7 +293,7 @@ pub fn plan(
     let (est_rows, from) = match sampled {
         Some(sampled)
             if reltuples >= EXACT_QUANTILE_ROWS
-                && filter.is_empty()
+                && scope.played_at.is_none()
                 && scope.after_id.is_none() =>
         {
             (reltuples as u64, sampled)
@@ -412,7 +302,7 @@ pub fn plan(
         _ => {
             let n: i64 = client
                 .query_one(&format!("SELECT count(*) FROM {t} WHERE {range}"), &[])
-                .map_err(|e| anyhow!("counting source rows failed: {}", explain_query_error(&e)))?
+                .context("counting source rows failed")?
                 .get(0);
             (n as u64, t.clone())
         }
@@ -486,7 +376,7 @@ mod tests {
     #[test]
     fn windows_group_slices_in_order() {
         let plan = ReadPlan {
-            filter: String::new(),
+            filter: Filter::default(),
             min_id: 1,
             hwm: 50,
             est_rows: 50,
@@ -495,7 +385,7 @@ mod tests {
         };
         let w = plan.windows(2);
         assert_eq!(w.len(), 3);
-        assert_eq!(w[0][0].lo, 1);
-        assert_eq!(w[2][0], Slice { lo: 41, hi: 50 });
+        assert_eq!(w[0].slices[0].lo, 1);
+        assert_eq!(w[2].slices[0], Slice { lo: 41, hi: 50 });
     }
 }

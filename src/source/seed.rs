@@ -208,8 +208,7 @@ fn user_name(seed: u64, idx: u32) -> String {
 /// Seconds from 1970 to 2005-01-01 and to 2026-11-01: where ordinary scrobbles fall.
 const T_START: i64 = 1_104_537_600;
 const T_END: i64 = 1_793_491_200;
-/// PostgreSQL's smallest timestamptz, 4714-11-24 00:00:00 BC, in Unix microseconds.
-pub const PG_MIN_US: i64 = -210_866_803_200_000_000;
+pub use super::query::PG_MIN_US;
 /// 9999-12-31 23:59:59.999999 UTC in Unix microseconds.
 pub const MAX_9999_US: i64 = 253_402_300_799_999_999;
 

@@ -220,6 +220,19 @@ pub fn fake_target(path: &Path) {
     .unwrap();
 }
 
+/// A mapping whose query divides by zero in the middle of the rows (a data error, never
+/// transient).
+pub fn division_by_zero_mapping(dir: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("div.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nquery = \"select id, username, played_at, artist_name, track_name, \
+         (case when id % 1000 = 999 then (1 / (id - id))::text end) as album_name from scrobbles\"\n",
+    )
+    .unwrap();
+    cfg
+}
+
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("scrobsync").unwrap();
     c.env_remove("SCROBSYNC_SOURCE")

@@ -40,3 +40,29 @@ pub fn reader_panic(sent: usize) {
         panic!("failpoint: the reader panics after window {sent}");
     }
 }
+
+/// `pause-after-windows=N[,M…]` with `SCROBSYNC_FAILPOINT_FILE=PATH`: after the N-th window
+/// (or source query) is read, writes PATH and waits until the test removes it (at most a
+/// minute) — the moment a test cuts the run's connections to prove that the run survives.
+pub fn pause(done: usize) {
+    let Ok(fp) = std::env::var("SCROBSYNC_FAILPOINT") else {
+        return;
+    };
+    let Some(list) = fp.strip_prefix("pause-after-windows=") else {
+        return;
+    };
+    if !list.split(',').any(|n| n.trim().parse() == Ok(done)) {
+        return;
+    }
+    let Ok(path) = std::env::var("SCROBSYNC_FAILPOINT_FILE") else {
+        return;
+    };
+    tracing::warn!("failpoint: paused after window {done}");
+    if std::fs::write(&path, done.to_string()).is_err() {
+        return;
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::path::Path::new(&path).exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,178 @@
+//! Replacing time windows of the target with the source's rows: the sink policy that `backfill`
+//! and `verify --repair` share. Each window is one SQLite transaction: its scrobbles are
+//! deleted, the source's rows of the window are upserted (normalised against the existing
+//! dimensions, so keys stay stable), rows that left the window for another `played_at` are
+//! written into their new place, and the window is recorded as done — or, on any failure, the
+//! window stays as it was.
+
+use crate::normalize::{window_frame, Normalizer};
+use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::{self, failpoint, Reading};
+use crate::progress::Progress;
+use crate::sink::state;
+use crate::sink::target::{self, Target};
+use crate::sink::writer;
+use crate::source::checks::check_unique_ids_in;
+use crate::source::mapping::SourceTable;
+use crate::source::plan::partition_slices;
+use crate::source::query::{Filter, Slice, TimeRange, WindowSpec};
+use crate::source::read::{Reader, ReaderKind};
+use crate::source::SourceUrl;
+use anyhow::{bail, Result};
+use std::collections::HashSet;
+
+/// How windows are read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    pub partitions: usize,
+    pub reader: ReaderKind,
+    pub retry: RetryPolicy,
+}
+
+/// What the windows of one run added up to.
+#[derive(Debug, Default)]
+pub struct WindowTotals {
+    pub done: usize,
+    pub deleted: u64,
+    pub written: u64,
+    /// Rows whose played_at moved out of their old window: written into their new one.
+    pub moved_out: u64,
+    pub new_rows: [u64; 4],
+}
+
+/// The job key under which windows are recorded: the same arguments resume the same job.
+pub fn job_key(from: i64, to: i64, by: super::windows::By) -> String {
+    format!("{from}|{to}|{}", by.name())
+}
+
+/// Replaces the given windows `[start, end)` (Unix seconds, ascending) one transaction each,
+/// recording each under `job`.
+pub fn replace_windows(
+    target: &Target,
+    source: &SourceUrl,
+    table: &SourceTable,
+    windows: &[(i64, i64)],
+    read: ReadSettings,
+    job: &str,
+    progress: &dyn Progress,
+) -> Result<WindowTotals> {
+    let mut totals = WindowTotals::default();
+    let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+        return Ok(totals);
+    };
+    let range = TimeRange::half_open(
+        first.0.saturating_mul(1_000_000),
+        last.1.saturating_mul(1_000_000),
+    );
+    // Id slices of the whole table, the same for every window, read in parallel.
+    let slices = pipeline::step(read.retry, "planning the windows", progress, || {
+        let mut client = source.connect_reader()?;
+        check_unique_ids_in(&mut client, table, &range)?;
+        partition_slices(&mut client, table, read.partitions)
+    })?;
+    let specs: Vec<WindowSpec> = windows
+        .iter()
+        .map(|&(start, end)| WindowSpec {
+            slices: slices.clone(),
+            filter: Filter::played_at(TimeRange::half_open(
+                start.saturating_mul(1_000_000),
+                end.saturating_mul(1_000_000),
+            )),
+        })
+        .collect();
+    let conn = &target.conn;
+    let mut norm = Normalizer::new(target::registry_for(conn)?);
+    let mut follow = Reader::new(read.reader, source.clone(), 1024);
+    progress.stage("windows backfilled", Some(windows.len() as u64));
+    let reading = Reading::new(source, table, read.reader, 50_000, read.retry);
+    let rows_read = pipeline::run(reading, specs, progress, |w| {
+        let (start, end) = windows[w.index];
+        let (deleted, written, moved) = target.write(|conn| -> Result<(u64, u64, u64)> {
+            let gone: Vec<i64> = conn
+                .prepare(
+                    "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2
+                     RETURNING scrobble_id",
+                )?
+                .query_map([start, end], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let deleted = gone.len() as u64;
+            let df = window_frame(w.batches)?;
+            let out = norm.window(&df, &mut target::TargetResolver { conn })?;
+            let written = writer::write_window(conn, &out, true)? as u64;
+            // Rows that left the window but not the source moved to another played_at: they go
+            // to their new window, wherever that is.
+            let kept: HashSet<i64> = out
+                .facts
+                .column("scrobble_id")?
+                .i64()?
+                .into_no_null_iter()
+                .collect();
+            let left: Vec<i64> = gone.into_iter().filter(|id| !kept.contains(id)).collect();
+            let mut moved = 0;
+            if !left.is_empty() {
+                let batches = pipeline::step(read.retry, "reading moved rows", progress, || {
+                    left.chunks(10_000)
+                        .map(|ids| {
+                            let filter = Filter {
+                                played_at: None,
+                                ids: Some(ids.to_vec()),
+                            };
+                            follow.read_window(table, &filter, &[Slice::ALL])
+                        })
+                        .collect::<Result<Vec<_>>>()
+                        .inspect_err(|_| follow.reset())
+                })?
+                .concat();
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let df = window_frame(batches)?;
+                let out = norm.window(&df, &mut target::TargetResolver { conn })?;
+                moved = writer::write_window(conn, &out, true)? as u64;
+                if moved != rows as u64 {
+                    bail!("internal error: {rows} moved rows read but {moved} written; the window was not changed");
+                }
+                for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
+                    *t += h as u64;
+                }
+            }
+            // The window now holds exactly the rows read for it (a row upserted from another
+            // window moved here; none may be lost or doubled).
+            let now: i64 = conn.query_row(
+                "SELECT count(*) FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2",
+                [start, end],
+                |r| r.get(0),
+            )?;
+            if written != w.rows || now as u64 != w.rows {
+                bail!(
+                    "internal error: {} rows read for the window but {written} written and {now} in it; the window was not changed",
+                    w.rows
+                );
+            }
+            for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
+                *t += h as u64;
+            }
+            state::backfill_window_done(conn, job, (start, end), deleted, written)?;
+            failpoint::in_transaction(totals.done + 1, conn);
+            Ok((deleted, written, moved))
+        })?;
+        totals.done += 1;
+        totals.deleted += deleted;
+        totals.written += written;
+        totals.moved_out += moved;
+        tracing::info!(window = start, deleted, written, moved, "window replaced");
+        progress.stage(
+            &format!("windows backfilled ({} rows written)", totals.written),
+            Some(windows.len() as u64),
+        );
+        progress.advance(1);
+        Ok(())
+    });
+    progress.finish();
+    let rows_read = rows_read?;
+    if rows_read != totals.written {
+        bail!(
+            "internal error: {rows_read} rows read but {} written",
+            totals.written
+        );
+    }
+    Ok(totals)
+}
