@@ -232,6 +232,35 @@ fn a_target_in_use_is_neither_replaced_nor_called_broken() {
     drop(holder);
     ok(&["load", "--source", &db.url, "--target", t]);
     assert_eq!(integrity(&target), "ok");
+
+    // An idle connection in WAL mode: replacing the file would pull its WAL and shared memory
+    // away from under it.
+    let wal = Connection::open(&target).unwrap();
+    let mode: String = wal
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let _: i64 = wal
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    let o = run(&["load", "--source", &db.url, "--target", t]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("in use by another process"),
+        "{}",
+        stderr(&o)
+    );
+    wal.execute_batch("INSERT INTO _scrobsync_state VALUES ('wal writer', 'still works')")
+        .unwrap();
+    drop(wal);
+    ok(&["load", "--source", &db.url, "--target", t]);
+    assert_eq!(integrity(&target), "ok");
+    for suffix in ["-wal", "-shm"] {
+        assert!(
+            !side(&target, suffix).exists(),
+            "{suffix} left beside the new target"
+        );
+    }
 }
 
 /// Load replaces only scrobsync targets (unless --force) and keeps symbolic links.
@@ -252,10 +281,22 @@ fn load_replaces_only_targets_and_keeps_links() {
     let other_bytes = std::fs::read(&other).unwrap();
     let empty = d.join("empty.sqlite");
     std::fs::write(&empty, b"").unwrap();
+    // Only the name of the state table does not make a target.
+    let lookalike = d.join("lookalike.sqlite");
+    Connection::open(&lookalike)
+        .unwrap()
+        .execute_batch("CREATE TABLE scrobbles(a); CREATE TABLE _scrobsync_state(key, value);")
+        .unwrap();
+    // A FIFO: refused at once (opening it to read a header would block).
+    let fifo = d.join("fifo.sqlite");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     for (path, what) in [
         (&text, "not a SQLite database"),
         (&other, "not a scrobsync target"),
         (&empty, "empty file"),
+        (&lookalike, "not a scrobsync target"),
+        (&fifo, "not a regular file"),
     ] {
         let o = run(&[
             "load",
@@ -375,6 +416,8 @@ fn a_mapping_that_tries_to_write_leaves_the_source_unchanged() {
     let variants = [
         format!("select {cols} from scrobbles where set_config('default_transaction_read_only','off',false) is not null and (current_setting('transaction_read_only')='on' or lo_from_bytea(0,'x'::bytea) > 0)"),
         format!("select {cols} from scrobbles where sneaky()"),
+        // large objects can be written even inside a read-only transaction
+        format!("select {cols} from scrobbles, (select set_config('default_transaction_read_only','off',false), lo_from_bytea(0,'x'::bytea)) z"),
     ];
     for (i, q) in variants.iter().enumerate() {
         let cfg = dir.path().join(format!("w{i}.toml"));

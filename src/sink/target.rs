@@ -201,18 +201,31 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A scrobsync target has its state table with the schema version every load writes, and the
+/// five user tables.
 fn check_is_target(conn: &Connection, path: &Path) -> Result<()> {
-    let ok: Option<i64> = conn
+    let tables: i64 = conn
         .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_scrobsync_state'",
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+              AND name IN ('_scrobsync_state', 'users', 'artists', 'albums', 'tracks', 'scrobbles')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| explain(path, &e))?;
+    let version: Option<String> = if tables == 6 {
+        conn.query_row(
+            "SELECT value FROM _scrobsync_state WHERE key = 'schema_version'",
             [],
             |r| r.get(0),
         )
         .optional()
-        .map_err(|e| explain(path, &e))?;
-    if ok.is_none() {
+        .map_err(|e| explain(path, &e))?
+    } else {
+        None
+    };
+    if version.is_none() {
         bail!(
-            "{} is not a scrobsync target (no _scrobsync_state table); use `scrobsync load` to create one",
+            "{} is not a scrobsync target (no scrobsync tables and schema version); use `scrobsync load` to create one",
             path.display()
         );
     }
@@ -242,7 +255,8 @@ pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
     if meta.is_dir() {
         bail!("target {p} is a folder; give a file path such as {p}/scrobbles.sqlite");
     }
-    let sqlite = is_sqlite_file(path);
+    // Only a regular file is opened to look at its header: opening a FIFO would block.
+    let sqlite = meta.is_file() && is_sqlite_file(path);
     let refuse = |why: String| -> Result<Existing> {
         if force {
             tracing::warn!("replacing {p} ({why}) because --force was given");
@@ -290,6 +304,33 @@ fn is_sqlite_file(path: &Path) -> bool {
         && &head == b"SQLite format 3\0"
 }
 
+/// Whether another process has the database open in WAL mode. Every such connection holds a
+/// read lock on the "dead man switch" byte of the `-shm` file for as long as it is open, even
+/// when idle (and an idle WAL connection holds no lock on the database file itself, so SQLite
+/// would let the WAL be switched off under it).
+fn wal_in_use(path: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    /// Offset of the dead-man-switch byte in the `-shm` file (SQLite's unix VFS).
+    const DMS: libc::off_t = 128;
+    let Ok(shm) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(side_file(path, "-shm"))
+    else {
+        return false;
+    };
+    // SAFETY: a plain fcntl(F_GETLK) on a file descriptor we own, with a zeroed flock.
+    unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = DMS;
+        fl.l_len = 1;
+        libc::fcntl(shm.as_raw_fd(), libc::F_GETLK, &mut fl) == 0
+            && fl.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
 /// Holds the old target's exclusive lock while a load renames its new file into place.
 pub struct ReplaceLock {
     _conn: Option<Connection>,
@@ -303,6 +344,13 @@ pub fn lock_for_replace(path: &Path, existing: Existing) -> Result<ReplaceLock> 
     let conn = match existing {
         Existing::Target | Existing::Forced { sqlite: true } if path.exists() => {
             let lock = || -> Result<Connection> {
+                if wal_in_use(path) {
+                    return Err(InUse(format!(
+                        "{} is in use by another process (locked); retry when it finishes",
+                        path.display()
+                    ))
+                    .into());
+                }
                 let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
                     .map_err(|e| explain(path, &e))?;
                 conn.busy_timeout(LOCK_WAIT)?;
@@ -310,10 +358,18 @@ pub fn lock_for_replace(path: &Path, existing: Existing) -> Result<ReplaceLock> 
                     .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                     .map_err(|e| explain(path, &e))?;
                 if mode.eq_ignore_ascii_case("wal") {
-                    conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
-                        r.get::<_, String>(0)
-                    })
-                    .map_err(|e| explain(path, &e))?;
+                    // Leaving WAL needs the only connection; SQLite answers with the mode it
+                    // is in, so "wal" means another process has the file open.
+                    let now: String = conn
+                        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+                        .map_err(|e| explain(path, &e))?;
+                    if now.eq_ignore_ascii_case("wal") {
+                        return Err(InUse(format!(
+                            "{} is in use by another process (locked); retry when it finishes",
+                            path.display()
+                        ))
+                        .into());
+                    }
                 }
                 conn.execute_batch("BEGIN EXCLUSIVE")
                     .map_err(|e| explain(path, &e))?;

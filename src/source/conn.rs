@@ -406,7 +406,9 @@ fn is_transient_chain(e: &(dyn std::error::Error + 'static)) -> bool {
 /// then write. Here each statement runs inside `START TRANSACTION READ ONLY`: PostgreSQL refuses
 /// to make a transaction read-write once its first query has started ("transaction read-write
 /// mode must be set before any query"), so nothing inside the statement can turn writing back on,
-/// whatever it did to the session before.
+/// whatever it did to the session before. And every such transaction ends with a ROLLBACK, never
+/// a COMMIT: the few writes PostgreSQL still allows in a read-only transaction (large objects
+/// through `lo_from_bytea`, for one) are undone as well.
 pub struct ReadOnlyClient(postgres::Client);
 
 type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
@@ -418,7 +420,7 @@ impl ReadOnlyClient {
     ) -> Result<T, SourceError> {
         let mut tx = self.0.build_transaction().read_only(true).start()?;
         let out = f(&mut tx)?;
-        tx.commit()?;
+        tx.rollback()?;
         Ok(out)
     }
 
@@ -458,7 +460,7 @@ impl ReadOnlyClient {
                 f(&row)?;
             }
         }
-        tx.commit().map_err(err)?;
+        tx.rollback().map_err(err)?;
         Ok(())
     }
 
@@ -483,7 +485,7 @@ impl ReadOnlyClient {
             let mut reader = tx.copy_out(sql).map_err(SourceError::from)?;
             read(&mut reader)?
         };
-        tx.commit().map_err(SourceError::from)?;
+        tx.rollback().map_err(SourceError::from)?;
         Ok(out)
     }
 }

@@ -8,9 +8,10 @@
 //! query becomes an error, and a panic inside connectorx is caught.
 //!
 //! Read-only: `get_arrow` opens a new connection pool per window, each connection with the
-//! read-only session default (`SourceUrl::connectorx_url`), and runs each partition's COPY as the
-//! first and only statement of its connection; that statement's transaction is read-only from
-//! its start, and nothing the query does to the session can reach another statement.
+//! read-only session default (`SourceUrl::connectorx_url`); on each partition's connection,
+//! `BEGIN TRANSACTION READ ONLY` runs before the COPY, and that transaction is never committed
+//! (the pool is dropped at the end of the call, and PostgreSQL rolls back what a closed
+//! connection left open), so even writes a read-only transaction allows are undone.
 
 use super::conn::{describe_error, SourceError, SourceUrl};
 use super::mapping::SourceTable;
@@ -37,7 +38,10 @@ pub fn read_window(
         .iter()
         .map(|s| CXQuery::naked(slice_query(table, *s, filter)))
         .collect();
-    let result = std::panic::catch_unwind(|| get_arrow(&conn, None, &queries, None));
+    // Each partition's connection first opens a read-only transaction that is never committed:
+    // the connection closes at the end of the call and PostgreSQL rolls it back.
+    let begin = ["BEGIN TRANSACTION READ ONLY".to_string()];
+    let result = std::panic::catch_unwind(|| get_arrow(&conn, None, &queries, Some(&begin[..])));
     let dest = match result {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {

@@ -213,9 +213,10 @@ pub fn seed(db: &TestDb, args: &[&str]) {
 /// with a little content of its own.
 pub fn fake_target(path: &Path) {
     let c = Connection::open(path).unwrap();
+    c.execute_batch(scrobsync::sink::schema::TABLES).unwrap();
     c.execute_batch(
         "CREATE TABLE _scrobsync_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         INSERT INTO _scrobsync_state VALUES ('note', 'previous target content');",
+         INSERT INTO _scrobsync_state VALUES ('schema_version', '1'), ('note', 'previous target content');",
     )
     .unwrap();
 }
