@@ -56,11 +56,18 @@ fn spec(m: &cli::MappingArg) -> Result<SourceSpec> {
     })
 }
 
-/// `--source`, then SCROBSYNC_SOURCE (via clap), then DATABASE_URL.
+/// `--source`, then SCROBSYNC_SOURCE (via clap), then DATABASE_URL, then the `PG*` variables
+/// alone (as psql takes them); a source given fills its gaps from them too.
 fn resolve_source(arg: Option<String>) -> Result<SourceUrl> {
     let raw = match arg.or_else(|| std::env::var("DATABASE_URL").ok()) {
         Some(s) if !s.trim().is_empty() => s,
-        _ => bail!("no source given; pass --source postgresql://USER@HOST/DB or set SCROBSYNC_SOURCE or DATABASE_URL"),
+        _ if ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty())) =>
+        {
+            String::new()
+        }
+        _ => bail!("no source given; pass --source postgresql://USER@HOST/DB (or key=value pairs), or set SCROBSYNC_SOURCE, DATABASE_URL or PGHOST/PGDATABASE/PGUSER"),
     };
     SourceUrl::parse(&raw)
 }

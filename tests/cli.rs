@@ -102,7 +102,7 @@ fn bad_urls() {
         Some(dir.path()),
     );
     assert!(
-        e.contains("invalid source URL") && e.contains("postgresql://"),
+        e.contains("invalid source") && e.contains("postgresql://"),
         "{e}"
     );
     let e = fails(

@@ -4,6 +4,7 @@
 pub mod checks;
 pub mod conn;
 pub mod connectorx;
+pub mod conninfo;
 pub mod copy;
 pub mod identity;
 pub mod mapping;
