@@ -1,6 +1,6 @@
 //! Command-line parsing: clap definitions, turned into the plain option values of the core.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 const ABOUT: &str =
@@ -19,6 +19,10 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// No progress bar, no summary (only errors, and the --json output if asked for).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -117,6 +121,20 @@ into the loaded target and then deleted from the source again.")]
 Connects to --source (by default the local server's postgres database), creates the database
 named by --database if needed, seeds it when its table is empty, then runs a full load.")]
     Demo(DemoArgs),
+
+    /// Print a shell completion script (bash, zsh, fish or powershell) on stdout.
+    #[command(after_help = "Examples:
+  scrobsync completions bash > ~/.local/share/bash-completion/completions/scrobsync
+  scrobsync completions zsh > ~/.zfunc/_scrobsync
+  scrobsync completions fish > ~/.config/fish/completions/scrobsync.fish")]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: ShellArg,
 }
 
 #[derive(Debug, Args)]
@@ -144,13 +162,74 @@ pub struct PipelineArgs {
 
     /// Indexes to build on a full load: essential (identity + played_at) or full (adds
     /// scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time).
-    #[arg(long, default_value = "essential", value_parser = ["essential", "full"])]
-    pub indexes: String,
+    #[arg(long, value_enum, default_value_t = IndexesArg::Essential)]
+    pub indexes: IndexesArg,
 
     /// How source rows become Arrow batches: copy (binary COPY decoded by scrobsync, faster)
     /// or connectorx.
-    #[arg(long, default_value = "copy", value_parser = ["copy", "connectorx"])]
-    pub reader: String,
+    #[arg(long, value_enum, default_value_t = ReaderArg::Copy)]
+    pub reader: ReaderArg,
+}
+
+/// Which indexes a full load builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IndexesArg {
+    /// identity indexes and played_at
+    Essential,
+    /// also scrobbles(user_id, played_at) and scrobbles(track_id), about twice the index time
+    Full,
+}
+
+/// How source rows become Arrow batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReaderArg {
+    /// binary COPY decoded by scrobsync (faster)
+    Copy,
+    /// connectorx's get_arrow
+    Connectorx,
+}
+
+/// What marks a sync's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CursorArg {
+    /// the greatest source id loaded
+    Id,
+    /// the newest played_at loaded (needs --lookback)
+    #[value(name = "played_at")]
+    PlayedAt,
+}
+
+/// Window size of backfill and verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ByArg {
+    Day,
+    Week,
+    Month,
+}
+
+/// Shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+/// A date flag: `YYYY-MM-DD` (UTC midnight) or an RFC 3339 time, as Unix seconds.
+fn date_arg(s: &str) -> Result<i64, String> {
+    scrobsync::modes::windows::parse_date("the date", s).map_err(|e| {
+        if e.to_string().contains("fraction") {
+            "a fraction of a second is not allowed (windows start at whole seconds)".to_string()
+        } else {
+            "not a date; use YYYY-MM-DD (UTC midnight) or an RFC 3339 time such as 2024-03-01T12:00:00Z".to_string()
+        }
+    })
+}
+
+/// A duration such as 90s, 15m, 2h, 7d or 1h30m, in microseconds.
+fn duration_arg(s: &str) -> Result<i64, String> {
+    scrobsync::modes::sync::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -276,12 +355,12 @@ pub struct SyncArgs {
     pub target: PathBuf,
 
     /// What marks progress: the source id (default) or played_at (needs --lookback).
-    #[arg(long, default_value = "id", value_parser = ["id", "played_at"])]
-    pub cursor: String,
+    #[arg(long, value_enum, default_value_t = CursorArg::Id)]
+    pub cursor: CursorArg,
 
     /// With --cursor played_at: how far before the mark each run re-reads, e.g. 1h, 2d, 1h30m.
-    #[arg(long)]
-    pub lookback: Option<String>,
+    #[arg(long, value_parser = duration_arg, required_if_eq("cursor", "played_at"))]
+    pub lookback: Option<i64>,
 
     #[command(flatten)]
     pub other_source: OtherSourceArg,
@@ -355,15 +434,17 @@ pub struct BackfillArgs {
 
     /// Start of the range, inclusive (UTC).
     #[arg(long)]
-    pub from: String,
+    #[arg(value_parser = date_arg)]
+    pub from: i64,
 
     /// End of the range, exclusive (UTC).
     #[arg(long)]
-    pub to: String,
+    #[arg(value_parser = date_arg)]
+    pub to: i64,
 
     /// Window size: day, week or month.
-    #[arg(long, default_value = "month")]
-    pub by: String,
+    #[arg(long, value_enum, default_value_t = ByArg::Month)]
+    pub by: ByArg,
 
     /// Continue an interrupted backfill with the same --from/--to/--by.
     #[arg(long)]
@@ -381,8 +462,8 @@ pub struct BackfillArgs {
     pub partitions: Option<u16>,
 
     /// How source rows become Arrow batches: copy or connectorx (see `load --help`).
-    #[arg(long, default_value = "copy", value_parser = ["copy", "connectorx"])]
-    pub reader: String,
+    #[arg(long, value_enum, default_value_t = ReaderArg::Copy)]
+    pub reader: ReaderArg,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
@@ -406,15 +487,17 @@ pub struct VerifyArgs {
 
     /// Start of the range, inclusive (UTC) [default: the earliest row]
     #[arg(long)]
-    pub from: Option<String>,
+    #[arg(value_parser = date_arg)]
+    pub from: Option<i64>,
 
     /// End of the range, exclusive (UTC) [default: after the latest row]
     #[arg(long)]
-    pub to: Option<String>,
+    #[arg(value_parser = date_arg)]
+    pub to: Option<i64>,
 
     /// Window size: day, week or month.
-    #[arg(long, default_value = "month")]
-    pub by: String,
+    #[arg(long, value_enum, default_value_t = ByArg::Month)]
+    pub by: ByArg,
 
     /// Backfill exactly the differing windows, then verify again.
     #[arg(long)]

@@ -13,8 +13,16 @@ use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(verbose: u8) {
+/// `println!` that ends the process quietly on a closed pipe (see [`write_line`]).
+macro_rules! outln {
+    ($($t:tt)*) => {
+        write_line(format_args!($($t)*))
+    };
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        _ if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -42,8 +50,9 @@ pub struct ProgressBar {
 }
 
 impl ProgressBar {
-    pub fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    /// A bar on a terminal's stderr; none when it is not a terminal or with `--quiet`.
+    pub fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
             b.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -103,10 +112,38 @@ impl Progress for ProgressBar {
 /// The line that says how many transient faults a run survived (none: no line).
 fn print_retries(n: u64) {
     if n > 0 {
-        println!(
+        outln!(
             "  survived {n} transient source fault{} by retrying",
             if n == 1 { "" } else { "s" }
         );
+    }
+}
+
+/// A run's result as the user sees it: text by default, pretty JSON with `--json`.
+pub trait Report: serde::Serialize {
+    /// The text form, on stdout.
+    fn text(&self);
+}
+
+/// Prints a report in the form asked for. Nothing at all with `--quiet` and without `--json`.
+pub fn emit(r: &impl Report, json: bool, quiet: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(r)?);
+    } else if !quiet {
+        r.text();
+    }
+    Ok(())
+}
+
+/// Writes a line to stdout; a closed pipe (`scrobsync status | head -1`) ends the process
+/// quietly and successfully instead of with a panic.
+pub fn write_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
     }
 }
 
@@ -122,210 +159,195 @@ fn thousands(n: u64) -> String {
     out
 }
 
-pub fn print_load(s: &LoadSummary, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
+impl Report for LoadSummary {
+    fn text(&self) {
+        let r = &self.rows;
+        let t = &self.seconds;
+        outln!(
+            "loaded {} scrobbles into {} in {:.2} self ({} rows/self)",
+            thousands(r.scrobbles),
+            self.target,
+            t.total,
+            thousands(self.rows_per_second as u64)
+        );
+        outln!(
+            "  users {} · artists {} · albums {} · tracks {} · high-water mark {}",
+            thousands(r.users),
+            thousands(r.artists),
+            thousands(r.albums),
+            thousands(r.tracks),
+            self.high_water_mark.map_or("-".into(), |h| h.to_string())
+        );
+        outln!(
+            "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} ({} windows × {} partitions)",
+            t.plan, t.read, t.normalize, t.write, t.index, t.check, self.windows, self.partitions
+        );
+        print_retries(self.retries);
     }
-    let r = &s.rows;
-    let t = &s.seconds;
-    println!(
-        "loaded {} scrobbles into {} in {:.2} s ({} rows/s)",
-        thousands(r.scrobbles),
-        s.target,
-        t.total,
-        thousands(s.rows_per_second as u64)
-    );
-    println!(
-        "  users {} · artists {} · albums {} · tracks {} · high-water mark {}",
-        thousands(r.users),
-        thousands(r.artists),
-        thousands(r.albums),
-        thousands(r.tracks),
-        s.high_water_mark.map_or("-".into(), |h| h.to_string())
-    );
-    println!(
-        "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} ({} windows × {} partitions)",
-        t.plan, t.read, t.normalize, t.write, t.index, t.check, s.windows, s.partitions
-    );
-    print_retries(s.retries);
-    Ok(())
 }
 
-pub fn print_seed(s: &SeedSummary, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-    } else {
-        println!(
-            "seeded {} scrobbles (ids {}..={}) in {:.2} s",
-            thousands(s.rows),
-            s.first_id.unwrap_or(0),
-            s.last_id.unwrap_or(0),
-            s.seconds
+impl Report for SeedSummary {
+    fn text(&self) {
+        outln!(
+            "seeded {} scrobbles (ids {} to {}) in {:.2} self",
+            thousands(self.rows),
+            self.first_id.unwrap_or(0),
+            self.last_id.unwrap_or(0),
+            self.seconds
         );
     }
-    Ok(())
 }
 
 fn mark(m: Option<i64>) -> String {
     m.map_or("-".into(), |v| v.to_string())
 }
 
-pub fn print_sync(s: &SyncSummary, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
+impl Report for SyncSummary {
+    fn text(&self) {
+        let r = &self.rows;
+        outln!(
+            "synced {} new scrobbles into {} in {:.2} self (cursor {}, mark {} → {})",
+            thousands(r.scrobbles),
+            self.target,
+            self.seconds.total,
+            self.cursor,
+            mark(self.mark_before),
+            mark(self.mark_after)
+        );
+        outln!(
+            "  new: users {} · artists {} · albums {} · tracks {} · updated dimension rows {} · rows read {}",
+            thousands(r.users),
+            thousands(r.artists),
+            thousands(r.albums),
+            thousands(r.tracks),
+            thousands(self.dimension_rows_updated),
+            thousands(self.rows_read)
+        );
+        print_retries(self.retries);
     }
-    let r = &s.rows;
-    println!(
-        "synced {} new scrobbles into {} in {:.2} s (cursor {}, mark {} → {})",
-        thousands(r.scrobbles),
-        s.target,
-        s.seconds.total,
-        s.cursor,
-        mark(s.mark_before),
-        mark(s.mark_after)
-    );
-    println!(
-        "  new: users {} · artists {} · albums {} · tracks {} · updated dimension rows {} · rows read {}",
-        thousands(r.users),
-        thousands(r.artists),
-        thousands(r.albums),
-        thousands(r.tracks),
-        thousands(s.dimension_rows_updated),
-        thousands(s.rows_read)
-    );
-    print_retries(s.retries);
-    Ok(())
 }
 
-pub fn print_status(s: &Status, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
-    }
-    let r = &s.rows;
-    println!("target {}", s.target);
-    println!("  source {}", s.source.as_deref().unwrap_or("-"));
-    println!(
-        "  high-water mark (id) {} · played_at mark {}",
-        mark(s.high_water_mark),
-        mark(s.played_at_mark)
-    );
-    println!(
-        "  rows: scrobbles {} · users {} · artists {} · albums {} · tracks {}",
-        thousands(r.scrobbles),
-        thousands(r.users),
-        thousands(r.artists),
-        thousands(r.albums),
-        thousands(r.tracks)
-    );
-    for run in &s.last_runs {
-        println!(
-            "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} s",
-            run.run_id,
-            run.mode,
-            run.finished_at,
-            run.outcome,
-            thousands(run.scrobbles_added.max(0) as u64),
-            mark(run.mark_before),
-            mark(run.mark_after),
-            run.seconds
+impl Report for Status {
+    fn text(&self) {
+        let r = &self.rows;
+        outln!("target {}", self.target);
+        outln!("  source {}", self.source.as_deref().unwrap_or("-"));
+        outln!(
+            "  high-water mark (id) {} · played_at mark {}",
+            mark(self.high_water_mark),
+            mark(self.played_at_mark)
         );
+        outln!(
+            "  rows: scrobbles {} · users {} · artists {} · albums {} · tracks {}",
+            thousands(r.scrobbles),
+            thousands(r.users),
+            thousands(r.artists),
+            thousands(r.albums),
+            thousands(r.tracks)
+        );
+        for run in &self.last_runs {
+            outln!(
+                "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} self",
+                run.run_id,
+                run.mode,
+                run.finished_at,
+                run.outcome,
+                thousands(run.scrobbles_added.max(0) as u64),
+                mark(run.mark_before),
+                mark(run.mark_after),
+                run.seconds
+            );
+        }
     }
-    Ok(())
 }
 
-pub fn print_bench(r: &BenchReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-        return Ok(());
-    }
-    let runs = |v: &[f64]| {
-        v.iter()
-            .map(|s| format!("{s:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let st = &r.stages;
-    println!(
-        "scrobsync bench — {} rows, {} partitions × {} rows per query, {} reader",
-        thousands(r.rows),
-        r.partitions,
-        thousands(r.batch_rows as u64),
-        r.reader
-    );
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| read floor (binary COPY to nowhere, median) | {:.2} s ({}) |",
-        r.read_floor_seconds,
-        runs(&r.read_floor_runs)
-    );
-    println!(
-        "| load wall time (median) | {:.2} s ({}) |",
-        r.load_seconds,
-        runs(&r.load_runs)
-    );
-    println!("| ratio to read floor | {:.2}× |", r.ratio_to_read_floor);
-    println!("| rows/s | {} |", thousands(r.rows_per_second as u64));
-    println!("| peak RSS (max over runs) | {:.0} MiB |", r.peak_rss_mib);
-    println!(
-        "| stages of the median run (s) | plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} |",
-        st.plan, st.read, st.normalize, st.write, st.index, st.check
-    );
-    if let Some(s) = &r.sync {
-        println!(
-            "| sync of {} new rows | {:.2} s = {:.1}% of the load (peak RSS {:.0} MiB) |",
-            thousands(s.rows),
-            s.seconds,
-            s.percent_of_load,
-            s.peak_rss_mib
+impl Report for BenchReport {
+    fn text(&self) {
+        let runs = |v: &[f64]| {
+            v.iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let st = &self.stages;
+        outln!(
+            "scrobsync bench — {} rows, {} partitions × {} rows per query, {} reader",
+            thousands(self.rows),
+            self.partitions,
+            thousands(self.batch_rows as u64),
+            self.reader
         );
+        outln!("| measure | value |");
+        outln!("|---|---|");
+        outln!(
+            "| read floor (binary COPY to nowhere, median) | {:.2} s ({}) |",
+            self.read_floor_seconds,
+            runs(&self.read_floor_runs)
+        );
+        outln!(
+            "| load wall time (median) | {:.2} s ({}) |",
+            self.load_seconds,
+            runs(&self.load_runs)
+        );
+        outln!("| ratio to read floor | {:.2}× |", self.ratio_to_read_floor);
+        outln!("| rows/s | {} |", thousands(self.rows_per_second as u64));
+        outln!(
+            "| peak RSS (max over runs) | {:.0} MiB |",
+            self.peak_rss_mib
+        );
+        outln!(
+            "| stages of the median run (s) | plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} |",
+            st.plan, st.read, st.normalize, st.write, st.index, st.check
+        );
+        if let Some(s) = &self.sync {
+            outln!(
+                "| sync of {} new rows | {:.2} s = {:.1}% of the load (peak RSS {:.0} MiB) |",
+                thousands(s.rows),
+                s.seconds,
+                s.percent_of_load,
+                s.peak_rss_mib
+            );
+        }
     }
-    Ok(())
 }
 
-pub fn print_backfill(s: &BackfillSummary, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
-    }
-    println!(
-        "backfilled {} of {} {} windows into {} in {:.2} s ({} skipped as done): {} rows deleted, {} written (net {:+})",
-        s.windows_done,
-        s.windows_total,
-        s.by.name(),
-        s.target,
-        s.seconds,
-        s.windows_skipped,
-        thousands(s.rows_deleted),
-        thousands(s.rows_written),
-        s.net_scrobble_change
-    );
-    let r = &s.rows;
-    println!(
-        "  new: users {} · artists {} · albums {} · tracks {}",
-        thousands(r.users),
-        thousands(r.artists),
-        thousands(r.albums),
-        thousands(r.tracks)
-    );
-    if let Some(p) = &s.pruned {
-        println!(
-            "  pruned: users {} · artists {} · albums {} · tracks {}",
-            thousands(p.users),
-            thousands(p.artists),
-            thousands(p.albums),
-            thousands(p.tracks)
+impl Report for BackfillSummary {
+    fn text(&self) {
+        outln!(
+            "backfilled {} of {} {} windows into {} in {:.2} self ({} skipped as done): {} rows deleted, {} written (net {:+})",
+            self.windows_done,
+            self.windows_total,
+            self.by.name(),
+            self.target,
+            self.seconds,
+            self.windows_skipped,
+            thousands(self.rows_deleted),
+            thousands(self.rows_written),
+            self.net_scrobble_change
         );
+        let r = &self.rows;
+        outln!(
+            "  new: users {} · artists {} · albums {} · tracks {}",
+            thousands(r.users),
+            thousands(r.artists),
+            thousands(r.albums),
+            thousands(r.tracks)
+        );
+        if let Some(p) = &self.pruned {
+            outln!(
+                "  pruned: users {} · artists {} · albums {} · tracks {}",
+                thousands(p.users),
+                thousands(p.artists),
+                thousands(p.albums),
+                thousands(p.tracks)
+            );
+        }
+        print_retries(self.retries);
     }
-    print_retries(s.retries);
-    Ok(())
 }
 
 fn print_verify_table(r: &VerifyReport) {
-    println!(
+    outln!(
         "checked {} {} windows in {:.2} s: source {} rows, target {} rows",
         r.windows_checked,
         r.by.name(),
@@ -334,18 +356,20 @@ fn print_verify_table(r: &VerifyReport) {
         thousands(r.target_rows)
     );
     if !r.attributes_differ.is_empty() {
-        println!(
+        outln!(
             "attributes (mbid, duration) differ from the source's rows in: {} (verify --repair recomputes them)",
             r.attributes_differ.join(", ")
         );
     }
     if r.differing.is_empty() {
-        println!("all windows match");
+        outln!("all windows match");
         return;
     }
-    println!(
+    outln!(
         "{:<22} {:>12} {:>12}  status",
-        "window", "source rows", "target rows"
+        "window",
+        "source rows",
+        "target rows"
     );
     for d in &r.differing {
         let what = if d.source_rows == d.target_rows {
@@ -353,47 +377,44 @@ fn print_verify_table(r: &VerifyReport) {
         } else {
             "counts differ"
         };
-        println!(
+        outln!(
             "{:<22} {:>12} {:>12}  {what}",
             d.window,
             thousands(d.source_rows),
             thousands(d.target_rows)
         );
     }
-    println!(
+    outln!(
         "{} of {} windows differ",
         r.differing.len(),
         r.windows_checked
     );
 }
 
-pub fn print_verify(r: &VerifyReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
-        return Ok(());
+impl Report for VerifyReport {
+    fn text(&self) {
+        print_verify_table(self);
+        if let Some(after) = &self.after_repair {
+            outln!(
+                "repaired {} windows by backfill, {} dimension rows' attributes; verifying again:",
+                self.repaired.len(),
+                self.attributes_repaired
+            );
+            print_verify_table(after);
+        }
+        print_retries(self.retries);
     }
-    print_verify_table(r);
-    if let Some(after) = &r.after_repair {
-        println!(
-            "repaired {} windows by backfill, {} dimension rows' attributes; verifying again:",
-            r.repaired.len(),
-            r.attributes_repaired
-        );
-        print_verify_table(after);
-    }
-    print_retries(r.retries);
-    Ok(())
 }
 
 pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    println!("mapping of {name} is valid");
-    println!("{:<12} {:<40} {:<12} as", "field", "from", "type");
+    outln!("mapping of {name} is valid");
+    outln!("{:<12} {:<40} {:<12} as", "field", "from", "type");
     for f in &r.fields {
-        println!(
+        outln!(
             "{:<12} {:<40} {:<12} {}",
             f.field,
             one_line(&f.source),
@@ -401,6 +422,6 @@ pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
             one_line(&f.sql)
         );
     }
-    println!("resolved query:\n{}", r.query);
+    outln!("resolved query:\n{}", r.query);
     Ok(())
 }

@@ -129,24 +129,7 @@ fn rejected_login_and_missing_database() {
     let dir = tempfile::tempdir().unwrap();
     let t = precious_target(dir.path());
     let ts = t.to_str().unwrap();
-    // pg_hba.conf here has no entry for ::1, so the server rejects the login itself.
-    let e = fails(
-        &[
-            "load",
-            "-vvv",
-            "--retries",
-            "0",
-            "--source",
-            &format!("postgresql://postgres:{SECRET}@[::1]:5432/postgres"),
-            "--target",
-            ts,
-        ],
-        Some(dir.path()),
-    );
-    assert!(
-        e.contains("PostgreSQL at") || e.contains("cannot connect"),
-        "{e}"
-    );
+    // (A rejected password is tested against a test endpoint in tests/auth.rs.)
     let e = fails(
         &[
             "load",
@@ -395,4 +378,52 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
         vec!["precious.sqlite".to_string()],
         "no temporary files, stale one swept"
     );
+}
+
+#[test]
+fn completions_quiet_runs_and_closed_pipes() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let o = bin().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("scrobsync") && text.contains("backfill"),
+            "{shell}"
+        );
+    }
+    bin()
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("possible values"));
+    bin()
+        .args(["backfill", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("day").and(predicate::str::contains("month")));
+
+    let db = TestDb::new("quiet");
+    seed(&db, &["--rows", "300"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("q.sqlite");
+    let o = bin()
+        .args(["load", "-q", "--source", &db.url, "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "quiet: {o:?}");
+
+    // `scrobsync status … | head -1`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+        .args(["status", "--target"])
+        .arg(&t)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "a closed pipe ends quietly: {err}");
 }

@@ -345,16 +345,28 @@ fn source_from_env_and_replacing_an_existing_target() {
 fn tls_when_the_url_asks_for_it() {
     let db = TestDb::new("tls");
     let ssl: String = db.client().query_one("SHOW ssl", &[]).unwrap().get(0);
-    if ssl != "on" {
-        eprintln!("server has ssl=off: TLS path not exercised");
-        return;
-    }
     seed(&db, &["--rows", "5000"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("tls.sqlite");
-    let s = load_json(&format!("{}?sslmode=require", db.url), &target, &[]);
-    assert_eq!(s["rows"]["scrobbles"], 5000);
-    assert_lossless(&mut db.client(), &target);
+    let url = format!("{}?sslmode=require", db.url);
+    if ssl == "on" {
+        let s = load_json(&url, &target, &[]);
+        assert_eq!(s["rows"]["scrobbles"], 5000);
+        assert_lossless(&mut db.client(), &target);
+    } else {
+        // A server without TLS: sslmode=require must refuse to go on unencrypted, not fall
+        // back silently.
+        let o = bin()
+            .args(["load", "--retries", "0", "--source", &url, "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            !target.exists(),
+            "nothing loaded over an unencrypted connection"
+        );
+    }
 }
 
 /// The lossless rule at benchmark scale. Slow (about half a minute here), so it runs on demand:

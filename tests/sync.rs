@@ -249,8 +249,24 @@ fn sync_refuses_bad_cursor_arguments_and_foreign_files() {
             "played_at",
         ])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicates::str::contains("--lookback"));
+    // --lookback belongs to the played_at cursor: a usage error too.
+    bin()
+        .args([
+            "sync",
+            "--source",
+            url,
+            "--target",
+            t.to_str().unwrap(),
+            "--lookback",
+            "1d",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "--lookback only applies to --cursor played_at",
+        ));
     bin()
         .args([
             "sync",
@@ -264,7 +280,7 @@ fn sync_refuses_bad_cursor_arguments_and_foreign_files() {
             "3x",
         ])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicates::str::contains("invalid duration"));
     std::fs::write(&t, b"not a database at all, just some bytes in a file").unwrap();
     bin()

@@ -421,19 +421,6 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
     })
 }
 
-/// Refuses a `--lookback` without the time cursor, and the like.
-pub fn check_cursor_args(cursor: &str, lookback: Option<&str>) -> Result<Cursor> {
-    match (cursor, lookback) {
-        ("id", None) => Ok(Cursor::Id),
-        ("id", Some(_)) => bail!("--lookback only applies to --cursor played_at"),
-        ("played_at", Some(l)) => Ok(Cursor::PlayedAt {
-            lookback_us: parse_duration(l)?,
-        }),
-        ("played_at", None) => bail!("--cursor played_at needs --lookback, e.g. --lookback 1d"),
-        (other, _) => bail!("unknown --cursor '{other}'; use id or played_at"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,18 +433,5 @@ mod tests {
         for bad in ["", "10", "5x", "h", "-3m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn cursor_args() {
-        assert_eq!(check_cursor_args("id", None).unwrap(), Cursor::Id);
-        assert!(check_cursor_args("id", Some("1d")).is_err());
-        assert!(check_cursor_args("played_at", None).is_err());
-        assert!(matches!(
-            check_cursor_args("played_at", Some("2h")).unwrap(),
-            Cursor::PlayedAt {
-                lookback_us: 7_200_000_000
-            }
-        ));
     }
 }

@@ -15,15 +15,6 @@ pub enum By {
 }
 
 impl By {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "day" => Ok(By::Day),
-            "week" => Ok(By::Week),
-            "month" => Ok(By::Month),
-            other => bail!("unknown --by '{other}'; use day, week or month"),
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             By::Day => "day",
@@ -222,6 +213,5 @@ mod tests {
         assert!(parse_date("--from", "2024-13-01").is_err());
         assert!(parse_date("--from", "yesterday").is_err());
         assert!(check_range(5, 5).is_err());
-        assert!(By::parse("year").is_err());
     }
 }
