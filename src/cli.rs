@@ -11,7 +11,9 @@ const AFTER_HELP: &str = "Examples:
   scrobsync seed --source postgresql://postgres@127.0.0.1/music --rows 1000000
   scrobsync load --source postgresql://postgres@127.0.0.1/music --target music.sqlite --json
 
-The source URL may also come from SCROBSYNC_SOURCE or DATABASE_URL.";
+The source may be a postgresql:// URL or key=value pairs (host=… dbname=…); it may also come
+from SCROBSYNC_SOURCE or DATABASE_URL, and PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD and
+~/.pgpass fill in what it leaves out, as for psql.";
 
 #[derive(Debug, Parser)]
 #[command(name = "scrobsync", version, about = ABOUT, after_help = AFTER_HELP)]

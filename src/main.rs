@@ -153,7 +153,23 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
                 force: false,
                 retry: Default::default(),
             };
+            let target = opts.target.clone();
             output::emit(&load::run(&opts, &bar())?, a.json, quiet)?;
+            if !a.json && !quiet {
+                // What the user now has, and how to ask it themselves.
+                let sql = scrobsync::modes::demo::TOP_ARTISTS_SQL;
+                output::write_line(format_args!(
+                    "\nmost played artists in {}:",
+                    target.display()
+                ));
+                for (name, plays) in scrobsync::modes::demo::top_artists(&target)? {
+                    output::write_line(format_args!("  {plays:>7}  {name}"));
+                }
+                output::write_line(format_args!(
+                    "(asked with: sqlite3 {} \"{sql}\")",
+                    target.display()
+                ));
+            }
         }
     }
     Ok(0)

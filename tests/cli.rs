@@ -427,3 +427,45 @@ fn completions_quiet_runs_and_closed_pipes() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.is_empty(), "a closed pipe ends quietly: {err}");
 }
+
+#[test]
+fn demo_ends_with_what_the_user_now_has() {
+    let name = format!("scrobsync_t_demo_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("demo.sqlite");
+    let o = bin()
+        .args([
+            "demo",
+            "--rows",
+            "3000",
+            "--database",
+            &name,
+            "--source",
+            &admin_url(),
+            "--target",
+        ])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("loaded 3,000 scrobbles"), "{out}");
+    assert!(
+        out.contains("most played artists") && out.contains("sqlite3 "),
+        "{out}"
+    );
+    let top: i64 = rusqlite::Connection::open(&t)
+        .unwrap()
+        .query_row(
+            "SELECT max(c) FROM (SELECT count(*) c FROM scrobbles s JOIN tracks USING (track_id) GROUP BY artist_id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        out.contains(&top.to_string()),
+        "the top count {top} is shown: {out}"
+    );
+}
