@@ -164,7 +164,7 @@ impl Report for LoadSummary {
         let r = &self.rows;
         let t = &self.seconds;
         outln!(
-            "loaded {} scrobbles into {} in {:.2} self ({} rows/self)",
+            "loaded {} scrobbles into {} in {:.2} s ({} rows/s)",
             thousands(r.scrobbles),
             self.target,
             t.total,
@@ -189,7 +189,7 @@ impl Report for LoadSummary {
 impl Report for SeedSummary {
     fn text(&self) {
         outln!(
-            "seeded {} scrobbles (ids {} to {}) in {:.2} self",
+            "seeded {} scrobbles (ids {} to {}) in {:.2} s",
             thousands(self.rows),
             self.first_id.unwrap_or(0),
             self.last_id.unwrap_or(0),
@@ -206,7 +206,7 @@ impl Report for SyncSummary {
     fn text(&self) {
         let r = &self.rows;
         outln!(
-            "synced {} new scrobbles into {} in {:.2} self (cursor {}, mark {} → {})",
+            "synced {} new scrobbles into {} in {:.2} s (cursor {}, mark {} → {})",
             thousands(r.scrobbles),
             self.target,
             self.seconds.total,
@@ -247,7 +247,7 @@ impl Report for Status {
         );
         for run in &self.last_runs {
             outln!(
-                "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} self",
+                "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} s",
                 run.run_id,
                 run.mode,
                 run.finished_at,
@@ -314,7 +314,7 @@ impl Report for BenchReport {
 impl Report for BackfillSummary {
     fn text(&self) {
         outln!(
-            "backfilled {} of {} {} windows into {} in {:.2} self ({} skipped as done): {} rows deleted, {} written (net {:+})",
+            "backfilled {} of {} {} windows into {} in {:.2} s ({} skipped as done): {} rows deleted, {} written (net {:+})",
             self.windows_done,
             self.windows_total,
             self.by.name(),

@@ -452,6 +452,7 @@ fn demo_ends_with_what_the_user_now_has() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("loaded 3,000 scrobbles"), "{out}");
+    assert!(out.contains(" s (") && out.contains(" rows/s)"), "{out}");
     assert!(
         out.contains("most played artists") && out.contains("sqlite3 "),
         "{out}"
