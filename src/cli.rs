@@ -130,6 +130,32 @@ named by --database if needed, seeds it when its table is empty, then runs a ful
   scrobsync completions zsh > ~/.zfunc/_scrobsync
   scrobsync completions fish > ~/.config/fish/completions/scrobsync.fish")]
     Completions(CompletionsArgs),
+
+    /// Find artists, albums and tracks by name in a target loaded with --fts.
+    #[command(after_help = "Examples:
+  scrobsync search radiohead --target music.sqlite
+  scrobsync search 'sigur ros' --target music.sqlite --json
+
+Every word must match the start of a word of the name; case and accents do not matter.")]
+    Search(SearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to find.
+    pub term: String,
+
+    /// SQLite target (made by `load --fts`).
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// At most this many results.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: u64,
+
+    /// Print machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +288,11 @@ pub struct LoadArgs {
     /// Replace --target even if it is not a scrobsync target (another file or database).
     #[arg(long)]
     pub force: bool,
+
+    /// Also build a full-text search index over artist, album and track names (for
+    /// `scrobsync search`; kept current by sync and backfill).
+    #[arg(long)]
+    pub fts: bool,
 
     /// Print a machine-readable summary on stdout.
     #[arg(long)]

@@ -68,6 +68,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
                         indexes: opts.indexes,
                         reader: opts.reader,
                         force: false,
+                        fts: false,
                         retry: opts.retry,
                     },
                     &bar(),
@@ -120,6 +121,19 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             };
             output::emit(&seed::seed(&url, &opts)?, a.json, quiet)?;
         }
+        Command::Search(a) => {
+            let conn = scrobsync::sink::target::open_read_only(&a.target)?;
+            let hits = scrobsync::sink::search::search(&conn, &a.term, a.limit as usize)?;
+            output::emit(
+                &output::SearchReport {
+                    mode: "search",
+                    term: a.term.clone(),
+                    hits,
+                },
+                a.json,
+                quiet,
+            )?;
+        }
         Command::Completions(a) => {
             use clap::CommandFactory;
             let shell = match a.shell {
@@ -151,6 +165,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
                 indexes: IndexSet::Essential,
                 reader: Default::default(),
                 force: false,
+                fts: false,
                 retry: Default::default(),
             };
             let target = opts.target.clone();

@@ -101,6 +101,7 @@ pub fn load(a: &cli::LoadArgs) -> Result<LoadOptions> {
         indexes: a.pipeline.indexes.into(),
         reader: a.pipeline.reader.into(),
         force: a.force,
+        fts: a.fts,
         retry: retry(&a.retry),
     })
 }

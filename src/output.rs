@@ -159,6 +159,34 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// The result of `scrobsync search`.
+#[derive(serde::Serialize)]
+pub struct SearchReport {
+    pub mode: &'static str,
+    pub term: String,
+    pub hits: Vec<scrobsync::sink::search::Hit>,
+}
+
+impl Report for SearchReport {
+    fn text(&self) {
+        if self.hits.is_empty() {
+            outln!("nothing matches '{}'", self.term);
+        }
+        for h in &self.hits {
+            let by = h
+                .artist
+                .as_deref()
+                .map_or(String::new(), |a| format!(" — {a}"));
+            outln!(
+                "{:<6}  {}{by}  ({} plays)",
+                h.kind,
+                h.name,
+                thousands(h.plays.max(0) as u64)
+            );
+        }
+    }
+}
+
 impl Report for LoadSummary {
     fn text(&self) {
         let r = &self.rows;

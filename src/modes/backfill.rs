@@ -107,6 +107,7 @@ fn prune(target: &target::Target) -> Result<TableRows> {
             "DELETE FROM users WHERE user_id NOT IN (SELECT user_id FROM scrobbles)",
             [],
         )? as u64;
+        crate::sink::search::remove_missing(conn)?;
         Ok(TableRows {
             users,
             artists,

@@ -44,6 +44,8 @@ pub struct LoadOptions {
     pub reader: ReaderKind,
     /// Replace whatever is at `target`, even if it is not a scrobsync target.
     pub force: bool,
+    /// Build the full-text search index over artist, album and track names.
+    pub fts: bool,
     pub retry: RetryPolicy,
 }
 
@@ -335,7 +337,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     };
     let identity = SourceIdentity::of(&opts.source, &table);
     let (index_secs, check_secs) =
-        writer.finish(rows_read, &run, &identity, recheck, opts.indexes)?;
+        writer.finish(rows_read, &run, &identity, recheck, opts.indexes, opts.fts)?;
     temp.install()?;
 
     let total = started.elapsed().as_secs_f64();

@@ -9,9 +9,9 @@ use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::Progress;
-use crate::sink::state;
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
+use crate::sink::{search, state};
 use crate::source::checks::check_unique_ids_in;
 use crate::source::mapping::SourceTable;
 use crate::source::plan::partition_slices;
@@ -88,6 +88,7 @@ pub fn replace_windows(
     let rows_read = pipeline::run(reading, specs, progress, |w| {
         let (start, end) = windows[w.index];
         let (deleted, written, moved) = target.write(|conn| -> Result<(u64, u64, u64)> {
+            let keys_before = search::max_keys(conn)?;
             let gone: Vec<i64> = conn
                 .prepare(
                     "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2
@@ -150,6 +151,7 @@ pub fn replace_windows(
             for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
                 *t += h as u64;
             }
+            search::add_after(conn, keys_before)?;
             state::backfill_window_done(conn, job, (start, end), deleted, written)?;
             failpoint::in_transaction(totals.done + 1, conn);
             Ok((deleted, written, moved))

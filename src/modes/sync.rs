@@ -18,7 +18,7 @@ use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
-use crate::sink::{target, writer};
+use crate::sink::{search, target, writer};
 use crate::source::checks::{check_unique_ids_in, explain_infinite};
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
@@ -204,6 +204,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let other_source =
             super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
         let facts_before = present(conn)?;
+        let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
         let mut resolver = target::TargetResolver { conn };
         progress.stage("rows synced", Some(plan.est_rows));
@@ -257,6 +258,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             state::set(conn, mark_key, &m.to_string())?;
         }
         state::set_recheck(conn, recheck)?;
+        search::add_after(conn, keys_before)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
         state::record_run(
             conn,

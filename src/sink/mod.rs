@@ -2,6 +2,7 @@
 //! This is the only code that touches SQLite.
 
 pub mod schema;
+pub mod search;
 pub mod state;
 pub mod target;
 pub mod writer;

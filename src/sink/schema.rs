@@ -37,6 +37,32 @@ CREATE TABLE scrobbles(
 );
 ";
 
+/// Views every target gets, for the questions people ask first (cost nothing to load). A
+/// date before year 0 or after 9999 has no ISO text in SQLite: `played_at` is then NULL and
+/// `played_at_epoch` still exact.
+pub const VIEWS: &str = "
+CREATE VIEW IF NOT EXISTS plays AS
+SELECT s.scrobble_id, u.name AS user, a.name AS artist, al.title AS album, t.title AS track,
+       strftime('%Y-%m-%dT%H:%M:%SZ', s.played_at, 'unixepoch') AS played_at,
+       s.played_at AS played_at_epoch, s.loved
+  FROM scrobbles s
+  JOIN users u ON u.user_id = s.user_id
+  JOIN tracks t ON t.track_id = s.track_id
+  JOIN artists a ON a.artist_id = t.artist_id
+  LEFT JOIN albums al ON al.album_id = t.album_id;
+CREATE VIEW IF NOT EXISTS loved_tracks AS
+SELECT u.name AS user, a.name AS artist, al.title AS album, t.title AS track,
+       count(*) AS loved_plays,
+       strftime('%Y-%m-%dT%H:%M:%SZ', max(s.played_at), 'unixepoch') AS last_played
+  FROM scrobbles s
+  JOIN users u ON u.user_id = s.user_id
+  JOIN tracks t ON t.track_id = s.track_id
+  JOIN artists a ON a.artist_id = t.artist_id
+  LEFT JOIN albums al ON al.album_id = t.album_id
+ WHERE s.loved = 1
+ GROUP BY s.user_id, s.track_id;
+";
+
 /// Indexes every target gets, built after the bulk load: the identity of albums and tracks
 /// (what incremental runs look existing rows up by) and `played_at` (what backfill and verify
 /// windows select by).

@@ -1,7 +1,7 @@
 //! Bulk writes into SQLite: PRAGMA tuning, reused multi-row prepared INSERTs, index build after
 //! the data, and the checks that must pass before a file may replace the user's target.
 
-use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, TABLES, USER_TABLES};
+use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, TABLES, USER_TABLES, VIEWS};
 use super::state;
 use crate::normalize::frames::Normalized;
 use crate::normalize::registry::Delta;
@@ -114,6 +114,7 @@ impl Writer {
             .with_context(|| format!("cannot create SQLite file {}", path.display()))?;
         conn.execute_batch(BULK_PRAGMAS)?;
         conn.execute_batch(TABLES)?;
+        conn.execute_batch(VIEWS)?;
         state::create(&conn)?;
         conn.execute_batch("BEGIN")?;
         Ok(Self {
@@ -142,6 +143,7 @@ impl Writer {
         source: &SourceIdentity,
         recheck: Option<Recheck>,
         indexes: IndexSet,
+        fts: bool,
     ) -> Result<(f64, f64)> {
         let t = std::time::Instant::now();
         state::record_run(&self.conn, run)?;
@@ -172,6 +174,9 @@ impl Writer {
             self.conn
                 .execute_batch(QUERY_INDEXES)
                 .context("building query indexes")?;
+        }
+        if fts {
+            super::search::create(&self.conn).context("building the search index")?;
         }
         tracing::debug!(seconds = t.elapsed().as_secs_f64(), "indexes built");
         self.conn

@@ -1,0 +1,123 @@
+//! Full-text search over artist, album and track names (`load --fts`, `scrobsync search`): an
+//! FTS5 index `names_fts` with `unicode61 remove_diacritics 2`, so `sigur ros` finds
+//! `Sigur Rós`. Kept current by `sync` and `backfill` when the target has it.
+
+use anyhow::{bail, Result};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+const CREATE: &str = "CREATE VIRTUAL TABLE names_fts USING fts5(
+    kind UNINDEXED, name, ref UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');";
+
+/// (kind, table, key column, name column)
+const SOURCES: [(&str, &str, &str, &str); 3] = [
+    ("artist", "artists", "artist_id", "name"),
+    ("album", "albums", "album_id", "title"),
+    ("track", "tracks", "track_id", "title"),
+];
+
+/// Whether the target has the search index.
+pub fn exists(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE name = 'names_fts'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Creates the index over every dimension row.
+pub fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch(CREATE)?;
+    add_after(conn, [0, 0, 0])
+}
+
+/// The greatest artist, album and track keys: what [`add_after`] continues from.
+pub fn max_keys(conn: &Connection) -> Result<[i64; 3]> {
+    let mut out = [0; 3];
+    for (o, (_, table, key, _)) in out.iter_mut().zip(SOURCES) {
+        *o = conn.query_row(
+            &format!("SELECT ifnull(max({key}), 0) FROM {table}"),
+            [],
+            |r| r.get(0),
+        )?;
+    }
+    Ok(out)
+}
+
+/// Indexes the dimension rows with keys above `after` (new rows of a sync or backfill), if
+/// the target has the index.
+pub fn add_after(conn: &Connection, after: [i64; 3]) -> Result<()> {
+    if !exists(conn)? {
+        return Ok(());
+    }
+    for ((kind, table, key, name), a) in SOURCES.iter().zip(after) {
+        conn.execute(
+            &format!("INSERT INTO names_fts(kind, name, ref) SELECT '{kind}', {name}, {key} FROM {table} WHERE {key} > ?1"),
+            [a],
+        )?;
+    }
+    Ok(())
+}
+
+/// Drops index entries whose dimension row is gone (after `backfill --prune`).
+pub fn remove_missing(conn: &Connection) -> Result<()> {
+    if !exists(conn)? {
+        return Ok(());
+    }
+    for (kind, table, key, _) in SOURCES {
+        conn.execute(
+            &format!("DELETE FROM names_fts WHERE kind = '{kind}' AND ref NOT IN (SELECT {key} FROM {table})"),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub kind: String,
+    pub name: String,
+    /// The artist of an album or track.
+    pub artist: Option<String>,
+    pub plays: i64,
+}
+
+/// Names matching every word of `term` (as a prefix), best first.
+pub fn search(conn: &Connection, term: &str, limit: usize) -> Result<Vec<Hit>> {
+    if !exists(conn)? {
+        bail!("this target has no search index; load it with `scrobsync load --fts`");
+    }
+    let query: Vec<String> = term
+        .split_whitespace()
+        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .collect();
+    if query.is_empty() {
+        bail!("give a search term, e.g. scrobsync search radiohead --target music.sqlite");
+    }
+    let mut stmt = conn.prepare(
+        "SELECT f.kind, f.name,
+                CASE f.kind WHEN 'artist' THEN NULL
+                     WHEN 'album' THEN (SELECT a.name FROM albums al JOIN artists a USING (artist_id) WHERE al.album_id = f.ref)
+                     ELSE (SELECT a.name FROM tracks t JOIN artists a USING (artist_id) WHERE t.track_id = f.ref) END,
+                CASE f.kind
+                     WHEN 'artist' THEN (SELECT count(*) FROM scrobbles s JOIN tracks t USING (track_id) WHERE t.artist_id = f.ref)
+                     WHEN 'album' THEN (SELECT count(*) FROM scrobbles s JOIN tracks t USING (track_id) WHERE t.album_id = f.ref)
+                     ELSE (SELECT count(*) FROM scrobbles s WHERE s.track_id = f.ref) END
+           FROM names_fts f WHERE names_fts MATCH ?1 ORDER BY rank LIMIT ?2",
+    )?;
+    let hits = stmt
+        .query_map(rusqlite::params![query.join(" "), limit as i64], |r| {
+            Ok(Hit {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                artist: r.get(2)?,
+                plays: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(hits)
+}
