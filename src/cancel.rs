@@ -12,7 +12,7 @@ pub struct Interrupted;
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted by a signal; the target keeps its last committed state (run the command again to continue)")
+        f.write_str("interrupted by a signal; the target keeps its last committed state (a load leaves the old file; a sync continues from its mark next time; a backfill continues with --resume)")
     }
 }
 

@@ -140,6 +140,25 @@ Every word must match the start of a word of the name; case and accents do not m
     Search(SearchArgs),
 }
 
+impl Command {
+    /// Whether the command was asked for JSON (then an error is JSON on stdout too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Load(a) => a.json,
+            Command::Seed(a) => a.json,
+            Command::Sync(a) => a.json,
+            Command::Backfill(a) => a.json,
+            Command::Verify(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Bench(a) => a.json,
+            Command::Config(ConfigCommand::Check(a)) => a.json,
+            Command::Demo(a) => a.json,
+            Command::Search(a) => a.json,
+            Command::Config(ConfigCommand::Example) | Command::Completions(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// Words to find.

@@ -27,19 +27,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.verbose, cli.quiet);
     scrobsync::cancel::install();
+    let json = cli.command.json();
     match run(cli.command, cli.quiet) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if let Some(usage) = e.downcast_ref::<clap::Error>() {
-                let _ = usage.print();
-                return ExitCode::from(2);
-            }
-            eprintln!("error: {}", output::one_line(&format!("{e:#}")));
-            if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some() {
-                ExitCode::from(130)
+            let code: u8 = if e.downcast_ref::<clap::Error>().is_some() {
+                2
+            } else if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some() {
+                130
             } else {
-                ExitCode::FAILURE
+                1
+            };
+            let message = output::one_line(&format!("{e:#}"));
+            match e.downcast_ref::<clap::Error>() {
+                Some(usage) => {
+                    let _ = usage.print();
+                }
+                None => eprintln!("error: {message}"),
             }
+            if json {
+                // A script reading stdout gets an answer, never nothing.
+                let body = serde_json::json!({ "error": message, "exit_code": code });
+                output::write_line(format_args!("{body}"));
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -140,10 +140,26 @@ pub fn emit(r: &impl Report, json: bool, quiet: bool) -> Result<()> {
 pub fn write_line(args: std::fmt::Arguments) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|_| out.write_all(b"\n")) {
+    if let Err(e) = out
+        .write_fmt(args)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
+        // A full disk under `--json > file`: never exit 0 with half the output.
+        eprintln!("error: cannot write the output ({e}); free space or choose another place");
+        std::process::exit(1);
+    }
+}
+
+/// `+1,234` / `-3` / `0`.
+fn signed(n: i64) -> String {
+    match n {
+        0 => "0".into(),
+        n if n > 0 => format!("+{}", thousands(n as u64)),
+        n => format!("-{}", thousands(n.unsigned_abs())),
     }
 }
 
@@ -275,12 +291,12 @@ impl Report for Status {
         );
         for run in &self.last_runs {
             outln!(
-                "  run {} {} {} {} +{} scrobbles, mark {} → {}, {:.2} s",
+                "  run {} {} {} {} {} scrobbles (net), mark {} → {}, {:.2} s",
                 run.run_id,
                 run.mode,
                 run.finished_at,
                 run.outcome,
-                thousands(run.scrobbles_added.max(0) as u64),
+                signed(run.scrobbles_added),
                 mark(run.mark_before),
                 mark(run.mark_after),
                 run.seconds

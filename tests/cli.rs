@@ -470,3 +470,47 @@ fn demo_ends_with_what_the_user_now_has() {
         "the top count {top} is shown: {out}"
     );
 }
+
+#[test]
+fn json_answers_even_on_errors_and_names_its_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("none.sqlite");
+    let o = bin()
+        .args(["status", "--json", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 1);
+    assert!(
+        v["error"].as_str().unwrap().contains("does not exist"),
+        "{v}"
+    );
+
+    let db = TestDb::new("jsonmode");
+    seed(&db, &["--rows", "200"]);
+    let t = dir.path().join("j.sqlite");
+    let o = bin()
+        .args(["load", "--json", "--source", &db.url, "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["mode"], "load");
+    let hwm = v["high_water_mark_text"].as_str().unwrap();
+    let exact: i64 = db
+        .client()
+        .query_one("SELECT max(id) FROM scrobbles", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(hwm, exact.to_string(), "ids beyond 2^53 stay exact as text");
+    let o = bin()
+        .args(["status", "--json", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["mode"], "status");
+    assert_eq!(v["high_water_mark_text"], hwm);
+}

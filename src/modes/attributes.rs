@@ -12,7 +12,7 @@ use crate::sink::target::Target;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::plan::SourceTable;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, Result};
+use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -147,7 +147,7 @@ fn for_each_source_entity(
             let fields: Vec<Option<String>> = (0..width).map(|i| row.get(i)).collect();
             f(&fields)
         })
-        .map_err(|e| anyhow!("reading the source's {} attributes failed: {e:#}", d.name()))
+        .with_context(|| format!("reading the source's {} attributes failed", d.name()))
 }
 
 /// Digests of the target's dimensions (entities its scrobbles reference).

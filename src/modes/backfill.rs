@@ -51,6 +51,8 @@ pub struct BackfillSummary {
     pub by: By,
     pub from: i64,
     pub to: i64,
+    pub from_rfc3339: Option<String>,
+    pub to_rfc3339: Option<String>,
     pub windows_total: usize,
     /// Windows skipped because `--resume` found them done.
     pub windows_skipped: usize,
@@ -236,6 +238,8 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         by: opts.by,
         from: opts.from,
         to: opts.to,
+        from_rfc3339: super::rfc3339_s(opts.from),
+        to_rfc3339: super::rfc3339_s(opts.to),
         windows_total: all.len(),
         windows_skipped: all.len() - pending.len(),
         windows_done: totals.done,

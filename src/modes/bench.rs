@@ -57,6 +57,7 @@ pub struct SyncBench {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    pub mode: &'static str,
     pub source: String,
     pub rows: u64,
     pub partitions: usize,
@@ -264,6 +265,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     let _ = std::fs::remove_file(&target);
     let read_floor_seconds = median(&floors);
     Ok(BenchReport {
+        mode: "bench",
         source: opts.source.redacted().to_string(),
         rows: rows as u64,
         partitions: opts.partitions,

@@ -56,6 +56,8 @@ pub struct LoadSummary {
     pub source: String,
     pub target: String,
     pub high_water_mark: Option<i64>,
+    /// The same, as text (exact in every JSON reader).
+    pub high_water_mark_text: Option<String>,
     pub partitions: usize,
     pub windows: usize,
     pub rows: TableRows,
@@ -338,6 +340,8 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let identity = SourceIdentity::of(&opts.source, &table);
     let (index_secs, check_secs) =
         writer.finish(rows_read, &run, &identity, recheck, opts.indexes, opts.fts)?;
+    // A Ctrl-C during the index build or the checks stops here: the target stays as it was.
+    crate::cancel::check()?;
     temp.install()?;
 
     let total = started.elapsed().as_secs_f64();
@@ -346,6 +350,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         source: opts.source.redacted().to_string(),
         target: opts.target.display().to_string(),
         high_water_mark: run.hwm_after,
+        high_water_mark_text: super::id_text(run.hwm_after),
         partitions: opts.partitions,
         windows: nwindows,
         rows,

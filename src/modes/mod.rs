@@ -74,6 +74,22 @@ pub fn check_source(
     )))
 }
 
+/// An id as text for JSON: ids reach 2^63, and JSON readers keep only 53 bits of a number.
+pub fn id_text(id: Option<i64>) -> Option<String> {
+    id.map(|i| i.to_string())
+}
+
+/// Unix microseconds as RFC 3339 UTC text (None beyond chrono's range).
+pub fn rfc3339_us(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
+/// Unix seconds as RFC 3339 UTC text.
+pub fn rfc3339_s(s: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(s, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
 /// Rows per target table.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct TableRows {

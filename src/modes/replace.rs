@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
 use crate::sink::{search, state};
-use crate::source::checks::check_unique_ids_in;
+use crate::source::checks::{check_unique_ids_in, warn_without_played_at_index};
 use crate::source::mapping::SourceTable;
 use crate::source::plan::partition_slices;
 use crate::source::query::{Filter, Slice, TimeRange, WindowSpec};
@@ -67,6 +67,7 @@ pub fn replace_windows(
     // Id slices of the whole table, the same for every window, read in parallel.
     let slices = pipeline::step(read.retry, "planning the windows", progress, || {
         let mut client = source.connect_reader()?;
+        warn_without_played_at_index(&mut client, table);
         check_unique_ids_in(&mut client, table, &range)?;
         partition_slices(&mut client, table, read.partitions)
     })?;
@@ -144,7 +145,8 @@ pub fn replace_windows(
             )?;
             if written != w.rows || now as u64 != w.rows {
                 bail!(
-                    "internal error: {} rows read for the window but {written} written and {now} in it; the window was not changed",
+                    "the source changed while the window from {} was being replaced ({} rows read, {now} in the window now); the window was not changed: run the backfill again (with --resume to skip the windows already done)",
+                    super::rfc3339_s(start).unwrap_or_else(|| start.to_string()),
                     w.rows
                 );
             }

@@ -21,13 +21,18 @@ pub struct RunInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    pub mode: &'static str,
     pub target: String,
     /// Redacted URL of the source of the last run.
     pub source: Option<String>,
     /// The id high-water mark (`sync` reads ids above it).
     pub high_water_mark: Option<i64>,
+    /// The same, as text (exact in every JSON reader).
+    pub high_water_mark_text: Option<String>,
     /// The played_at mark of `sync --cursor played_at`, in Unix microseconds.
     pub played_at_mark: Option<i64>,
+    /// The same as RFC 3339 UTC text.
+    pub played_at_mark_rfc3339: Option<String>,
     pub rows: TableRows,
     /// The most recent runs, newest first.
     pub last_runs: Vec<RunInfo>,
@@ -59,10 +64,13 @@ pub fn run(path: &Path, last: usize) -> Result<Status> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Status {
+        mode: "status",
         target: path.display().to_string(),
         source: state::get(&conn, "source")?,
         high_water_mark: num("hwm")?,
+        high_water_mark_text: super::id_text(num("hwm")?),
         played_at_mark: num("played_at_mark")?,
+        played_at_mark_rfc3339: num("played_at_mark")?.and_then(super::rfc3339_us),
         rows: TableRows {
             users,
             artists,

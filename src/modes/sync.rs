@@ -70,6 +70,9 @@ pub struct SyncSummary {
     pub cursor: &'static str,
     pub mark_before: Option<i64>,
     pub mark_after: Option<i64>,
+    /// The marks as text (exact in every JSON reader).
+    pub mark_before_text: Option<String>,
+    pub mark_after_text: Option<String>,
     /// Rows added per table (scrobbles replaced by an upsert are not counted).
     pub rows: TableRows,
     /// Existing dimension rows whose NULL mbid/duration got filled.
@@ -203,6 +206,10 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     let result = target.write(|conn| -> Result<SyncSummary> {
         let other_source =
             super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
+        // Another sync may have committed while this one planned (before its lock).
+        if parse_mark(conn, mark_key)? != mark_before {
+            bail!("another run changed the target's mark while this sync was planning; run it again");
+        }
         let facts_before = present(conn)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
@@ -244,12 +251,14 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let t = Instant::now();
         let added_facts = match opts.cursor {
             Cursor::Id => {
-                // Every source row of (mark, hwm] is now in the target, each exactly once.
+                // Every source row of the ids read is now in the target, each once. (The
+                // target may hold more in that range: rows a backfill or an earlier run wrote
+                // that the source has deleted since; sync does not delete.)
                 let now = present(conn)?;
-                if now as u64 != reader_rows {
-                    bail!("internal error: the target holds {now} scrobbles of the synced id range but {reader_rows} were read; nothing was committed");
+                if (now as u64) < reader_rows {
+                    bail!("the target holds {now} scrobbles of the synced id range but {reader_rows} were read: rows were lost on the way; nothing was committed (please report this)");
                 }
-                rows_read.saturating_sub(facts_before as u64)
+                (now - facts_before).max(0) as u64
             }
             Cursor::PlayedAt { .. } => (present(conn)? - facts_before).max(0) as u64,
         };
@@ -259,6 +268,8 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         }
         state::set_recheck(conn, recheck)?;
         search::add_after(conn, keys_before)?;
+        // A Ctrl-C that came after the last window still stops the run before its commit.
+        crate::cancel::check()?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
         state::record_run(
             conn,
@@ -282,6 +293,8 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             cursor: if by_time { "played_at" } else { "id" },
             mark_before,
             mark_after,
+            mark_before_text: super::id_text(mark_before),
+            mark_after_text: super::id_text(mark_after),
             rows: TableRows {
                 users,
                 artists,

@@ -192,6 +192,9 @@ fn source_digests(
     let (slices, row_md5) =
         pipeline::step(opts.retry, "planning the verification", progress, || {
             let mut client = url.connect_reader()?;
+            if opts.from.is_some() || opts.to.is_some() {
+                crate::source::checks::warn_without_played_at_index(&mut client, table);
+            }
             // More slices than workers, so that a retry redoes little.
             let slices = partition_slices(&mut client, table, workers * 4)?;
             // Rows without a finite played_at belong to no window: they would be left out of both

@@ -50,6 +50,31 @@ pub fn check_unique_ids_in(
     Ok(())
 }
 
+/// Warns (once per run) when the default table has no index whose first column is
+/// `played_at`: then every time window of a backfill or verify reads the whole table.
+pub fn warn_without_played_at_index(client: &mut ReadOnlyClient, table: &SourceTable) {
+    if table.mapped {
+        return;
+    }
+    let indexed = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indrelid = to_regclass($1) AND a.attname = 'played_at')",
+            &[&table.name],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(true);
+    if !indexed {
+        tracing::warn!(
+            "the source table {} has no index on played_at, so every window reads the whole table; \
+             CREATE INDEX ON {} (played_at) makes windows cheap",
+            table.name,
+            table.name
+        );
+    }
+}
+
 /// Replaces the normaliser's per-window report of infinite timestamps by the full list of ids,
 /// asked from PostgreSQL; other errors pass through.
 pub fn explain_infinite(

@@ -60,8 +60,14 @@ impl SourceUrl {
             .iter()
             .find(|(k, _)| !KNOWN_PARAMS.contains(&k.as_str()) && k != "cxprotocol")
         {
+            // Only a plain parameter name is echoed: anything else may be a misplaced password.
+            let shown = if k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                format!(" '{k}'")
+            } else {
+                String::new()
+            };
             bail!(
-                "unknown connection parameter '{k}' in the source; scrobsync understands {}",
+                "unknown connection parameter{shown} in the source; scrobsync understands {}",
                 KNOWN_PARAMS.join(", ")
             );
         }
@@ -224,29 +230,83 @@ impl SourceUrl {
         if let Some(a) = i.param("application_name") {
             cfg.application_name(a);
         }
-        cfg.ssl_mode(match self.ssl_mode_name() {
+        let mode = self.ssl_mode_name();
+        cfg.ssl_mode(match mode {
             "disable" => SslMode::Disable,
             "allow" | "prefer" => SslMode::Prefer,
             "require" | "verify-ca" | "verify-full" => SslMode::Require,
-            other => bail!(
-                "invalid sslmode '{other}' in the source (or PGSSLMODE); use disable, prefer or require"
+            _ => bail!(
+                "invalid sslmode in the source (or PGSSLMODE); use disable, prefer, require, verify-ca or verify-full"
             ),
         });
+        if mode.starts_with("verify") && self.root_certificate().is_none() {
+            bail!(
+                "sslmode={mode} needs the server's root certificate: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt"
+            );
+        }
+        if i.param("sslcert").is_some() || i.param("sslkey").is_some() {
+            bail!("client certificates (sslcert, sslkey) are not supported; authenticate with a password");
+        }
+        if let Some(cb) = i.param("channel_binding") {
+            use postgres::config::ChannelBinding;
+            cfg.channel_binding(match cb {
+                "disable" => ChannelBinding::Disable,
+                "prefer" => ChannelBinding::Prefer,
+                "require" => ChannelBinding::Require,
+                _ => bail!("invalid channel_binding in the source; use disable, prefer or require"),
+            });
+        }
+        if let Some(t) = i.param("target_session_attrs") {
+            use postgres::config::TargetSessionAttrs;
+            cfg.target_session_attrs(match t {
+                "any" => TargetSessionAttrs::Any,
+                "read-write" => TargetSessionAttrs::ReadWrite,
+                "read-only" => TargetSessionAttrs::ReadOnly,
+                _ => bail!(
+                    "invalid target_session_attrs in the source; use any, read-write or read-only"
+                ),
+            });
+        }
         // A server that never answers must become an error, not a hang: a connect timeout
-        // (`connect_timeout` in the source or PGCONNECT_TIMEOUT wins) and TCP keepalives, so a
-        // dead peer is noticed.
-        let timeout = match i.param("connect_timeout") {
-            Some(t) => Duration::from_secs(t.trim().parse::<u64>().map_err(|_| {
-                anyhow!("invalid connect_timeout '{t}' in the source; give whole seconds")
-            })?),
-            None => CONNECT_TIMEOUT,
-        };
-        cfg.connect_timeout(timeout);
-        cfg.keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3);
+        // (`connect_timeout` in the source or PGCONNECT_TIMEOUT wins; as in libpq, 0 waits for
+        // ever and 1 means 2) and TCP keepalives, so a dead peer is noticed.
+        if let Some(t) = self.connect_limit()? {
+            cfg.connect_timeout(t);
+        }
+        let keepalives = i.param("keepalives") != Some("0");
+        cfg.keepalives(keepalives);
+        if keepalives {
+            cfg.keepalives_idle(Duration::from_secs(30))
+                .keepalives_interval(Duration::from_secs(10))
+                .keepalives_retries(3);
+        }
         Ok(cfg)
+    }
+
+    /// How long a connection attempt may take; `None`: no limit.
+    fn connect_limit(&self) -> Result<Option<Duration>> {
+        Ok(match self.info.param("connect_timeout") {
+            Some(t) => {
+                let secs: i64 = t.trim().parse().map_err(|_| {
+                    anyhow!("invalid connect_timeout in the source (or PGCONNECT_TIMEOUT); give whole seconds")
+                })?;
+                (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
+            }
+            None => Some(CONNECT_TIMEOUT),
+        })
+    }
+
+    /// The root certificate that verifies the server: `sslrootcert`, else
+    /// `~/.postgresql/root.crt` when it exists (libpq's default).
+    fn root_certificate(&self) -> Option<String> {
+        self.info
+            .param("sslrootcert")
+            .map(str::to_string)
+            .or_else(|| {
+                let home = std::env::var_os("HOME")?;
+                let p = std::path::Path::new(&home).join(".postgresql/root.crt");
+                p.exists().then(|| p.to_string_lossy().into_owned())
+            })
     }
 
     /// Opens a connection for reading the source: every statement sent through it runs in a
@@ -273,13 +333,19 @@ impl SourceUrl {
     fn connect_with(&self, cfg: &postgres::Config) -> Result<postgres::Client> {
         use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
         use postgres::config::SslMode;
-        let limit = *cfg.get_connect_timeout().unwrap_or(&CONNECT_TIMEOUT);
+        let limit = self.connect_limit()?;
         let result = if cfg.get_ssl_mode() == SslMode::Disable {
             connect_within(cfg.clone(), postgres::NoTls, limit)
         } else {
             let mut b = SslConnector::builder(SslMethod::tls())
                 .map_err(|e| anyhow!("cannot set up TLS: {e}"))?;
-            let root = self.info.param("sslrootcert").map(str::to_string);
+            let root = if self.ssl_mode_name().starts_with("verify")
+                || self.info.param("sslrootcert").is_some()
+            {
+                self.root_certificate()
+            } else {
+                None
+            };
             match &root {
                 Some(path) => b
                     .set_ca_file(path)
@@ -301,7 +367,7 @@ impl SourceUrl {
                 msg: format!(
                     "cannot connect to PostgreSQL at {}: no answer within {} s; check that the server is up (connect_timeout in the URL sets the limit)",
                     self.host_port(),
-                    limit.as_secs()
+                    limit.map_or(0, |l| l.as_secs())
                 ),
                 transient: true,
                 code: None,
@@ -320,7 +386,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 fn connect_within<T>(
     cfg: postgres::Config,
     tls: T,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Option<Result<postgres::Client, postgres::Error>>
 where
     T: postgres::tls::MakeTlsConnect<postgres::Socket> + Send + 'static,
@@ -335,7 +401,10 @@ where
             let _ = tx.send(cfg.connect(tls));
         })
         .ok()?;
-    rx.recv_timeout(limit + Duration::from_secs(1)).ok()
+    match limit {
+        Some(l) => rx.recv_timeout(l + Duration::from_secs(1)).ok(),
+        None => rx.recv().ok(),
+    }
 }
 
 /// An error of the source: the server's reason in one line (with its SQLSTATE), and whether it
@@ -720,6 +789,29 @@ mod tests {
             cx.contains("options=-c%20default_transaction_read_only%3Don"),
             "{cx}"
         );
+    }
+
+    #[test]
+    fn libpq_timeouts_and_certificate_checks() {
+        let limit = |u: &str| parse(u).connect_limit().unwrap();
+        assert_eq!(limit("postgresql://u@h/d"), Some(Duration::from_secs(10)));
+        assert_eq!(
+            limit("postgresql://u@h/d?connect_timeout=0"),
+            None,
+            "0 waits for ever"
+        );
+        assert_eq!(
+            limit("postgresql://u@h/d?connect_timeout=1"),
+            Some(Duration::from_secs(2))
+        );
+        let no_root =
+            SourceUrl::resolve("postgresql://u@db.example/d?sslmode=verify-full", &|_| None)
+                .unwrap();
+        if no_root.root_certificate().is_none() {
+            let err = no_root.config().unwrap_err().to_string();
+            assert!(err.contains("sslrootcert"), "{err}");
+        }
+        assert!(parse("postgresql://u@h/d?sslcert=c.pem").config().is_err());
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn parse_keywords(input: &str) -> Result<Given> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            bail!("invalid source: '{key}' has no value (key=value expected); {EXPECTED}");
+            bail!("invalid source: a word without '=' (key=value expected; quote values with spaces in '…'); {EXPECTED}");
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -196,7 +196,7 @@ fn parse_keywords(input: &str) -> Result<Given> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => bail!("invalid source: unterminated quoted value of '{key}'"),
+                    None => bail!("invalid source: a quoted value is not closed; {EXPECTED}"),
                 }
             }
         } else {
@@ -263,7 +263,7 @@ pub fn resolve(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conn
     let port_text = given.port.or_else(|| env_nonempty("PGPORT"));
     let port = match port_text {
         Some(p) => p.parse::<u16>().map_err(|_| {
-            anyhow!("invalid port '{p}' in the source (or PGPORT); give a number such as 5432")
+            anyhow!("invalid port in the source (or PGPORT); give a number such as 5432 (in a URL, a password with / ? or @ must be percent-encoded, e.g. %2F)")
         })?,
         None => 5432,
     };
@@ -473,5 +473,28 @@ mod tests {
             None,
             "world-readable: ignored"
         );
+    }
+}
+
+#[cfg(test)]
+mod leak_tests {
+    use super::resolve;
+
+    #[test]
+    fn malformed_sources_never_echo_their_text() {
+        for bad in [
+            "postgresql://bob:pa?ss@h/db",
+            "postgresql://bob:pa/ss@h:54x32/db",
+            "host=h password=my secret",
+            "host=h password='unclosed secret",
+        ] {
+            if let Err(e) = resolve(bad, &|_| None) {
+                let e = e.to_string();
+                for part in ["pa", "ss", "secret", "54x32"] {
+                    assert!(!e.contains(&format!("'{part}")), "{bad}: {e}");
+                }
+                assert!(!e.contains("secret"), "{bad}: {e}");
+            }
+        }
     }
 }

@@ -419,6 +419,7 @@ fn copy_header() -> Vec<u8> {
 /// Result of a seed run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeedSummary {
+    pub mode: &'static str,
     pub rows: u64,
     pub first_id: Option<i64>,
     pub last_id: Option<i64>,
@@ -481,9 +482,18 @@ pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
     w.write_all(&buf).context("sending rows to PostgreSQL")?;
     w.finish()
         .map_err(|e| anyhow!("COPY into scrobbles failed: {}", explain_query_error(&e)))?;
+    // As a real source has: backfill and verify windows select by played_at.
+    tx.batch_execute("CREATE INDEX IF NOT EXISTS scrobbles_played_at ON scrobbles (played_at)")
+        .map_err(|e| {
+            anyhow!(
+                "cannot index scrobbles.played_at: {}",
+                explain_query_error(&e)
+            )
+        })?;
     tx.batch_execute("ANALYZE scrobbles").ok();
     tx.commit()?;
     Ok(SeedSummary {
+        mode: "seed",
         rows: n,
         first_id: first,
         last_id: last,
