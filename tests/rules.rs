@@ -325,10 +325,20 @@ fn empty_windows_are_normal_windows() {
         .unwrap();
     let o = run(&["verify", "--source", &db.url, "--target", t]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    ok(&["verify", "--repair", "--source", &db.url, "--target", t]);
     let month =
         "SELECT count(*) FROM scrobbles WHERE played_at >= 1425168000 AND played_at < 1427846400";
+    let in_month = one(&target, month);
+    assert!(in_month > 0);
+    ok(&["verify", "--repair", "--source", &db.url, "--target", t]);
     assert_eq!(one(&target, month), 0);
+    // The repair is in the run log, with the net change of the scrobble count.
+    assert_eq!(
+        one(
+            &target,
+            "SELECT rows_scrobbles FROM _scrobsync_runs WHERE mode = 'verify-repair' ORDER BY run_id DESC LIMIT 1"
+        ),
+        -in_month
+    );
     assert_same_as_full_load(&db, &target, "after repairing an emptied month");
 }
 
@@ -369,6 +379,17 @@ fn null_and_duplicate_ids_are_errors() {
     let before = one(&target, "SELECT count(*) FROM scrobbles");
     for cmd in [
         vec!["sync", "--source", &db.url, "--target", t],
+        vec![
+            "sync",
+            "--cursor",
+            "played_at",
+            "--lookback",
+            "3000d",
+            "--source",
+            &db.url,
+            "--target",
+            t,
+        ],
         vec!["load", "--source", &db.url, "--target", t],
         vec![
             "backfill",

@@ -134,8 +134,11 @@ fn parse_mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
 pub fn record_played_at_mark(path: &std::path::Path) -> Result<()> {
     let target = target::open(path)?;
     target.write(|conn| {
-        let max: Option<i64> =
-            conn.query_row("SELECT max(played_at) FROM scrobbles", [], |r| r.get(0))?;
+        let max: Option<i64> = conn.query_row(
+            "SELECT max(played_at) FROM scrobbles WHERE played_at <= unixepoch('now') + 86400",
+            [],
+            |r| r.get(0),
+        )?;
         if let Some(m) = max {
             state::set(
                 conn,
@@ -153,6 +156,8 @@ struct SyncPlan {
     table: SourceTable,
     plan: ReadPlan,
     mark_key: &'static str,
+    /// The mark as stored when planning (to notice another run's commit before ours).
+    stored_mark: Option<i64>,
     mark_before: Option<i64>,
     mark_after: Option<i64>,
     /// Ids above this are read (below the mark when a re-check is due).
@@ -172,6 +177,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         table,
         plan,
         mark_key,
+        stored_mark,
         mark_before,
         mark_after,
         read_after,
@@ -207,7 +213,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let other_source =
             super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
         // Another sync may have committed while this one planned (before its lock).
-        if parse_mark(conn, mark_key)? != mark_before {
+        if parse_mark(conn, mark_key)? != stored_mark {
             bail!("another run changed the target's mark while this sync was planning; run it again");
         }
         let facts_before = present(conn)?;
@@ -351,10 +357,14 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
         Cursor::PlayedAt { lookback_us } => {
             let mark = match parse_mark(conn, "played_at_mark")? {
                 Some(m) => Some(m),
+                // No mark yet: the newest play of the target, not counting rows dated after
+                // the clock (plus a day), which must not move the mark either.
                 None => conn
-                    .query_row("SELECT max(played_at) FROM scrobbles", [], |r| {
-                        r.get::<_, Option<i64>>(0)
-                    })?
+                    .query_row(
+                        "SELECT max(played_at) FROM scrobbles WHERE played_at <= unixepoch('now') + 86400",
+                        [],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?
                     .map(|s| s.saturating_mul(1_000_000)),
             };
             // The newest played_at up to the server's clock plus FUTURE_SKEW: one row dated
@@ -425,6 +435,7 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
         Cursor::PlayedAt { .. } => pending,
     };
     Ok(SyncPlan {
+        stored_mark: parse_mark(conn, mark_key)?,
         client,
         table,
         read_after: scope.after_id.unwrap_or(i64::MIN),
