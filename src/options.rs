@@ -2,7 +2,7 @@
 //! (the source, the mapping file, the cursor), so the core only ever sees typed options.
 
 use crate::cli;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use scrobsync::modes::backfill::BackfillOptions;
 use scrobsync::modes::bench::BenchOptions;
 use scrobsync::modes::load::LoadOptions;
@@ -69,7 +69,10 @@ pub fn source(arg: Option<String>) -> Result<SourceUrl> {
         {
             String::new()
         }
-        _ => bail!("no source given; pass --source postgresql://USER@HOST/DB (or key=value pairs), or set SCROBSYNC_SOURCE, DATABASE_URL or PGHOST/PGDATABASE/PGUSER"),
+        _ => return Err(usage(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "no source given; pass --source postgresql://USER@HOST/DB (or key=value pairs), or set SCROBSYNC_SOURCE, DATABASE_URL or PGHOST/PGDATABASE/PGUSER",
+        )),
     };
     SourceUrl::parse(&raw)
 }
@@ -143,7 +146,19 @@ pub fn sync(a: &cli::SyncArgs) -> Result<SyncOptions> {
     })
 }
 
+/// `--from` before `--to`, as a usage error.
+fn range(from: Option<i64>, to: Option<i64>) -> Result<()> {
+    match (from, to) {
+        (Some(f), Some(t)) if f >= t => Err(usage(
+            clap::error::ErrorKind::ValueValidation,
+            "--from must be before --to (the range is [from, to), half-open)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
+    range(Some(a.from), Some(a.to))?;
     Ok(BackfillOptions {
         source: source(a.source.source.clone())?,
         table: spec(&a.mapping)?,
@@ -161,6 +176,7 @@ pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
 }
 
 pub fn verify(a: &cli::VerifyArgs) -> Result<VerifyOptions> {
+    range(a.from, a.to)?;
     Ok(VerifyOptions {
         source: source(a.source.source.clone())?,
         table: spec(&a.mapping)?,

@@ -31,7 +31,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| BarWriter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
@@ -49,23 +49,40 @@ pub struct ProgressBar {
     stage: std::sync::Mutex<String>,
 }
 
+/// The bar of this process, if any: log lines are printed through it (see [`BarWriter`]).
+static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+/// Counted work: fixed-width numbers (the line does not jump as they grow), and `~` before the
+/// total, which is an estimate.
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos:>11}/~{human_len:<11} ({rate}, eta {eta})",
+    )
+    .expect("valid template")
+    .with_key(
+        "rate",
+        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:>9}/s", thousands(s.per_sec() as u64));
+        },
+    )
+}
+
+/// A stage without a count (index build, checks): a spinner and the time.
+fn spinner_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+        .expect("valid template")
+}
+
 impl ProgressBar {
     /// A bar on a terminal's stderr; none when it is not a terminal or with `--quiet`.
     pub fn new(quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({rate}, eta {eta})",
-                )
-                .expect("valid template")
-                .with_key(
-                    "rate",
-                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = write!(w, "{}/s", thousands(s.per_sec() as u64));
-                    },
-                ),
+            let b = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
             );
+            b.set_style(spinner_style());
+            let _ = BAR.set(b.clone());
             b
         });
         Self {
@@ -75,16 +92,48 @@ impl ProgressBar {
     }
 }
 
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Writes log lines to stderr through the progress bar (which hides itself for the line and
+/// redraws below it), so logs never tear the bar.
+pub struct BarWriter;
+
+impl std::io::Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BAR.get() {
+            Some(b) if !b.is_finished() => b.suspend(|| std::io::stderr().write_all(buf))?,
+            _ => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 impl Progress for ProgressBar {
     fn stage(&self, name: &str, total: Option<u64>) {
         if let Ok(mut s) = self.stage.lock() {
             *s = name.to_string();
         }
         if let Some(b) = &self.bar {
-            b.set_message(name.to_string());
-            if let Some(t) = total {
-                b.set_length(t);
+            match total {
+                Some(t) => {
+                    if b.length() != Some(t) {
+                        b.set_style(bar_style());
+                        b.set_length(t);
+                    }
+                }
+                None => {
+                    b.set_style(spinner_style());
+                    b.unset_length();
+                }
             }
+            b.set_message(name.to_string());
             b.enable_steady_tick(std::time::Duration::from_millis(200));
         }
     }
@@ -301,6 +350,9 @@ impl Report for Status {
                 mark(run.mark_after),
                 run.seconds
             );
+        }
+        for f in &self.leftover_temporary_files {
+            outln!("  leftover temporary file of a killed load: {f} (remove it with rm; the next load of this target removes it too)");
         }
     }
 }

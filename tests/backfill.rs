@@ -278,16 +278,16 @@ fn bad_backfill_and_verify_arguments() {
     let t = dir.path().join("x.sqlite");
     let ts = t.to_str().unwrap();
     let url = "postgresql://postgres@127.0.0.1:5432/postgres";
-    // Usage errors (exit 2) come from the command line itself; an empty range from the run.
+    // Usage errors exit 2.
     for (args, code, msg) in [
         (
             vec!["backfill", "--from", "2024-02-01", "--to", "2024-01-01"],
-            1,
+            2,
             "--from must be before --to",
         ),
         (
             vec!["backfill", "--from", "2024-01-01", "--to", "2024-01-01"],
-            1,
+            2,
             "--from must be before --to",
         ),
         (

@@ -116,11 +116,14 @@ fn bad_urls() {
         None,
     );
     assert!(e.contains("not supported"), "{e}");
-    let e = fails(&["load", "--target", ts], None);
-    assert!(
-        e.contains("SCROBSYNC_SOURCE") && e.contains("DATABASE_URL"),
-        "{e}"
-    );
+    // No source at all is a usage error.
+    bin()
+        .args(["load", "--target", ts])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("SCROBSYNC_SOURCE").and(predicate::str::contains("PGHOST")),
+        );
     assert_untouched(&t);
 }
 
@@ -346,6 +349,17 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
     // A temporary file of a killed earlier run (its pid does not exist).
     let stale = dir.path().join(".precious.sqlite.scrobsync-4000000.tmp");
     std::fs::write(&stale, b"half-written").unwrap();
+    // status names it, and how to remove it
+    bin()
+        .args(["status", "--target"])
+        .arg(&t)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("leftover temporary file").and(predicate::str::contains(
+                ".precious.sqlite.scrobsync-4000000.tmp",
+            )),
+        );
     let exe = assert_cmd::cargo::cargo_bin("scrobsync");
     let child = std::process::Command::new(exe)
         .args([

@@ -11,6 +11,7 @@ use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
+use crate::sink::writer::Finish;
 use crate::sink::Writer;
 use crate::source::checks::explain_infinite;
 use crate::source::identity::SourceIdentity;
@@ -302,7 +303,6 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             Ok(())
         },
     );
-    progress.finish();
     let rows_read = rows_read.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
     let [users, artists, albums, tracks] = norm.registry.counts();
     tracing::info!(
@@ -338,11 +338,22 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let identity = SourceIdentity::of(&opts.source, &table);
-    let (index_secs, check_secs) =
-        writer.finish(rows_read, &run, &identity, recheck, opts.indexes, opts.fts)?;
+    let (index_secs, check_secs) = writer.finish(
+        rows_read,
+        Finish {
+            run: &run,
+            source: &identity,
+            recheck,
+            indexes: opts.indexes,
+            fts: opts.fts,
+        },
+        progress,
+    )?;
     // A Ctrl-C during the index build or the checks stops here: the target stays as it was.
     crate::cancel::check()?;
+    progress.stage("replacing the target", None);
     temp.install()?;
+    progress.finish();
 
     let total = started.elapsed().as_secs_f64();
     Ok(LoadSummary {

@@ -36,6 +36,39 @@ pub struct Status {
     pub rows: TableRows,
     /// The most recent runs, newest first.
     pub last_runs: Vec<RunInfo>,
+    /// Temporary files that killed loads of this target left beside it.
+    pub leftover_temporary_files: Vec<String>,
+}
+
+/// `.NAME.scrobsync-PID.tmp` files beside `path` whose process is gone.
+fn leftover_temp_files(path: &Path) -> Vec<String> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let prefix = format!(".{name}.scrobsync-");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let pid: u32 = file
+                .strip_prefix(&prefix)?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
+            (!Path::new(&format!("/proc/{pid}")).exists())
+                .then(|| dir.join(&file).display().to_string())
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 pub fn run(path: &Path, last: usize) -> Result<Status> {
@@ -79,5 +112,6 @@ pub fn run(path: &Path, last: usize) -> Result<Status> {
             scrobbles,
         },
         last_runs,
+        leftover_temporary_files: leftover_temp_files(path),
     })
 }

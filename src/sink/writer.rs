@@ -38,6 +38,16 @@ const INDEX_CACHE_KIB: u32 = 1024;
 /// Page cache (KiB) of the connection running `foreign_key_check`.
 const CHECK_CACHE_KIB: u32 = 98304;
 
+/// What a full load records in its new file and builds into it at the end.
+pub struct Finish<'a> {
+    pub run: &'a state::RunRecord<'a>,
+    pub source: &'a SourceIdentity,
+    pub recheck: Option<Recheck>,
+    pub indexes: IndexSet,
+    /// Build the full-text name index.
+    pub fts: bool,
+}
+
 /// A writer on a fresh SQLite file.
 pub struct Writer {
     conn: Connection,
@@ -139,12 +149,16 @@ impl Writer {
     pub fn finish(
         self,
         expected_facts: u64,
-        run: &state::RunRecord,
-        source: &SourceIdentity,
-        recheck: Option<Recheck>,
-        indexes: IndexSet,
-        fts: bool,
+        f: Finish<'_>,
+        progress: &dyn crate::progress::Progress,
     ) -> Result<(f64, f64)> {
+        let Finish {
+            run,
+            source,
+            recheck,
+            indexes,
+            fts,
+        } = f;
         let t = std::time::Instant::now();
         state::record_run(&self.conn, run)?;
         if let Some(h) = run.hwm_after {
@@ -159,6 +173,10 @@ impl Writer {
         // fact's track at random, may use more cache without raising the peak.
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{CHECK_CACHE_KIB};"))?;
+        progress.stage(
+            "checking the new file (foreign keys, integrity, row count)",
+            None,
+        );
         check_in_parallel(&self.conn, &self.path, expected_facts)?;
         let check_secs = t.elapsed().as_secs_f64();
         tracing::debug!(seconds = check_secs, "foreign_key_check + integrity_check");
@@ -167,17 +185,24 @@ impl Writer {
         // A small cache on purpose: see INDEX_CACHE_KIB.
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
-        self.conn
-            .execute_batch(INDEXES)
-            .context("building indexes")?;
+        let mut statements: Vec<&str> = INDEXES.split(';').collect();
         if indexes == IndexSet::Full {
-            self.conn
-                .execute_batch(QUERY_INDEXES)
-                .context("building query indexes")?;
+            statements.extend(QUERY_INDEXES.split(';'));
+        }
+        statements.retain(|s| !s.trim().is_empty());
+        for (i, sql) in statements.iter().enumerate() {
+            crate::cancel::check()?;
+            progress.stage(
+                &format!("building indexes {} of {}", i + 1, statements.len()),
+                None,
+            );
+            self.conn.execute_batch(sql).context("building indexes")?;
         }
         if fts {
+            progress.stage("building the search index", None);
             super::search::create(&self.conn).context("building the search index")?;
         }
+        progress.stage("analysing", None);
         tracing::debug!(seconds = t.elapsed().as_secs_f64(), "indexes built");
         self.conn
             .execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")?;

@@ -214,9 +214,10 @@ pub fn seed(db: &TestDb, args: &[&str]) {
 pub fn fake_target(path: &Path) {
     let c = Connection::open(path).unwrap();
     c.execute_batch(scrobsync::sink::schema::TABLES).unwrap();
+    c.execute_batch(scrobsync::sink::state::STATE_TABLES)
+        .unwrap();
     c.execute_batch(
-        "CREATE TABLE _scrobsync_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         INSERT INTO _scrobsync_state VALUES ('schema_version', '1'), ('note', 'previous target content');",
+        "INSERT INTO _scrobsync_state VALUES ('schema_version', '1'), ('note', 'previous target content');",
     )
     .unwrap();
 }
