@@ -212,6 +212,11 @@ fn signed(n: i64) -> String {
     }
 }
 
+/// `1 window`, `2,000 windows`.
+fn count(n: u64, what: &str) -> String {
+    format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -257,23 +262,33 @@ impl Report for LoadSummary {
         let r = &self.rows;
         let t = &self.seconds;
         outln!(
-            "loaded {} scrobbles into {} in {:.2} s ({} rows/s)",
-            thousands(r.scrobbles),
+            "loaded {} into {} in {:.2} s ({} rows/s)",
+            count(r.scrobbles, "scrobble"),
             self.target,
             t.total,
             thousands(self.rows_per_second as u64)
         );
         outln!(
-            "  users {} · artists {} · albums {} · tracks {} · high-water mark {}",
+            "  users {} · artists {} · albums {} · tracks {}",
             thousands(r.users),
             thousands(r.artists),
             thousands(r.albums),
             thousands(r.tracks),
-            self.high_water_mark.map_or("-".into(), |h| h.to_string())
+        );
+        outln!("  high-water mark {}", mark(self.high_water_mark));
+        outln!(
+            "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2}",
+            t.plan,
+            t.read,
+            t.normalize,
+            t.write
         );
         outln!(
-            "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} ({} windows × {} partitions)",
-            t.plan, t.read, t.normalize, t.write, t.index, t.check, self.windows, self.partitions
+            "           index {:.2} · check {:.2} ({} × {})",
+            t.index,
+            t.check,
+            count(self.windows as u64, "window"),
+            count(self.partitions as u64, "partition")
         );
         print_retries(self.retries);
     }
@@ -298,21 +313,37 @@ fn mark(m: Option<i64>) -> String {
 impl Report for SyncSummary {
     fn text(&self) {
         let r = &self.rows;
+        if r.scrobbles == 0 && self.mark_before == self.mark_after {
+            outln!(
+                "{} is already up to date (cursor {}, mark {}; {:.2} s)",
+                self.target,
+                self.cursor,
+                mark(self.mark_after),
+                self.seconds.total
+            );
+        } else {
+            outln!(
+                "synced {} into {} in {:.2} s",
+                count(r.scrobbles, "new scrobble"),
+                self.target,
+                self.seconds.total,
+            );
+            outln!(
+                "  cursor {}, mark {} → {}",
+                self.cursor,
+                mark(self.mark_before),
+                mark(self.mark_after)
+            );
+        }
         outln!(
-            "synced {} new scrobbles into {} in {:.2} s (cursor {}, mark {} → {})",
-            thousands(r.scrobbles),
-            self.target,
-            self.seconds.total,
-            self.cursor,
-            mark(self.mark_before),
-            mark(self.mark_after)
-        );
-        outln!(
-            "  new: users {} · artists {} · albums {} · tracks {} · updated dimension rows {} · rows read {}",
+            "  new: users {} · artists {} · albums {} · tracks {}",
             thousands(r.users),
             thousands(r.artists),
             thousands(r.albums),
             thousands(r.tracks),
+        );
+        outln!(
+            "  updated dimension rows {} · rows read {}",
             thousands(self.dimension_rows_updated),
             thousands(self.rows_read)
         );
@@ -410,16 +441,24 @@ impl Report for BenchReport {
 impl Report for BackfillSummary {
     fn text(&self) {
         outln!(
-            "backfilled {} of {} {} windows into {} in {:.2} s ({} skipped as done): {} rows deleted, {} written (net {:+})",
-            self.windows_done,
-            self.windows_total,
-            self.by.name(),
+            "backfilled {} of {} {} into {} in {:.2} s",
+            thousands(self.windows_done as u64),
+            thousands(self.windows_total as u64),
+            format!(
+                "{} window{}",
+                self.by.name(),
+                if self.windows_total == 1 { "" } else { "s" }
+            ),
             self.target,
             self.seconds,
-            self.windows_skipped,
-            thousands(self.rows_deleted),
+        );
+        outln!(
+            "  {} deleted, {} written, {} moved out (net {}); {} skipped as done",
+            count(self.rows_deleted, "row"),
             thousands(self.rows_written),
-            self.net_scrobble_change
+            thousands(self.rows_moved_out),
+            signed(self.net_scrobble_change),
+            thousands(self.windows_skipped as u64)
         );
         let r = &self.rows;
         outln!(
@@ -444,12 +483,14 @@ impl Report for BackfillSummary {
 
 fn print_verify_table(r: &VerifyReport) {
     outln!(
-        "checked {} {} windows in {:.2} s: source {} rows, target {} rows",
-        r.windows_checked,
-        r.by.name(),
+        "checked {} in {:.2} s",
+        count(r.windows_checked as u64, &format!("{} window", r.by.name())),
         r.seconds,
-        thousands(r.source_rows),
-        thousands(r.target_rows)
+    );
+    outln!(
+        "  source {}, target {}",
+        count(r.source_rows, "row"),
+        count(r.target_rows, "row")
     );
     if !r.attributes_differ.is_empty() {
         outln!(
@@ -481,9 +522,14 @@ fn print_verify_table(r: &VerifyReport) {
         );
     }
     outln!(
-        "{} of {} windows differ",
-        r.differing.len(),
-        r.windows_checked
+        "{} of {} {}",
+        thousands(r.differing.len() as u64),
+        thousands(r.windows_checked as u64),
+        if r.windows_checked == 1 {
+            "window differs"
+        } else {
+            "windows differ"
+        }
     );
 }
 
@@ -492,9 +538,9 @@ impl Report for VerifyReport {
         print_verify_table(self);
         if let Some(after) = &self.after_repair {
             outln!(
-                "repaired {} windows by backfill, {} dimension rows' attributes; verifying again:",
-                self.repaired.len(),
-                self.attributes_repaired
+                "repaired {} by backfill and the attributes of {}; verifying again:",
+                count(self.repaired.len() as u64, "window"),
+                count(self.attributes_repaired, "dimension row")
             );
             print_verify_table(after);
         }

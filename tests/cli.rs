@@ -528,3 +528,40 @@ fn json_answers_even_on_errors_and_names_its_mode() {
     assert_eq!(v["mode"], "status");
     assert_eq!(v["high_water_mark_text"], hwm);
 }
+
+#[test]
+fn summaries_speak_plainly() {
+    let db = TestDb::new("words");
+    seed(&db, &["--rows", "1500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("w.sqlite");
+    let ts = t.to_str().unwrap();
+    let out = |args: &[&str]| {
+        let o = bin().args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let load = out(&["load", "--source", &db.url, "--target", ts]);
+    assert!(load.contains("(1 window × 1 partition)"), "{load}");
+    for line in load.lines() {
+        assert!(
+            line.chars().count() <= 80 || line.contains(ts),
+            "over 80 columns: {line}"
+        );
+    }
+    let again = out(&["sync", "--source", &db.url, "--target", ts]);
+    assert!(again.contains("already up to date"), "{again}");
+    let v = out(&[
+        "verify",
+        "--source",
+        &db.url,
+        "--target",
+        ts,
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2020-02-01",
+    ]);
+    assert!(v.contains("checked 1 month window in"), "{v}");
+    assert!(!v.contains("..="), "no Rust range syntax: {v}");
+}
