@@ -2,7 +2,7 @@
 //! default names maps onto the canonical fields. Parsing and checks that need no database live
 //! here; resolving names against the server is `source::mapping`.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,39 +77,121 @@ impl SourceConfig {
                 if t.trim().is_empty() {
                     bail!("[source] table is empty");
                 }
-                for (field, expr) in &self.columns {
-                    if !FIELDS.iter().any(|(f, _)| f == field) {
-                        bail!(
-                            "[source.columns] has unknown field '{field}'; fields are {}",
-                            FIELDS.map(|f| f.0).join(", ")
-                        );
-                    }
-                    if expr.trim().is_empty() {
-                        bail!("[source.columns] {field} is empty; name a column or write an expression");
-                    }
+            }
+        }
+        // Every problem at once, so a mapping is fixed in one round.
+        let mut problems = Vec::new();
+        if let (Some(t), None) = (&self.table, &self.query) {
+            for (field, expr) in &self.columns {
+                if !FIELDS.iter().any(|(f, _)| f == field) {
+                    problems.push(format!(
+                        "[source.columns] has unknown field '{field}'{}; fields are {}",
+                        did_you_mean(field, FIELDS.iter().map(|f| f.0)),
+                        FIELDS.map(|f| f.0).join(", ")
+                    ));
+                } else if expr.trim().is_empty() {
+                    problems.push(format!(
+                        "[source.columns] {field} is empty; name a column or write an expression"
+                    ));
                 }
+            }
+            let missing: Vec<String> = FIELDS
+                .iter()
+                .filter(|(f, required)| *required && !self.columns.contains_key(*f))
+                .map(|(f, _)| format!("'{f}'"))
+                .collect();
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "[source.columns] must map the required field{} {} to a column or expression of {t}",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", ")
+                ));
             }
         }
         match (self.played_at_type, &self.timezone) {
-            (PlayedAtType::Timestamp, None) => bail!(
-                "played_at_type = \"timestamp\" needs `timezone`, e.g. timezone = \"Europe/Berlin\""
+            (PlayedAtType::Timestamp, None) => problems.push(
+                "played_at_type = \"timestamp\" needs `timezone`, e.g. timezone = \"Europe/Berlin\"".into(),
             ),
-            (PlayedAtType::Timestamp, Some(_)) | (_, None) => Ok(()),
-            (_, Some(_)) => bail!("`timezone` only applies to played_at_type = \"timestamp\""),
+            (PlayedAtType::Timestamp, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                problems.push("`timezone` only applies to played_at_type = \"timestamp\"".into())
+            }
         }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(())
     }
 }
+
+/// ` (did you mean `table`?)` for the known key nearest to `word`, if one is near.
+fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> String {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur.push(
+                    (prev[j] + usize::from(ca != *cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    known
+        .map(|k| (distance(word, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map_or(String::new(), |(_, k)| format!(" (did you mean `{k}`?)"))
+}
+
+/// A TOML syntax or type error: shown with TOML's own snippet (several lines) and, for an
+/// unknown key, the nearest known one.
+#[derive(Debug)]
+pub struct ConfigSyntaxError(pub String);
+
+impl std::fmt::Display for ConfigSyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigSyntaxError {}
 
 /// Reads and checks a mapping file.
 pub fn load(path: &Path) -> Result<SourceConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        anyhow!(
-            "config file {} is not valid: {}",
+        let msg = e.to_string();
+        let hint = msg
+            .split("unknown field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .map(|unknown| {
+                did_you_mean(
+                    unknown,
+                    [
+                        "table",
+                        "query",
+                        "columns",
+                        "played_at_type",
+                        "timezone",
+                        "source",
+                    ]
+                    .into_iter(),
+                )
+            })
+            .unwrap_or_default();
+        anyhow::Error::new(ConfigSyntaxError(format!(
+            "config file {} is not valid{hint}:\n{}",
             path.display(),
-            e.to_string().replace('\n', " ")
-        )
+            msg.trim_end()
+        )))
     })?;
     file.source
         .check()
@@ -156,7 +238,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<SourceConfig> {
-        let f: ConfigFile = toml::from_str(s).map_err(|e| anyhow!("{e}"))?;
+        let f: ConfigFile = toml::from_str(s).map_err(|e| anyhow::anyhow!("{e}"))?;
         f.source.check()?;
         Ok(f.source)
     }
@@ -178,5 +260,43 @@ mod tests {
         assert!(e.to_string().contains("timezone"), "{e}");
         assert!(parse("[source]\ntable = \"t\"\nplayed_at_type = \"weeks\"").is_err());
         assert!(parse("[source]\ntabel = \"t\"").is_err());
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn mapping_errors_suggest_and_list_everything() {
+        assert_eq!(
+            did_you_mean("tabel", ["table", "query"].into_iter()),
+            " (did you mean `table`?)"
+        );
+        assert_eq!(did_you_mean("zzzzzz", ["table", "query"].into_iter()), "");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[source]\ntabel = \"plays\"\n").unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(
+            e.contains("did you mean `table`?") && e.contains('\n'),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "[source]\ntable = \"plays\"\n[source.columns]\nusername = \"u\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        for f in ["'id'", "'played_at'", "'artist_name'", "'track_name'"] {
+            assert!(e.contains(f), "every missing field at once: {e}");
+        }
+        std::fs::write(
+            &p,
+            "[source]\ntable = \"plays\"\n[source.columns]\nid = \"i\"\nusername = \"u\"\nplayed_at = \"p\"\nartist_name = \"a\"\ntrack_name = \"t\"\nalbum_nme = \"x\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load(&p).unwrap_err());
+        assert!(e.contains("did you mean `album_name`?"), "{e}");
     }
 }

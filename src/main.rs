@@ -43,6 +43,13 @@ fn main() -> ExitCode {
                 Some(usage) => {
                     let _ = usage.print();
                 }
+                // A mapping file's syntax error keeps TOML's snippet (several lines).
+                None if e
+                    .downcast_ref::<scrobsync::config::ConfigSyntaxError>()
+                    .is_some() =>
+                {
+                    eprintln!("error: {e:#}")
+                }
                 None => eprintln!("error: {message}"),
             }
             if json {
