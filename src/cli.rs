@@ -8,8 +8,9 @@ const ABOUT: &str =
 
 const AFTER_HELP: &str = "Examples:
   scrobsync demo                      # seed a local demo database and load it into scrobsync-demo.sqlite
-  scrobsync seed --source postgresql://postgres@127.0.0.1/music --rows 1000000
-  scrobsync load --source postgresql://postgres@127.0.0.1/music --target music.sqlite --json
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync seed --rows 10000
+  scrobsync load --target scrobsync-demo.sqlite --json
 
 The source may be a postgresql:// URL or key=value pairs (host=… dbname=…); it may also come
 from SCROBSYNC_SOURCE or DATABASE_URL, and PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD and
@@ -34,7 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Full load: replace the target SQLite file with a normalised copy of the source.
     #[command(after_help = "Example:
-  scrobsync load --source postgresql://postgres@127.0.0.1:5432/music --target music.sqlite --json
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync load --target scrobsync-demo.sqlite --fts --json
 
 The target is written to a temporary file beside it and renamed over it only after the load
 is complete and checked (foreign keys, integrity, row count); on any failure the target is
@@ -43,7 +45,8 @@ left exactly as it was.")]
 
     /// Create the source table if absent and append generated, realistic scrobbles (COPY).
     #[command(after_help = "Example:
-  scrobsync seed --source postgresql://postgres@127.0.0.1:5432/music --rows 1000000 --users 200
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync seed --rows 10000 --users 200
 
 The same --rows/--users/--seed give the same rows. Seeding a table that already has rows
 appends new rows after its greatest id.")]
@@ -51,8 +54,9 @@ appends new rows after its greatest id.")]
 
     /// Incremental sync: add only the source rows above the target's mark (full load if no target).
     #[command(after_help = "Examples:
-  scrobsync sync --source postgresql://postgres@127.0.0.1:5432/music --target music.sqlite
-  scrobsync sync --source ... --target music.sqlite --cursor played_at --lookback 2d
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync sync --target scrobsync-demo.sqlite
+  scrobsync sync --target scrobsync-demo.sqlite --cursor played_at --lookback 2d
 
 With the default --cursor id, a run reads rows with mark < id <= the source's greatest id at
 the start of the run, so back-dated imports (old played_at, new id) are picked up. Existing
@@ -68,9 +72,9 @@ affected date range with `scrobsync backfill`, or run a full `scrobsync load`.")
 
     /// Re-load date ranges: replace each UTC window's scrobbles with the source's rows.
     #[command(after_help = "Examples:
-  scrobsync backfill --source postgresql://postgres@127.0.0.1/music --target music.sqlite \\
-      --from 2024-01-01 --to 2024-04-01 --by month
-  scrobsync backfill ... --from 2024-01-01 --to 2024-04-01 --by month --resume
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync backfill --target scrobsync-demo.sqlite --from 2024-01-01 --to 2024-04-01 --by month
+  scrobsync backfill --target scrobsync-demo.sqlite --from 2024-01-01 --to 2024-04-01 --resume
 
 Windows are half-open UTC ranges [from, to), cut at day / ISO-week (Monday) / month
 boundaries. Each window is replaced in one SQLite transaction: rows deleted in the source
@@ -82,8 +86,9 @@ Dates: YYYY-MM-DD (UTC midnight) or RFC 3339 times such as 2024-03-01T12:00:00Z.
 
     /// Compare source and target per UTC window (row count + content hash); --repair fixes.
     #[command(after_help = "Examples:
-  scrobsync verify --source postgresql://postgres@127.0.0.1/music --target music.sqlite
-  scrobsync verify ... --from 2024-01-01 --to 2025-01-01 --by month --repair
+  export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
+  scrobsync verify --target scrobsync-demo.sqlite
+  scrobsync verify --target scrobsync-demo.sqlite --from 2024-01-01 --to 2025-01-01 --repair
 
 Both sides compute, per window, the row count and a hash of the lossless tuples (id,
 username, epoch second, artist, album or NULL, track, loved) — PostgreSQL in SQL, the target
@@ -94,7 +99,7 @@ Exit codes: 0 all windows match; 3 some windows differ (after --repair: still di
 
     /// Show a target's marks, row counts per table and last runs.
     #[command(after_help = "Example:
-  scrobsync status --target music.sqlite --json")]
+  scrobsync status --target scrobsync-demo.sqlite --json")]
     Status(StatusArgs),
 
     /// End-to-end benchmark: read floor vs. full load (median of runs), peak RSS, sync cost.
@@ -133,8 +138,8 @@ named by --database if needed, seeds it when its table is empty, then runs a ful
 
     /// Find artists, albums and tracks by name in a target loaded with --fts.
     #[command(after_help = "Examples:
-  scrobsync search radiohead --target music.sqlite
-  scrobsync search 'sigur ros' --target music.sqlite --json
+  scrobsync search radiohead --target scrobsync-demo.sqlite
+  scrobsync search 'sigur ros' --target scrobsync-demo.sqlite --json
 
 Every word must match the start of a word of the name; case and accents do not matter.")]
     Search(SearchArgs),

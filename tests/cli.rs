@@ -565,3 +565,61 @@ fn summaries_speak_plainly() {
     assert!(v.contains("checked 1 month window in"), "{v}");
     assert!(!v.contains("..="), "no Rust range syntax: {v}");
 }
+
+/// The examples of `--help`, run as written (with the test's own database as the source and
+/// a temporary folder as the working directory).
+#[test]
+fn help_examples_run_as_written() {
+    let db = TestDb::new("helpex");
+    seed(&db, &["--rows", "3000"]);
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["load", "sync", "backfill", "verify", "status", "search"] {
+        let o = bin().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        let examples: Vec<&str> = help
+            .lines()
+            .skip_while(|l| !l.starts_with("Example"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter(|l| l.trim_start().starts_with("scrobsync "))
+            .collect();
+        assert!(!examples.is_empty(), "{cmd} --help has an example");
+        for line in examples {
+            let args: Vec<String> = shell_words(line.trim()).into_iter().skip(1).collect();
+            let o = bin()
+                .current_dir(dir.path())
+                .env("SCROBSYNC_SOURCE", &db.url)
+                .args(&args)
+                .output()
+                .unwrap();
+            let code = o.status.code().unwrap();
+            assert!(
+                code == 0 || (cmd == "verify" && code == 3),
+                "`{line}` failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+/// Splits a command line at spaces, honouring single quotes (enough for the help examples).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
