@@ -656,7 +656,7 @@ fn source_errors_keep_the_server_reason() {
         let n: i64 = admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE datname = $1 AND query LIKE 'COPY%'",
+                 WHERE datname = $1 AND state = 'active' AND query LIKE 'COPY%'",
                 &[&db.name],
             )
             .unwrap()
