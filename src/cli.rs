@@ -166,7 +166,8 @@ impl Command {
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Words to find.
+    /// Words to find (at most 32).
+    #[arg(value_parser = search_term)]
     pub term: String,
 
     /// SQLite target (made by `load --fts`).
@@ -277,6 +278,14 @@ fn date_arg(s: &str) -> Result<i64, String> {
             "not a date; use YYYY-MM-DD (UTC midnight) or an RFC 3339 time such as 2024-03-01T12:00:00Z".to_string()
         }
     })
+}
+
+/// A search term with at least one word.
+fn search_term(s: &str) -> Result<String, String> {
+    if s.split_whitespace().next().is_none() {
+        return Err("give at least one word to find".into());
+    }
+    Ok(s.to_string())
 }
 
 /// A duration such as 90s, 15m, 2h, 7d or 1h30m, in microseconds.
@@ -556,9 +565,15 @@ pub struct VerifyArgs {
     #[arg(long, value_enum, default_value_t = ByArg::Month)]
     pub by: ByArg,
 
-    /// Backfill exactly the differing windows, then verify again.
+    /// Backfill exactly the differing windows, then verify again (also compares and
+    /// recomputes the dimension attributes when the whole range is verified).
     #[arg(long)]
     pub repair: bool,
+
+    /// Also compare the dimension attributes (first non-NULL mbid and duration) with the
+    /// source; costs a GROUP BY of the whole source per dimension.
+    #[arg(long)]
+    pub attributes: bool,
 
     #[command(flatten)]
     pub other_source: OtherSourceArg,

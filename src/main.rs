@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_exit(e),
+    };
     output::init_logging(cli.verbose, cli.quiet);
     scrobsync::cancel::install();
     let json = cli.command.json();
@@ -38,7 +41,10 @@ fn main() -> ExitCode {
             } else {
                 1
             };
-            let message = output::one_line(&format!("{e:#}"));
+            let message = match e.downcast_ref::<clap::Error>() {
+                Some(usage) => usage_message(usage),
+                None => output::one_line(&format!("{e:#}")),
+            };
             match e.downcast_ref::<clap::Error>() {
                 Some(usage) => {
                     let _ = usage.print();
@@ -60,6 +66,34 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The first line of a clap error, without its `error: ` prefix and usage text.
+fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// A command line clap refused (or `--help`/`--version`): clap's own output, and with
+/// `--json` one JSON error object on stdout too.
+fn usage_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let _ = e.print();
+    if informational {
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args().any(|a| a == "--json") {
+        let body = serde_json::json!({ "error": usage_message(&e), "exit_code": 2 });
+        output::write_line(format_args!("{body}"));
+    }
+    ExitCode::from(2)
 }
 
 /// Runs a command; the number is the process exit code.

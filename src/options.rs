@@ -185,6 +185,7 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<VerifyOptions> {
         to: a.to,
         by: a.by.into(),
         repair: a.repair,
+        attributes: a.attributes,
         partitions: a.partitions.map(usize::from).unwrap_or_else(cpus),
         allow_other_source: a.other_source.allow_other_source,
         retry: retry(&a.retry),

@@ -501,6 +501,20 @@ fn json_answers_even_on_errors_and_names_its_mode() {
         v["error"].as_str().unwrap().contains("does not exist"),
         "{v}"
     );
+    // usage errors too, with clap's message only
+    let o = bin()
+        .args(["verify", "--json", "--by", "year", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 2);
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("'year'") && !msg.contains("Usage") && !msg.starts_with("error:"),
+        "{v}"
+    );
 
     let db = TestDb::new("jsonmode");
     seed(&db, &["--rows", "200"]);

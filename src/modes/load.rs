@@ -234,6 +234,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let temp = TempTarget::new(&opts.target, opts.force)?;
 
     let _span = tracing::info_span!("load", source = %opts.source).entered();
+    progress.stage("planning the read", None);
     let (mut client, table, plan, settled) =
         pipeline::step(opts.retry, "planning the read", progress, || {
             let mut client = opts.source.connect_reader()?;

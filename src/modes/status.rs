@@ -15,6 +15,9 @@ pub struct RunInfo {
     pub outcome: String,
     pub mark_before: Option<i64>,
     pub mark_after: Option<i64>,
+    /// The marks as text (exact in every JSON reader).
+    pub mark_before_text: Option<String>,
+    pub mark_after_text: Option<String>,
     pub scrobbles_added: i64,
     pub seconds: f64,
 }
@@ -91,6 +94,8 @@ pub fn run(path: &Path, last: usize) -> Result<Status> {
                 outcome: r.get(4)?,
                 mark_before: r.get(5)?,
                 mark_after: r.get(6)?,
+                mark_before_text: super::id_text(r.get(5)?),
+                mark_after_text: super::id_text(r.get(6)?),
                 scrobbles_added: r.get(7)?,
                 seconds: r.get(8)?,
             })

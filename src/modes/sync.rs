@@ -182,9 +182,12 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         mark_after,
         read_after,
         recheck,
-    } = pipeline::step(opts.retry, "planning the sync", progress, || {
-        plan_sync(opts, conn)
-    })?;
+    } = {
+        progress.stage("planning the sync", None);
+        pipeline::step(opts.retry, "planning the sync", progress, || {
+            plan_sync(opts, conn)
+        })?
+    };
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
     let plan_secs = started.elapsed().as_secs_f64();
     tracing::info!(

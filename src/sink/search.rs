@@ -76,6 +76,9 @@ pub fn remove_missing(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Words a search may combine (each is one more FTS5 term to intersect).
+const MAX_WORDS: usize = 32;
+
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
@@ -91,8 +94,14 @@ pub fn search(conn: &Connection, term: &str, limit: usize) -> Result<Vec<Hit>> {
     if !exists(conn)? {
         bail!("this target has no search index; load it with `scrobsync load --fts`");
     }
-    let query: Vec<String> = term
-        .split_whitespace()
+    let mut words: Vec<&str> = term.split_whitespace().collect();
+    words.sort_unstable();
+    words.dedup();
+    if words.len() > MAX_WORDS {
+        bail!("a search term of at most {MAX_WORDS} different words, please");
+    }
+    let query: Vec<String> = words
+        .iter()
         .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
         .collect();
     if query.is_empty() {
