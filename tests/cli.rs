@@ -637,3 +637,23 @@ fn shell_words(s: &str) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn the_run_log_records_the_reported_time() {
+    let db = TestDb::new("runtime");
+    seed(&db, &["--rows", "2000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("r.sqlite");
+    let o = bin()
+        .args(["load", "--json", "--source", &db.url, "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reported = v["seconds"]["total"].as_f64().unwrap();
+    let logged: f64 = rusqlite::Connection::open(&t)
+        .unwrap()
+        .query_row("SELECT seconds FROM _scrobsync_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(logged, reported);
+}

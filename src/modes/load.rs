@@ -339,7 +339,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let identity = SourceIdentity::of(&opts.source, &table);
-    let (index_secs, check_secs) = writer.finish(
+    let (index_secs, check_secs, total) = writer.finish(
         rows_read,
         Finish {
             run: &run,
@@ -347,6 +347,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             recheck,
             indexes: opts.indexes,
             fts: opts.fts,
+            started,
         },
         progress,
     )?;
@@ -356,7 +357,6 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     temp.install()?;
     progress.finish();
 
-    let total = started.elapsed().as_secs_f64();
     Ok(LoadSummary {
         mode: "load",
         source: opts.source.redacted().to_string(),
