@@ -277,7 +277,7 @@ impl Report for LoadSummary {
         );
         outln!("  high-water mark {}", mark(self.high_water_mark));
         outln!(
-            "  seconds: plan {:.2} · read {:.2} · normalise {:.2} · write {:.2}",
+            "  seconds: plan {:.2} · read {:.2} · normalize {:.2} · write {:.2}",
             t.plan,
             t.read,
             t.normalize,
@@ -423,7 +423,7 @@ impl Report for BenchReport {
             self.peak_rss_mib
         );
         outln!(
-            "| stages of the median run (s) | plan {:.2} · read {:.2} · normalise {:.2} · write {:.2} · index {:.2} · check {:.2} |",
+            "| stages of the median run (s) | plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} · index {:.2} · check {:.2} |",
             st.plan, st.read, st.normalize, st.write, st.index, st.check
         );
         if let Some(s) = &self.sync {

@@ -73,6 +73,9 @@ pub struct SyncSummary {
     /// The marks as text (exact in every JSON reader).
     pub mark_before_text: Option<String>,
     pub mark_after_text: Option<String>,
+    /// With the played_at cursor: the marks (Unix microseconds) as RFC 3339 text.
+    pub mark_before_rfc3339: Option<String>,
+    pub mark_after_rfc3339: Option<String>,
     /// Rows added per table (scrobbles replaced by an upsert are not counted).
     pub rows: TableRows,
     /// Existing dimension rows whose NULL mbid/duration got filled.
@@ -304,6 +307,10 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             mark_after,
             mark_before_text: super::id_text(mark_before),
             mark_after_text: super::id_text(mark_after),
+            mark_before_rfc3339: mark_before
+                .filter(|_| by_time)
+                .and_then(super::rfc3339_us),
+            mark_after_rfc3339: mark_after.filter(|_| by_time).and_then(super::rfc3339_us),
             rows: TableRows {
                 users,
                 artists,
