@@ -110,21 +110,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
                 output::emit(&sync::run(&opts, &bar())?, a.json, quiet)?;
             } else {
                 // No target yet: a full load, which the next sync continues from.
-                let summary = load::run(
-                    &LoadOptions {
-                        source: opts.source.clone(),
-                        table: opts.table.clone(),
-                        target: opts.target.clone(),
-                        partitions: opts.partitions,
-                        batch_rows: opts.batch_rows,
-                        indexes: opts.indexes,
-                        reader: opts.reader,
-                        force: false,
-                        fts: false,
-                        retry: opts.retry,
-                    },
-                    &bar(),
-                )?;
+                let summary = load::run(&options::first_load(&opts), &bar())?;
                 if let sync::Cursor::PlayedAt { .. } = opts.cursor {
                     sync::record_played_at_mark(&opts.target)?;
                 }

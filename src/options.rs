@@ -157,6 +157,22 @@ fn range(from: Option<i64>, to: Option<i64>) -> Result<()> {
     }
 }
 
+/// The full load a `sync` does when its target does not exist yet.
+pub fn first_load(s: &SyncOptions) -> LoadOptions {
+    LoadOptions {
+        source: s.source.clone(),
+        table: s.table.clone(),
+        target: s.target.clone(),
+        partitions: s.partitions,
+        batch_rows: s.batch_rows,
+        indexes: s.indexes,
+        reader: s.reader,
+        force: false,
+        fts: false,
+        retry: s.retry,
+    }
+}
+
 pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
     range(Some(a.from), Some(a.to))?;
     Ok(BackfillOptions {

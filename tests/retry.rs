@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,20 +86,6 @@ fn succeeded(out: &Output) -> Value {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["retries"].as_u64().unwrap() >= 1, "{v}");
     v
-}
-
-fn verify_equal(db: &TestDb, target: &Path) {
-    let o = bin()
-        .args(["verify", "--source", &db.url, "--target"])
-        .arg(target)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 #[test]
@@ -228,7 +214,7 @@ fn faults_beyond_retries_fail_and_leave_the_target() {
     );
     // The same load with retries succeeds.
     ok(&["sync", "--source", &db.url, "--target", t]);
-    verify_equal(&db, &target);
+    assert_eq!(verify_code(&db, &target), 0);
 }
 
 #[test]

@@ -31,17 +31,6 @@ fn integrity(target: &Path) -> String {
         .unwrap()
 }
 
-fn verify_code(db: &TestDb, target: &Path) -> i32 {
-    let o = run(&[
-        "verify",
-        "--source",
-        &db.url,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    o.status.code().unwrap()
-}
-
 fn side(target: &Path, suffix: &str) -> std::path::PathBuf {
     let mut p = target.as_os_str().to_owned();
     p.push(suffix);

@@ -235,6 +235,18 @@ pub fn division_by_zero_mapping(dir: &Path) -> std::path::PathBuf {
     cfg
 }
 
+/// The exit code of `verify` of `target` against `db` (0 equal, 3 differing).
+pub fn verify_code(db: &TestDb, target: &Path) -> i32 {
+    bin()
+        .args(["verify", "--source", &db.url, "--target"])
+        .arg(target)
+        .output()
+        .unwrap()
+        .status
+        .code()
+        .unwrap()
+}
+
 pub fn bin() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("scrobsync").unwrap();
     c.env_remove("SCROBSYNC_SOURCE")
