@@ -4,6 +4,7 @@
 //! `read`: a binary COPY stream (as PostgreSQL sends it) → Arrow batch, by the default reader.
 //! `normalize`: Arrow batch → polars frame → fact frame with surrogate keys (fresh registry).
 //! `write`: a normalised window (new dimension rows + facts) → SQLite through reused 100-row INSERTs.
+//! `check`: the key admission of a normalised window (what the default check proves per window).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scrobsync::normalize::{window_frame, Normalizer};
@@ -88,5 +89,23 @@ fn write(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, read, normalize, write);
+fn check(c: &mut Criterion) {
+    let df = window_frame(vec![batch()]).unwrap();
+    let out = Normalizer::default()
+        .window(&df, &mut scrobsync::normalize::registry::NoResolver)
+        .unwrap();
+    let mut g = c.benchmark_group("check");
+    g.throughput(Throughput::Elements(ROWS));
+    g.sample_size(50);
+    g.bench_function("100k_rows_admit_keys", |bench| {
+        bench.iter(|| {
+            let mut bounds = scrobsync::sink::check::KeyBounds::default();
+            bounds.admit(&out).unwrap();
+            bounds
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, read, normalize, write, check);
 criterion_main!(benches);

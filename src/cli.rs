@@ -39,8 +39,8 @@ pub enum Command {
   scrobsync load --target scrobsync-demo.sqlite --fts --json
 
 The target is written to a temporary file beside it and renamed over it only after the load
-is complete and checked (foreign keys, integrity, row count); on any failure the target is
-left exactly as it was.")]
+is complete and checked (keys, row counts; --check full adds SQLite's foreign-key and
+integrity checks); on any failure the target is left exactly as it was.")]
     Load(LoadArgs),
 
     /// Create the source table if absent and append generated, realistic scrobbles (COPY).
@@ -222,6 +222,21 @@ pub struct PipelineArgs {
     /// or connectorx.
     #[arg(long, value_enum, default_value_t = ReaderArg::Copy)]
     pub reader: ReaderArg,
+
+    /// What a full load checks before its new file replaces the target: fast (keys proved as
+    /// they are written, key ranges and row counts of the file) or full (also SQLite's
+    /// foreign_key_check and integrity_check of every row, about a quarter of a large load).
+    #[arg(long, value_enum, default_value_t = CheckArg::Fast)]
+    pub check: CheckArg,
+}
+
+/// What a full load checks before installing its new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckArg {
+    /// keys proved as they are written, key ranges and row counts of the file
+    Fast,
+    /// also SQLite's foreign_key_check and integrity_check of every row
+    Full,
 }
 
 /// Which indexes a full load builds.
@@ -470,9 +485,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
     pub repeat: u64,
 
-    /// Rows to add and sync after the loads to measure an incremental run (0 skips it).
-    #[arg(long, default_value_t = 50_000)]
-    pub sync_rows: u64,
+    /// Newest plays to hold back from one more load and then let arrive, with new ids, for a
+    /// timed `sync` (0 skips it) [default: 1% of the rows]
+    #[arg(long)]
+    pub sync_rows: Option<u64>,
 
     /// Folder for the benchmark's target file [default: the system temp folder]
     #[arg(long)]

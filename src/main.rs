@@ -204,6 +204,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
                 reader: Default::default(),
                 force: false,
                 fts: false,
+                check: Default::default(),
                 retry: Default::default(),
             };
             let target = opts.target.clone();

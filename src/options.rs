@@ -10,6 +10,7 @@ use scrobsync::modes::sync::{Cursor, SyncOptions};
 use scrobsync::modes::verify::VerifyOptions;
 use scrobsync::modes::windows::By;
 use scrobsync::pipeline::retry::RetryPolicy;
+use scrobsync::sink::check::CheckLevel;
 use scrobsync::sink::schema::IndexSet;
 use scrobsync::source::mapping::SourceSpec;
 use scrobsync::source::read::ReaderKind;
@@ -20,6 +21,15 @@ impl From<cli::IndexesArg> for IndexSet {
         match a {
             cli::IndexesArg::Essential => IndexSet::Essential,
             cli::IndexesArg::Full => IndexSet::Full,
+        }
+    }
+}
+
+impl From<cli::CheckArg> for CheckLevel {
+    fn from(a: cli::CheckArg) -> Self {
+        match a {
+            cli::CheckArg::Fast => CheckLevel::Fast,
+            cli::CheckArg::Full => CheckLevel::Full,
         }
     }
 }
@@ -105,6 +115,7 @@ pub fn load(a: &cli::LoadArgs) -> Result<LoadOptions> {
         reader: a.pipeline.reader.into(),
         force: a.force,
         fts: a.fts,
+        check: a.pipeline.check.into(),
         retry: retry(&a.retry),
     })
 }
@@ -141,6 +152,7 @@ pub fn sync(a: &cli::SyncArgs) -> Result<SyncOptions> {
         batch_rows: a.pipeline.batch_rows as usize,
         indexes: a.pipeline.indexes.into(),
         reader: a.pipeline.reader.into(),
+        check: a.pipeline.check.into(),
         allow_other_source: a.other_source.allow_other_source,
         retry: retry(&a.retry),
     })
@@ -169,6 +181,7 @@ pub fn first_load(s: &SyncOptions) -> LoadOptions {
         reader: s.reader,
         force: false,
         fts: false,
+        check: s.check,
         retry: s.retry,
     }
 }
@@ -220,6 +233,7 @@ pub fn bench(a: &cli::BenchArgs) -> Result<BenchOptions> {
         batch_rows: a.pipeline.batch_rows as usize,
         indexes: value_name(a.pipeline.indexes),
         reader: value_name(a.pipeline.reader),
+        check: value_name(a.pipeline.check),
         sync_rows: a.sync_rows,
         workdir: a.workdir.clone().unwrap_or_else(std::env::temp_dir),
     })

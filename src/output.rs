@@ -427,12 +427,18 @@ impl Report for BenchReport {
             st.plan, st.read, st.normalize, st.write, st.index, st.check
         );
         if let Some(s) = &self.sync {
+            let t = &s.stages;
             outln!(
-                "| sync of {} new rows | {:.2} s = {:.1}% of the load (peak RSS {:.0} MiB) |",
+                "| sync of the newest {} plays ({} rows read) | {:.2} s = {:.1}% of the load (peak RSS {:.0} MiB) |",
                 thousands(s.rows),
+                thousands(s.rows_read),
                 s.seconds,
                 s.percent_of_load,
                 s.peak_rss_mib
+            );
+            outln!(
+                "| stages of the sync (s) | plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} |",
+                t.plan, t.read, t.normalize, t.write
             );
         }
     }

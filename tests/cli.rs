@@ -657,3 +657,56 @@ fn the_run_log_records_the_reported_time() {
         .unwrap();
     assert_eq!(logged, reported);
 }
+
+/// `bench` measures the newest plays arriving: it holds them back from one load, adds them
+/// again with new ids, syncs them, and leaves the source exactly as it found it (also after
+/// an interrupted run left plays held back).
+#[test]
+fn bench_syncs_the_newest_plays_and_restores_the_source() {
+    let db = TestDb::new("benchrun");
+    seed(&db, &["--rows", "3000"]);
+    let mut client = db.client();
+    let before = source_tuples(&mut client);
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |rows: &str, sync_rows: &str| -> serde_json::Value {
+        let out = bin()
+            .args([
+                "bench", "--source", &db.url, "--rows", rows, "--repeat", "1",
+            ])
+            .args(["--sync-rows", sync_rows, "--json", "--workdir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = bench("3000", "40");
+    assert_eq!(report["rows"], 3000);
+    assert!(report["ratio_to_read_floor"].as_f64().unwrap() > 0.0);
+    assert!(report["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    assert!(report["stages"]["check"].as_f64().is_some());
+    let sync = &report["sync"];
+    assert_eq!(sync["rows"], 40);
+    assert!(sync["rows_read"].as_u64().unwrap() >= 40, "{sync}");
+    assert_eq!(source_tuples(&mut client), before);
+    let held: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'scrobsync_bench_held%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+
+    // A bench killed while plays were held back: the next one puts them back first.
+    client
+        .batch_execute(
+            "CREATE TABLE scrobsync_bench_held AS SELECT * FROM scrobbles ORDER BY played_at DESC LIMIT 7;
+             CREATE TABLE scrobsync_bench_held_mark AS SELECT max(id)::int8 AS max_id FROM scrobbles;
+             DELETE FROM scrobbles s USING scrobsync_bench_held h WHERE s.id = h.id;",
+        )
+        .unwrap();
+    assert!(bench("2990", "0")["sync"].is_null());
+    assert_eq!(source_tuples(&mut client), before);
+}

@@ -588,6 +588,52 @@ fn a_crashed_reader_fails_every_mode() {
     assert_eq!(integrity(&target), "ok");
 }
 
+/// The default (fast) checks of a load catch what a writer or normaliser bug could do to a
+/// window: facts that never reach the file, a fact pointing at a track key never written, a
+/// dimension row admitted but lost. The target stays as it was each time; `--check full`
+/// passes on sound data.
+#[test]
+fn a_damaged_window_fails_the_default_checks() {
+    let db = TestDb::new("damage");
+    seed(&db, &["--rows", "6000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("d.sqlite");
+    let t = target.to_str().unwrap();
+    ok(&[
+        "load", "--source", &db.url, "--target", t, "--check", "full",
+    ]);
+    let bytes = std::fs::read(&target).unwrap();
+    for (damage, says) in [
+        ("lose-facts", "scrobbles in the new file but"),
+        ("dangling-key", "dangling track key of a scrobble"),
+        ("lose-track", "tracks holds"),
+    ] {
+        let o = bin()
+            .args([
+                "load",
+                "--batch-rows",
+                "1000",
+                "--source",
+                &db.url,
+                "--target",
+                t,
+            ])
+            .env("SCROBSYNC_FAILPOINT", format!("damage-window=2:{damage}"))
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{damage}: {e}");
+        assert!(
+            e.contains(says) && e.contains("not installed"),
+            "{damage}: {e}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), bytes, "{damage}");
+    }
+    // Undamaged, both levels pass and give the same rows.
+    ok(&["load", "--source", &db.url, "--target", t]);
+    assert_lossless(&mut db.client(), &target);
+}
+
 /// The server's own reason (and SQLSTATE) reaches the user, not "db error".
 #[test]
 fn source_errors_keep_the_server_reason() {

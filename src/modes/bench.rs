@@ -33,8 +33,10 @@ pub struct BenchOptions {
     pub indexes: String,
     /// `copy` or `connectorx`, passed to the load and sync runs.
     pub reader: String,
-    /// Rows to add for the incremental-sync measurement (0: skip it).
-    pub sync_rows: u64,
+    /// `fast` or `full`, passed to the load runs.
+    pub check: String,
+    /// Newest plays held back and then synced (0: skip it; None: 1% of the rows).
+    pub sync_rows: Option<u64>,
     /// Folder for the target files.
     pub workdir: PathBuf,
 }
@@ -48,11 +50,70 @@ pub struct ChildRun {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncBench {
+    /// The newest plays held back from the load and then added with new ids.
     pub rows: u64,
+    /// Rows the sync read (more than `rows` when it re-checked the previous run's ids).
+    pub rows_read: u64,
     pub seconds: f64,
     pub peak_rss_mib: f64,
     /// Sync wall time as a percentage of the median full-load wall time.
     pub percent_of_load: f64,
+    pub stages: StageSeconds,
+}
+
+/// Where the sync measurement keeps the plays it holds back (in the source database).
+const HELD: &str = "scrobsync_bench_held";
+
+/// Moves the `n` newest plays (by `played_at`, up to now) out of `scrobbles` into [`HELD`],
+/// remembering the greatest id, so that a load sees the source as it was before they arrived.
+fn hold_back(client: &mut postgres::Client, n: u64) -> Result<()> {
+    restore(client)?;
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!(
+        "CREATE TABLE {HELD} AS SELECT * FROM scrobbles
+          WHERE played_at <= now() ORDER BY played_at DESC, id DESC LIMIT {n};
+         CREATE TABLE {HELD}_mark AS SELECT max(id)::int8 AS max_id FROM scrobbles;
+         DELETE FROM scrobbles s USING {HELD} h WHERE s.id = h.id;"
+    ))?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The held plays arrive as real scrobbles do: after every existing id, in `played_at` order.
+fn arrive(client: &mut postgres::Client) -> Result<()> {
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!(
+        "INSERT INTO scrobbles
+         SELECT (SELECT max_id FROM {HELD}_mark) + row_number() OVER (ORDER BY played_at, id),
+                username, played_at, artist_name, artist_mbid, album_name, album_mbid,
+                track_name, track_mbid, duration_ms, loved
+           FROM {HELD}"
+    ))?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Puts held plays back with their own ids (also after an interrupted bench).
+fn restore(client: &mut postgres::Client) -> Result<()> {
+    let held: bool = client
+        .query_one(
+            &format!("SELECT to_regclass('{HELD}_mark') IS NOT NULL"),
+            &[],
+        )?
+        .get(0);
+    if !held {
+        return Ok(());
+    }
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!(
+        "DELETE FROM scrobbles WHERE id > (SELECT max_id FROM {HELD}_mark);
+         DELETE FROM scrobbles s USING {HELD} h WHERE s.id = h.id;
+         INSERT INTO scrobbles SELECT * FROM {HELD};
+         DROP TABLE {HELD}; DROP TABLE {HELD}_mark;"
+    ))?;
+    tx.commit()?;
+    client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +207,8 @@ fn read_floor(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<f64> {
 pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchReport> {
     let mut client = opts.source.connect()?;
     if matches!(opts.table, SourceSpec::Default) {
+        // Plays an interrupted bench held back go back first.
+        restore(&mut client)?;
         let exists: bool = client
             .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
             .get(0);
@@ -173,8 +236,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
                 "note: the table has {have} rows, more than --rows; benchmarking all of them"
             ));
         }
-    } else if opts.sync_rows > 0 {
-        bail!("--sync-rows needs the default table (it seeds new rows); pass --sync-rows 0 with --config");
+    } else if opts.sync_rows != Some(0) {
+        bail!("the sync measurement needs the default table (it holds plays back and adds them again); pass --sync-rows 0 with --config");
     }
     // Everything that reads the source runs read-only, as in the pipeline itself.
     drop(client);
@@ -209,6 +272,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         if cmd == "load" {
             v.push("--indexes".into());
             v.push(opts.indexes.clone());
+            v.push("--check".into());
+            v.push(opts.check.clone());
         }
         if let Some(c) = &opts.config {
             v.push("--config".into());
@@ -231,33 +296,30 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         serde_json::from_value(median_run.summary["seconds"].clone()).unwrap_or_default();
     let peak_rss_mib = loads.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
 
-    let sync = if opts.sync_rows > 0 {
+    let sync_rows = opts.sync_rows.unwrap_or(rows as u64 / 100);
+    let sync = if sync_rows > 0 {
         let mut client = opts.source.connect()?;
-        let before: i64 = client
-            .query_one("SELECT max(id)::int8 FROM scrobbles", &[])?
-            .get(0);
         status(&format!(
-            "adding {} rows for the sync run ...",
-            opts.sync_rows
+            "holding back the newest {sync_rows} plays and loading the rest ..."
         ));
-        seed(
-            &opts.source,
-            &SeedOptions {
-                rows: opts.sync_rows,
-                users: 200,
-                seed: 4242,
-            },
-        )?;
-        let run = run_child(&opts.exe, &opts.source, &base("sync"));
+        hold_back(&mut client, sync_rows)?;
+        let run = run_child(&opts.exe, &opts.source, &base("load")).and_then(|_| {
+            status(&format!(
+                "{sync_rows} plays arrive with new ids; syncing ..."
+            ));
+            arrive(&mut client)?;
+            run_child(&opts.exe, &opts.source, &base("sync"))
+        });
         // Restore the source whatever happened, so repeated benches measure the same data.
-        client.execute("DELETE FROM scrobbles WHERE id > $1", &[&before])?;
-        client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+        restore(&mut client)?;
         let run = run?;
         Some(SyncBench {
-            rows: opts.sync_rows,
+            rows: sync_rows,
+            rows_read: run.summary["rows_read"].as_u64().unwrap_or(0),
             seconds: run.seconds,
             peak_rss_mib: run.peak_rss_mib,
             percent_of_load: 100.0 * run.seconds / load_seconds,
+            stages: serde_json::from_value(run.summary["seconds"].clone()).unwrap_or_default(),
         })
     } else {
         None

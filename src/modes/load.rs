@@ -8,6 +8,7 @@ use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::Progress;
+use crate::sink::check::CheckLevel;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
@@ -47,6 +48,8 @@ pub struct LoadOptions {
     pub force: bool,
     /// Build the full-text search index over artist, album and track names.
     pub fts: bool,
+    /// How much the new file is checked before it replaces the target.
+    pub check: CheckLevel,
     pub retry: RetryPolicy,
 }
 
@@ -347,6 +350,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             recheck,
             indexes: opts.indexes,
             fts: opts.fts,
+            check: opts.check,
             started,
         },
         progress,

@@ -55,6 +55,8 @@ pub struct SyncOptions {
     pub cursor: Cursor,
     /// Indexes of the full load that a sync without target does.
     pub indexes: IndexSet,
+    /// What the first load (of a target that does not exist yet) checks.
+    pub check: crate::sink::check::CheckLevel,
     pub reader: ReaderKind,
     /// Accept a source other than the target's (`--allow-other-source`).
     pub allow_other_source: bool,

@@ -300,7 +300,7 @@ fn facts_frame(
 }
 
 /// The four dimension frames, ordered by surrogate key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DimFrames {
     /// user_id, name
     pub users: DataFrame,

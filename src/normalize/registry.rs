@@ -62,7 +62,7 @@ impl Resolver for NoResolver {
 }
 
 /// New dimension rows and attribute fills, waiting to be written.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 #[allow(clippy::type_complexity)]
 pub struct Delta {
     /// (user_id, name)

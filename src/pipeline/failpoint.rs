@@ -33,6 +33,35 @@ pub fn in_transaction(written: usize, conn: &Connection) {
     }
 }
 
+/// What `damage-window=N:KIND` does to the N-th window a full load writes: the faults the
+/// load's default checks must catch (a writer or normaliser bug, simulated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// `lose-facts`: the window's facts are counted as written but never inserted.
+    LoseFacts,
+    /// `dangling-key`: a fact points at a track key that was never handed out.
+    DanglingKey,
+    /// `lose-track`: the window's last new track row is admitted but never inserted.
+    LoseTrack,
+}
+
+/// The damage planned for the `written`-th window, if any.
+pub fn damage(written: usize) -> Option<Damage> {
+    let fp = std::env::var("SCROBSYNC_FAILPOINT").ok()?;
+    let (n, kind) = fp.strip_prefix("damage-window=")?.split_once(':')?;
+    if n.parse() != Ok(written) {
+        return None;
+    }
+    let d = match kind {
+        "lose-facts" => Damage::LoseFacts,
+        "dangling-key" => Damage::DanglingKey,
+        "lose-track" => Damage::LoseTrack,
+        _ => return None,
+    };
+    tracing::warn!("failpoint: damaging window {written} ({kind})");
+    Some(d)
+}
+
 /// `reader-panic-after-windows=N`: the reader thread panics after it handed on N windows, to
 /// prove that a crashed reader fails the run instead of ending it early with fewer rows.
 pub fn reader_panic(sent: usize) {

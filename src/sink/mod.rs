@@ -1,6 +1,7 @@
 //! The SQLite side: the target schema, the bulk writer and scrobsync's own state tables.
 //! This is the only code that touches SQLite.
 
+pub mod check;
 pub mod schema;
 pub mod search;
 pub mod state;

@@ -1,14 +1,16 @@
 //! Bulk writes into SQLite: PRAGMA tuning, reused multi-row prepared INSERTs, index build after
 //! the data, and the checks that must pass before a file may replace the user's target.
 
+use super::check::{self, CheckLevel, KeyBounds};
 use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, TABLES, USER_TABLES, VIEWS};
 use super::state;
 use crate::normalize::frames::Normalized;
 use crate::normalize::registry::Delta;
 use crate::normalize::DimFrames;
+use crate::pipeline::failpoint::{self, Damage};
 use crate::source::identity::SourceIdentity;
 use crate::source::plan::Recheck;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use polars::prelude::*;
 use rusqlite::{Connection, Statement};
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ PRAGMA foreign_keys = OFF;
 /// 1 MiB 4.2–4.4 s for the essential indexes, 32 MiB 7.3–7.9 s, 128 MiB slower still.
 const INDEX_CACHE_KIB: u32 = 1024;
 
-/// Page cache (KiB) of the connection running `foreign_key_check`.
+/// Page cache (KiB) of the connection running `foreign_key_check` (`--check full`).
 const CHECK_CACHE_KIB: u32 = 98304;
 
 /// What a full load records in its new file and builds into it at the end.
@@ -46,6 +48,8 @@ pub struct Finish<'a> {
     pub indexes: IndexSet,
     /// Build the full-text name index.
     pub fts: bool,
+    /// How much to check before the file may be installed.
+    pub check: CheckLevel,
     /// When the run began (the run log records its whole time).
     pub started: std::time::Instant,
 }
@@ -54,6 +58,9 @@ pub struct Finish<'a> {
 pub struct Writer {
     conn: Connection,
     path: PathBuf,
+    /// The keys written so far: each window is checked against them before it is written.
+    bounds: KeyBounds,
+    windows: usize,
 }
 
 /// `table` may carry a conflict clause, e.g. `OR REPLACE INTO scrobbles`.
@@ -132,22 +139,50 @@ impl Writer {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            bounds: KeyBounds::default(),
+            windows: 0,
         })
     }
 
-    /// Writes one normalised window.
+    /// Checks one normalised window against the keys written before it (see
+    /// [`KeyBounds::admit`]) and writes it. Returns the number of facts written.
     pub fn write_window(&mut self, n: &Normalized) -> Result<usize> {
-        write_window(&self.conn, n, false)
+        self.windows += 1;
+        let damage = failpoint::damage(self.windows);
+        let damaged;
+        let n = match damage {
+            Some(Damage::DanglingKey) => {
+                damaged = with_dangling_track(n, self.bounds.tracks)?;
+                &damaged
+            }
+            _ => n,
+        };
+        self.bounds.admit(n)?;
+        match damage {
+            Some(Damage::LoseFacts) => {
+                insert_dims(&self.conn, &n.dims)?;
+                write_fills(&self.conn, &n.fills)?;
+                Ok(n.facts.height())
+            }
+            Some(Damage::LoseTrack) => {
+                let mut dims = n.dims.clone();
+                let h = dims.tracks.height();
+                dims.tracks = dims.tracks.slice(0, h.saturating_sub(1));
+                insert_dims(&self.conn, &dims)?;
+                write_fills(&self.conn, &n.fills)?;
+                insert_facts(&self.conn, &n.facts, false)
+            }
+            _ => write_window(&self.conn, n, false),
+        }
     }
 
-    /// Commits the data, checks it (foreign keys, integrity, the expected number of facts),
-    /// builds the secondary indexes, runs `ANALYZE` and a structural check of the result.
-    /// Returns the seconds spent indexing and checking, and the run's total so far.
+    /// Commits the data, checks it (see [`super::check`]), builds the secondary indexes and
+    /// runs `ANALYZE`. Returns the seconds spent indexing and checking, and the run's total.
     ///
-    /// The full `integrity_check` runs before the secondary indexes exist: it then costs a
-    /// fraction of a second instead of several (it cross-checks every index entry against its
-    /// row, which for indexes that `CREATE INDEX` has just built from those very rows proves
-    /// little).
+    /// The checks run before the secondary indexes exist: `integrity_check` (`--check full`)
+    /// then costs a fraction of what it costs after (it cross-checks every index entry against
+    /// its row, which for indexes that `CREATE INDEX` has just built from those very rows
+    /// proves little).
     pub fn finish(
         self,
         expected_facts: u64,
@@ -160,6 +195,7 @@ impl Writer {
             recheck,
             indexes,
             fts,
+            check,
             started,
         } = f;
         let t = std::time::Instant::now();
@@ -171,17 +207,18 @@ impl Writer {
         state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
         state::set(&self.conn, "schema_version", "1")?;
         self.conn.execute_batch("COMMIT")?;
-        // The normaliser's key maps are gone by now: foreign_key_check, which looks up every
-        // fact's track at random, may use more cache without raising the peak.
-        self.conn
-            .execute_batch(&format!("PRAGMA cache_size = -{CHECK_CACHE_KIB};"))?;
-        progress.stage(
-            "checking the new file (foreign keys, integrity, row count)",
-            None,
-        );
-        check_in_parallel(&self.conn, &self.path, expected_facts)?;
+        progress.stage("checking the new file (keys, row counts)", None);
+        check::check_counts(&self.conn, &self.bounds, expected_facts)?;
+        if check == CheckLevel::Full {
+            // The normaliser's key maps are gone by now: foreign_key_check, which looks up
+            // every fact's track at random, may use more cache without raising the peak.
+            self.conn
+                .execute_batch(&format!("PRAGMA cache_size = -{CHECK_CACHE_KIB};"))?;
+            progress.stage("checking the new file (foreign keys, integrity)", None);
+            check::check_full(&self.conn, &self.path)?;
+        }
         let check_secs = t.elapsed().as_secs_f64();
-        tracing::debug!(seconds = check_secs, "foreign_key_check + integrity_check");
+        tracing::debug!(seconds = check_secs, ?check, "checks");
 
         let t = std::time::Instant::now();
         // A small cache on purpose: see INDEX_CACHE_KIB.
@@ -389,81 +426,6 @@ pub fn insert_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
     Ok(())
 }
 
-/// Dangling references from one table (`foreign_key_check` of that table).
-fn dangling(conn: &Connection, table: &str) -> Result<()> {
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM pragma_foreign_key_check(?1)",
-        [table],
-        |r| r.get(0),
-    )?;
-    if n != 0 {
-        bail!("internal error: {n} dangling foreign keys in {table} of the new target; it was not installed");
-    }
-    Ok(())
-}
-
-/// `foreign_key_check` of the facts (the bulk of the check: every fact's user and track)
-/// and the fact count.
-fn check_facts(conn: &Connection, expected_facts: u64) -> Result<()> {
-    dangling(conn, "scrobbles")?;
-    let facts: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
-    if facts as u64 != expected_facts {
-        bail!("internal error: {facts} scrobbles written but {expected_facts} read; the new target was not installed");
-    }
-    Ok(())
-}
-
-/// `foreign_key_check` of every other table; with [`check_facts`] that is the whole
-/// `PRAGMA foreign_key_check`, split so that two connections share it evenly.
-fn check_dimensions(conn: &Connection) -> Result<()> {
-    let tables: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_master
-             WHERE type = 'table' AND name <> 'scrobbles' AND name NOT LIKE 'sqlite_%'",
-        )?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for t in &tables {
-        dangling(conn, t)?;
-    }
-    Ok(())
-}
-
-fn check_integrity(conn: &Connection) -> Result<()> {
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    if integrity != "ok" {
-        bail!("SQLite integrity check failed ({integrity}); the new target was not installed");
-    }
-    Ok(())
-}
-
-/// Runs the checks on two connections at once: this one checks the facts' references (the
-/// biggest part), a second, read-only one in another thread the other tables' references and
-/// `integrity_check`. All of it only reads, and each side keeps a core busy.
-fn check_in_parallel(conn: &Connection, path: &Path, expected_facts: u64) -> Result<()> {
-    // Leave exclusive locking so that a second connection may read.
-    conn.execute_batch("PRAGMA locking_mode = NORMAL; SELECT count(*) FROM sqlite_master;")?;
-    let (rest, facts) = std::thread::scope(|s| {
-        let rest = s.spawn(|| -> Result<()> {
-            let other =
-                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            other.execute_batch("PRAGMA cache_size = -16384;")?;
-            check_dimensions(&other)?;
-            check_integrity(&other)
-        });
-        let facts = check_facts(conn, expected_facts);
-        (
-            rest.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the check thread panicked"))),
-            facts,
-        )
-    });
-    facts?;
-    rest?;
-    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;")?;
-    Ok(())
-}
-
 /// Row counts of the user-facing tables, in [`USER_TABLES`] order.
 pub fn table_counts(conn: &Connection) -> Result<[u64; 5]> {
     let mut out = [0u64; 5];
@@ -472,4 +434,24 @@ pub fn table_counts(conn: &Connection) -> Result<[u64; 5]> {
         out[i] = n as u64;
     }
     Ok(out)
+}
+
+/// A copy of `n` whose first fact points at a track key that was never written (failpoint
+/// `damage-window=N:dangling-key`).
+fn with_dangling_track(n: &Normalized, written: i64) -> Result<Normalized> {
+    let mut facts = n.facts.clone();
+    if facts.height() > 0 {
+        let mut tracks: Vec<i64> = facts
+            .column("track_id")?
+            .i64()?
+            .into_no_null_iter()
+            .collect();
+        tracks[0] = written + n.dims.tracks.height() as i64 + 1;
+        facts.with_column(Column::new("track_id".into(), tracks))?;
+    }
+    Ok(Normalized {
+        facts,
+        dims: n.dims.clone(),
+        fills: n.fills.clone(),
+    })
 }

@@ -271,10 +271,16 @@ pub fn plan(
         None => String::new(),
     };
     let range = format!("id <= {hwm}{lower}{played_at}");
+    // Spelled as an ordered LIMIT 1 so that it stops at the first row even when the planner
+    // believes the range holds one row (new ids beyond the statistics) and would otherwise
+    // aggregate the whole range.
     let min_id: Option<i64> = client
-        .query_one(&format!("SELECT min(id)::int8 FROM {t} WHERE {range}"), &[])
+        .query_opt(
+            &format!("SELECT id::int8 FROM {t} WHERE {range} ORDER BY id LIMIT 1"),
+            &[],
+        )
         .with_context(range_err)?
-        .get(0);
+        .map(|r| r.get(0));
     let Some(min_id) = min_id else {
         return Ok(empty(hwm));
     };
