@@ -181,6 +181,17 @@ pub struct Normalizer {
     pub registry: Registry,
 }
 
+/// The value at `i` of a primitive array, None where it is NULL.
+#[inline]
+fn prim<T: polars_arrow::types::NativeType>(
+    a: &polars_arrow::array::PrimitiveArray<T>,
+    i: usize,
+) -> Option<T> {
+    a.validity()
+        .is_none_or(|v| v.get_bit(i))
+        .then(|| a.value(i))
+}
+
 fn need<'a>(v: Option<&'a str>, field: &str, id: i64) -> Result<&'a str> {
     v.ok_or_else(|| anyhow!("source row with id {id} has NULL {field}; {field} must not be NULL"))
 }
@@ -213,6 +224,15 @@ impl Normalizer {
             // the frame may have no columns at all.
             return facts_frame(vec![], vec![], vec![], vec![], vec![]);
         }
+        // Columns of one frame share their chunk boundaries (one chunk per source batch) unless
+        // a sort rechunked some of them: walk the chunks' arrays directly, row by row.
+        let aligned;
+        let df = if df.should_rechunk() {
+            aligned = df.clone().as_single_chunk().clone();
+            &aligned
+        } else {
+            df
+        };
         let ids = df.column("id")?.i64()?;
         let users = df.column("username")?.str()?;
         let played = df.column("played_at")?.i64()?;
@@ -234,46 +254,69 @@ impl Normalizer {
         let mut infinite = Vec::new();
         let reg = &mut self.registry;
 
-        let rows = ids
-            .iter()
-            .zip(users.iter())
-            .zip(played.iter())
-            .zip(artists.iter().zip(artist_mbids.iter()))
-            .zip(albums.iter().zip(album_mbids.iter()))
-            .zip(tracks.iter().zip(track_mbids.iter()))
-            .zip(durations.iter().zip(loved.iter()));
+        let chunks = ids
+            .downcast_iter()
+            .zip(users.downcast_iter())
+            .zip(played.downcast_iter())
+            .zip(artists.downcast_iter().zip(artist_mbids.downcast_iter()))
+            .zip(albums.downcast_iter().zip(album_mbids.downcast_iter()))
+            .zip(tracks.downcast_iter().zip(track_mbids.downcast_iter()))
+            .zip(durations.downcast_iter().zip(loved.downcast_iter()));
         for (
-            (((((id, user), ts), (artist, artist_mbid)), (album, album_mbid)), (track, track_mbid)),
-            (dur, love),
-        ) in rows
+            (
+                ((((ids, users), played), (artists, artist_mbids)), (albums, album_mbids)),
+                (tracks, track_mbids),
+            ),
+            (durations, loved),
+        ) in chunks
         {
-            let id = id.ok_or_else(|| {
-                anyhow!("source has a row with NULL id; ids must be non-null integers")
-            })?;
-            let ts = ts.ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
-            if ts == pos_inf || ts == neg_inf {
-                infinite.push(id);
-                continue;
+            let len = ids.len();
+            for a in [
+                users.len(),
+                played.len(),
+                artists.len(),
+                artist_mbids.len(),
+                albums.len(),
+                album_mbids.len(),
+                tracks.len(),
+                track_mbids.len(),
+                durations.len(),
+                loved.len(),
+            ] {
+                if a != len {
+                    bail!("internal error: the columns of a source batch differ in length");
+                }
             }
-            let user_id = reg.user(need(user, "username", id)?, res)?;
-            let track_id = reg.track(
-                &TrackText {
-                    artist: need(artist, "artist_name", id)?,
-                    artist_mbid,
-                    album,
-                    album_mbid,
-                    title: need(track, "track_name", id)?,
-                    mbid: track_mbid,
-                    duration_ms: dur,
-                },
-                res,
-            )?;
-            out_id.push(id);
-            out_user.push(user_id);
-            out_track.push(track_id);
-            // floor, not truncation: 1969-12-31 23:59:59.5 is second -1
-            out_played.push(ts.div_euclid(1_000_000));
-            out_loved.push(love.unwrap_or(false) as i64);
+            for i in 0..len {
+                let id = prim(ids, i).ok_or_else(|| {
+                    anyhow!("source has a row with NULL id; ids must be non-null integers")
+                })?;
+                let ts = prim(played, i)
+                    .ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
+                if ts == pos_inf || ts == neg_inf {
+                    infinite.push(id);
+                    continue;
+                }
+                let user_id = reg.user(need(users.get(i), "username", id)?, res)?;
+                let track_id = reg.track(
+                    &TrackText {
+                        artist: need(artists.get(i), "artist_name", id)?,
+                        artist_mbid: artist_mbids.get(i),
+                        album: albums.get(i),
+                        album_mbid: album_mbids.get(i),
+                        title: need(tracks.get(i), "track_name", id)?,
+                        mbid: track_mbids.get(i),
+                        duration_ms: prim(durations, i),
+                    },
+                    res,
+                )?;
+                out_id.push(id);
+                out_user.push(user_id);
+                out_track.push(track_id);
+                // floor, not truncation: 1969-12-31 23:59:59.5 is second -1
+                out_played.push(ts.div_euclid(1_000_000));
+                out_loved.push(loved.get(i).unwrap_or(false) as i64);
+            }
         }
         if !infinite.is_empty() {
             return Err(InfinitePlayedAt { ids: infinite }.into());
