@@ -490,6 +490,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sync_rows: Option<u64>,
 
+    /// The scrobsync executable whose load and sync runs are timed, e.g. another build to
+    /// compare against [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
     /// Folder for the benchmark's target file [default: the system temp folder]
     #[arg(long)]
     pub workdir: Option<PathBuf>,

@@ -226,7 +226,10 @@ pub fn bench(a: &cli::BenchArgs) -> Result<BenchOptions> {
         source: source(a.source.source.clone())?,
         table: spec(&a.mapping)?,
         config: a.mapping.config.clone(),
-        exe: std::env::current_exe()?,
+        exe: match &a.exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        },
         rows: a.rows,
         repeat: a.repeat as usize,
         partitions: partitions(a.pipeline.partitions),

@@ -5,7 +5,7 @@
 //! sort by id only if the server returned rows out of order. Processing rows in id order is what
 //! makes surrogate keys deterministic, and it lets the writer append facts in key order.
 
-use super::registry::{Delta, NoResolver, Registry, Resolver, TrackText};
+use super::registry::{Delta, NoResolver, Registry, Resolver, TrackBlock, TrackText};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
@@ -181,6 +181,10 @@ pub struct Normalizer {
     pub registry: Registry,
 }
 
+/// Rows whose track lookups are prepared together: enough for their cache misses to overlap,
+/// few enough that the prefetched lines are still there when the rows are resolved.
+const BLOCK: usize = 16;
+
 /// The value at `i` of a primitive array, None where it is NULL.
 #[inline]
 fn prim<T: polars_arrow::types::NativeType>(
@@ -253,6 +257,9 @@ impl Normalizer {
         let mut out_loved = Vec::with_capacity(n);
         let mut infinite = Vec::new();
         let reg = &mut self.registry;
+        let mut block = TrackBlock::default();
+        let mut texts: Vec<TrackText<'_>> = Vec::with_capacity(BLOCK);
+        let mut rows: Vec<(i64, i64, &str, bool)> = Vec::with_capacity(BLOCK);
 
         let chunks = ids
             .downcast_iter()
@@ -287,19 +294,24 @@ impl Normalizer {
                     bail!("internal error: the columns of a source batch differ in length");
                 }
             }
-            for i in 0..len {
-                let id = prim(ids, i).ok_or_else(|| {
-                    anyhow!("source has a row with NULL id; ids must be non-null integers")
-                })?;
-                let ts = prim(played, i)
-                    .ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
-                if ts == pos_inf || ts == neg_inf {
-                    infinite.push(id);
-                    continue;
-                }
-                let user_id = reg.user(need(users.get(i), "username", id)?, res)?;
-                let track_id = reg.track(
-                    &TrackText {
+            // Rows go in blocks: first each row's fields are checked and its track key hashed
+            // and asked for ahead (see `Registry::prepare_tracks`), then the block's rows are
+            // resolved in order.
+            for lo in (0..len).step_by(BLOCK) {
+                rows.clear();
+                texts.clear();
+                for i in lo..(lo + BLOCK).min(len) {
+                    let id = prim(ids, i).ok_or_else(|| {
+                        anyhow!("source has a row with NULL id; ids must be non-null integers")
+                    })?;
+                    let ts = prim(played, i)
+                        .ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
+                    if ts == pos_inf || ts == neg_inf {
+                        infinite.push(id);
+                        continue;
+                    }
+                    let user = need(users.get(i), "username", id)?;
+                    texts.push(TrackText {
                         artist: need(artists.get(i), "artist_name", id)?,
                         artist_mbid: artist_mbids.get(i),
                         album: albums.get(i),
@@ -307,15 +319,20 @@ impl Normalizer {
                         title: need(tracks.get(i), "track_name", id)?,
                         mbid: track_mbids.get(i),
                         duration_ms: prim(durations, i),
-                    },
-                    res,
-                )?;
-                out_id.push(id);
-                out_user.push(user_id);
-                out_track.push(track_id);
-                // floor, not truncation: 1969-12-31 23:59:59.5 is second -1
-                out_played.push(ts.div_euclid(1_000_000));
-                out_loved.push(loved.get(i).unwrap_or(false) as i64);
+                    });
+                    rows.push((id, ts, user, loved.get(i).unwrap_or(false)));
+                }
+                reg.prepare_tracks(&texts, &mut block);
+                for (j, (&(id, ts, user, love), text)) in rows.iter().zip(&texts).enumerate() {
+                    let user_id = reg.user(user, res)?;
+                    let track_id = reg.track_prepared(&block, j, text, res)?;
+                    out_id.push(id);
+                    out_user.push(user_id);
+                    out_track.push(track_id);
+                    // floor, not truncation: 1969-12-31 23:59:59.5 is second -1
+                    out_played.push(ts.div_euclid(1_000_000));
+                    out_loved.push(love as i64);
+                }
             }
         }
         if !infinite.is_empty() {

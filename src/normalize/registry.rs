@@ -107,7 +107,7 @@ impl Delta {
 
 /// What the registry remembers of an artist or album: its key and whether it has an mbid.
 /// Packed to 4-byte alignment (12 bytes instead of 16): there are millions of them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C, packed(4))]
 struct Entry {
     id: i64,
@@ -144,7 +144,7 @@ impl Entry {
 /// artist / album was known to have an mbid when last looked at (or, for the album, that there
 /// is none): while they are true, rows of this track never need the artist and album maps. A
 /// false one may be stale — another track may have filled it since — which only costs a lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C, packed(4))]
 struct TrackEntry {
     id: i64,
@@ -172,6 +172,11 @@ pub struct TrackText<'a> {
 /// tag keeps a NULL album apart from `''`.
 fn track_key(buf: &mut Vec<u8>, artist: &str, album: Option<&str>, title: &str) {
     buf.clear();
+    append_track_key(buf, artist, album, title);
+}
+
+/// [`track_key`] appended to what `buf` holds.
+fn append_track_key(buf: &mut Vec<u8>, artist: &str, album: Option<&str>, title: &str) {
     buf.extend_from_slice(&(artist.len() as u32).to_le_bytes());
     buf.extend_from_slice(artist.as_bytes());
     match album {
@@ -183,6 +188,15 @@ fn track_key(buf: &mut Vec<u8>, artist: &str, album: Option<&str>, title: &str) 
         }
     }
     buf.extend_from_slice(title.as_bytes());
+}
+
+/// The track keys of a block of rows, built and hashed by [`Registry::prepare_tracks`].
+#[derive(Debug, Default)]
+pub struct TrackBlock {
+    keys: Vec<u8>,
+    /// End of each row's key in `keys`.
+    ends: Vec<usize>,
+    hashes: Vec<u64>,
 }
 
 /// All four key maps, their next free ids, and the changes not yet flushed.
@@ -352,13 +366,49 @@ impl Registry {
     pub fn track(&mut self, row: &TrackText<'_>, res: &mut dyn Resolver) -> Result<i64> {
         let mut key = std::mem::take(&mut self.track_scratch);
         track_key(&mut key, row.artist, row.album, row.title);
-        let out = self.track_with_key(&key, row, res);
+        let hash = self.tracks.hash(&key);
+        let out = self.track_with_key(hash, &key, row, res);
         self.track_scratch = key;
         out
     }
 
+    /// Builds and hashes the track keys of a block of rows and asks the CPU for their table
+    /// slots and keys ahead of [`Registry::track_prepared`], so that the cache misses of the
+    /// block's lookups overlap instead of following one another.
+    pub fn prepare_tracks(&self, rows: &[TrackText<'_>], block: &mut TrackBlock) {
+        block.keys.clear();
+        block.ends.clear();
+        block.hashes.clear();
+        for r in rows {
+            let start = block.keys.len();
+            append_track_key(&mut block.keys, r.artist, r.album, r.title);
+            let hash = self.tracks.hash(&block.keys[start..]);
+            self.tracks.prefetch(hash);
+            block.ends.push(block.keys.len());
+            block.hashes.push(hash);
+        }
+        for &hash in &block.hashes {
+            self.tracks.prefetch_key(hash);
+        }
+    }
+
+    /// [`Registry::track`] of row `j` of a block made by [`Registry::prepare_tracks`] (rows
+    /// must be taken in order: keys are handed out in order of first appearance).
+    pub fn track_prepared(
+        &mut self,
+        block: &TrackBlock,
+        j: usize,
+        row: &TrackText<'_>,
+        res: &mut dyn Resolver,
+    ) -> Result<i64> {
+        let start = if j == 0 { 0 } else { block.ends[j - 1] };
+        let key = &block.keys[start..block.ends[j]];
+        self.track_with_key(block.hashes[j], key, row, res)
+    }
+
     fn track_with_key(
         &mut self,
+        hash: u64,
         key: &[u8],
         row: &TrackText<'_>,
         res: &mut dyn Resolver,
@@ -372,7 +422,7 @@ impl Registry {
             mbid,
             duration_ms,
         } = row;
-        if let Some(e) = self.tracks.get_mut(key).map(|e| *e) {
+        if let Some(e) = self.tracks.get_mut_hashed(hash, key).map(|e| *e) {
             // A known track: only a first mbid or duration in this row needs more work.
             let mut now = e;
             let artist_fill = artist_mbid.is_some() && !e.artist_mbid;
@@ -394,7 +444,7 @@ impl Registry {
                     .push((e.id, fill_mbid.map(Into::into), fill_duration));
             }
             if now != e {
-                *self.tracks.get_mut(key).expect("found above") = now;
+                *self.tracks.get_mut_hashed(hash, key).expect("found above") = now;
             }
             return Ok(e.id);
         }
@@ -444,7 +494,7 @@ impl Registry {
                 ));
             }
         }
-        self.tracks.get_or_try_insert_with(key, || Ok(e))?;
+        self.tracks.get_or_try_insert_hashed(hash, key, || Ok(e))?;
         Ok(e.id)
     }
 }
