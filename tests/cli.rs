@@ -699,14 +699,20 @@ fn bench_syncs_the_newest_plays_and_restores_the_source() {
         .get(0);
     assert_eq!(held, 0);
 
-    // A bench killed while plays were held back: the next one puts them back first.
+    // A bench killed after the held plays arrived: the next one puts them back first.
     client
         .batch_execute(
             "CREATE TABLE scrobsync_bench_held AS SELECT * FROM scrobbles ORDER BY played_at DESC LIMIT 7;
-             CREATE TABLE scrobsync_bench_held_mark AS SELECT max(id)::int8 AS max_id FROM scrobbles;
-             DELETE FROM scrobbles s USING scrobsync_bench_held h WHERE s.id = h.id;",
+             CREATE TABLE scrobsync_bench_held_mark AS
+               SELECT max(id)::int8 AS max_id, 7::int8 AS n, true AS arrived FROM scrobbles;
+             DELETE FROM scrobbles s USING scrobsync_bench_held h WHERE s.id = h.id;
+             INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+             SELECT (SELECT max_id FROM scrobsync_bench_held_mark) + row_number() OVER (ORDER BY id),
+                    username, played_at, artist_name, track_name
+               FROM scrobsync_bench_held;",
         )
         .unwrap();
+    assert_ne!(source_tuples(&mut client), before);
     assert!(bench("2990", "0")["sync"].is_null());
     assert_eq!(source_tuples(&mut client), before);
 }

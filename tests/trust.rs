@@ -590,7 +590,7 @@ fn a_crashed_reader_fails_every_mode() {
 
 /// The default (fast) checks of a load catch what a writer or normaliser bug could do to a
 /// window: facts that never reach the file, a fact pointing at a track key never written, a
-/// dimension row admitted but lost. The target stays as it was each time; `--check full`
+/// dimension row admitted but lost, keys bound into the wrong columns. The target stays as it was each time; `--check full`
 /// passes on sound data.
 #[test]
 fn a_damaged_window_fails_the_default_checks() {
@@ -607,6 +607,7 @@ fn a_damaged_window_fails_the_default_checks() {
         ("lose-facts", "scrobbles in the new file but"),
         ("dangling-key", "dangling track key of a scrobble"),
         ("lose-track", "tracks holds"),
+        ("swap-keys", "scrobbles.user_id holds"),
     ] {
         let o = bin()
             .args([
@@ -629,7 +630,7 @@ fn a_damaged_window_fails_the_default_checks() {
         );
         assert_eq!(std::fs::read(&target).unwrap(), bytes, "{damage}");
     }
-    // Undamaged, both levels pass and give the same rows.
+    // Undamaged, the default level passes too, with every row.
     ok(&["load", "--source", &db.url, "--target", t]);
     assert_lossless(&mut db.client(), &target);
 }

@@ -7,7 +7,7 @@ use super::StageSeconds;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::SourceTable;
-use crate::source::seed::{seed, SeedOptions};
+use crate::source::seed::{held, seed, SeedOptions};
 use crate::source::SourceUrl;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -59,61 +59,6 @@ pub struct SyncBench {
     /// Sync wall time as a percentage of the median full-load wall time.
     pub percent_of_load: f64,
     pub stages: StageSeconds,
-}
-
-/// Where the sync measurement keeps the plays it holds back (in the source database).
-const HELD: &str = "scrobsync_bench_held";
-
-/// Moves the `n` newest plays (by `played_at`, up to now) out of `scrobbles` into [`HELD`],
-/// remembering the greatest id, so that a load sees the source as it was before they arrived.
-fn hold_back(client: &mut postgres::Client, n: u64) -> Result<()> {
-    restore(client)?;
-    let mut tx = client.transaction()?;
-    tx.batch_execute(&format!(
-        "CREATE TABLE {HELD} AS SELECT * FROM scrobbles
-          WHERE played_at <= now() ORDER BY played_at DESC, id DESC LIMIT {n};
-         CREATE TABLE {HELD}_mark AS SELECT max(id)::int8 AS max_id FROM scrobbles;
-         DELETE FROM scrobbles s USING {HELD} h WHERE s.id = h.id;"
-    ))?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// The held plays arrive as real scrobbles do: after every existing id, in `played_at` order.
-fn arrive(client: &mut postgres::Client) -> Result<()> {
-    let mut tx = client.transaction()?;
-    tx.batch_execute(&format!(
-        "INSERT INTO scrobbles
-         SELECT (SELECT max_id FROM {HELD}_mark) + row_number() OVER (ORDER BY played_at, id),
-                username, played_at, artist_name, artist_mbid, album_name, album_mbid,
-                track_name, track_mbid, duration_ms, loved
-           FROM {HELD}"
-    ))?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Puts held plays back with their own ids (also after an interrupted bench).
-fn restore(client: &mut postgres::Client) -> Result<()> {
-    let held: bool = client
-        .query_one(
-            &format!("SELECT to_regclass('{HELD}_mark') IS NOT NULL"),
-            &[],
-        )?
-        .get(0);
-    if !held {
-        return Ok(());
-    }
-    let mut tx = client.transaction()?;
-    tx.batch_execute(&format!(
-        "DELETE FROM scrobbles WHERE id > (SELECT max_id FROM {HELD}_mark);
-         DELETE FROM scrobbles s USING {HELD} h WHERE s.id = h.id;
-         INSERT INTO scrobbles SELECT * FROM {HELD};
-         DROP TABLE {HELD}; DROP TABLE {HELD}_mark;"
-    ))?;
-    tx.commit()?;
-    client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,7 +153,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     let mut client = opts.source.connect()?;
     if matches!(opts.table, SourceSpec::Default) {
         // Plays an interrupted bench held back go back first.
-        restore(&mut client)?;
+        held::restore(&mut client)?;
         let exists: bool = client
             .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
             .get(0);
@@ -305,16 +250,21 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         status(&format!(
             "holding back the newest {sync_rows} plays and loading the rest ..."
         ));
-        hold_back(&mut client, sync_rows)?;
+        held::hold_back(&mut client, sync_rows)?;
         let run = run_child(&opts.exe, &opts.source, &base("load")).and_then(|_| {
             status(&format!(
                 "{sync_rows} plays arrive with new ids; syncing ..."
             ));
-            arrive(&mut client)?;
+            held::arrive(&mut client)?;
             run_child(&opts.exe, &opts.source, &base("sync"))
         });
         // Restore the source whatever happened, so repeated benches measure the same data.
-        restore(&mut client)?;
+        if let Err(e) = held::restore(&mut client) {
+            return Err(match run {
+                Ok(_) => e,
+                Err(r) => e.context(format!("after the sync measurement failed: {r:#}")),
+            });
+        }
         let run = run?;
         Some(SyncBench {
             rows: sync_rows,

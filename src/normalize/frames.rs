@@ -230,9 +230,10 @@ impl Normalizer {
         }
         // Columns of one frame share their chunk boundaries (one chunk per source batch) unless
         // a sort rechunked some of them: walk the chunks' arrays directly, row by row.
-        let aligned;
+        let mut aligned;
         let df = if df.should_rechunk() {
-            aligned = df.clone().as_single_chunk().clone();
+            aligned = df.clone();
+            aligned.as_single_chunk();
             &aligned
         } else {
             df

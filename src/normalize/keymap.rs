@@ -198,8 +198,9 @@ impl<V: Copy + Default> KeyMap<V> {
         self.get_or_try_insert_hashed(hash, key, make)
     }
 
-    /// [`KeyMap::get_or_try_insert_with`] with the key's hash already computed.
-    pub fn get_or_try_insert_hashed(
+    /// [`KeyMap::get_or_try_insert_with`] with `hash` = [`KeyMap::hash`] of `key` (another
+    /// hash would put the key where growing the table does not find it again).
+    pub(crate) fn get_or_try_insert_hashed(
         &mut self,
         hash: u64,
         key: &[u8],
@@ -228,9 +229,9 @@ impl<V: Copy + Default> KeyMap<V> {
         self.get_mut_hashed(hash, key)
     }
 
-    /// [`KeyMap::get_mut`] with the key's hash already computed.
+    /// [`KeyMap::get_mut`] with `hash` = [`KeyMap::hash`] of `key`.
     #[inline]
-    pub fn get_mut_hashed(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
+    pub(crate) fn get_mut_hashed(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
         if self.slots.is_empty() {
             return None;
         }

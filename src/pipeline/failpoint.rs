@@ -43,6 +43,9 @@ pub enum Damage {
     DanglingKey,
     /// `lose-track`: the window's last new track row is admitted but never inserted.
     LoseTrack,
+    /// `swap-keys`: the window's facts are admitted, then written with their user and track
+    /// keys in each other's column (a binding mistake).
+    SwapKeys,
 }
 
 /// The damage planned for the `written`-th window, if any.
@@ -56,6 +59,7 @@ pub fn damage(written: usize) -> Option<Damage> {
         "lose-facts" => Damage::LoseFacts,
         "dangling-key" => Damage::DanglingKey,
         "lose-track" => Damage::LoseTrack,
+        "swap-keys" => Damage::SwapKeys,
         _ => return None,
     };
     tracing::warn!("failpoint: damaging window {written} ({kind})");

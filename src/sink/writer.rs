@@ -172,6 +172,15 @@ impl Writer {
                 write_fills(&self.conn, &n.fills)?;
                 insert_facts(&self.conn, &n.facts, false)
             }
+            Some(Damage::SwapKeys) => {
+                let mut facts = n.facts.clone();
+                facts.rename("user_id", "tmp".into())?;
+                facts.rename("track_id", "user_id".into())?;
+                facts.rename("tmp", "track_id".into())?;
+                insert_dims(&self.conn, &n.dims)?;
+                write_fills(&self.conn, &n.fills)?;
+                insert_facts(&self.conn, &facts, false)
+            }
             _ => write_window(&self.conn, n, false),
         }
     }

@@ -426,6 +426,87 @@ pub struct SeedSummary {
     pub seconds: f64,
 }
 
+/// The plays `scrobsync bench` holds back from a load and then lets arrive, to time a sync of
+/// the newest plays (default table only). While they are held, they sit in [`held::TABLE`] and
+/// [`held::MARK`] records the greatest id at that moment; [`held::restore`] puts them back with
+/// their own ids, also after an interrupted bench (`bench` and `seed` call it first).
+pub mod held {
+    use anyhow::{bail, Result};
+
+    pub const TABLE: &str = "scrobsync_bench_held";
+    pub const MARK: &str = "scrobsync_bench_held_mark";
+    /// The default table's columns, named so that no column order is assumed.
+    const COLS: &str = "username, played_at, artist_name, artist_mbid, album_name, album_mbid, \
+                        track_name, track_mbid, duration_ms, loved";
+
+    /// Moves the `n` newest plays (by `played_at`, up to now) aside.
+    pub fn hold_back(client: &mut postgres::Client, n: u64) -> Result<()> {
+        restore(client)?;
+        let mut tx = client.transaction()?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE {TABLE} AS SELECT id, {COLS} FROM scrobbles
+              WHERE played_at <= now() ORDER BY played_at DESC, id DESC LIMIT {n};
+             CREATE TABLE {MARK} AS
+               SELECT max(id)::int8 AS max_id, (SELECT count(*) FROM {TABLE}) AS n,
+                      false AS arrived
+                 FROM scrobbles;
+             DELETE FROM scrobbles s USING {TABLE} h WHERE s.id = h.id;"
+        ))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The held plays arrive as real scrobbles do: with the ids after every existing one, in
+    /// `played_at` order.
+    pub fn arrive(client: &mut postgres::Client) -> Result<()> {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(&format!(
+            "INSERT INTO scrobbles (id, {COLS})
+             SELECT (SELECT max_id FROM {MARK}) + row_number() OVER (ORDER BY played_at, id),
+                    {COLS}
+               FROM {TABLE};
+             UPDATE {MARK} SET arrived = true;"
+        ))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Puts held plays back with their own ids, removing the copies that arrived (exactly the
+    /// ids `arrive` gave them), and drops the bookkeeping tables.
+    pub fn restore(client: &mut postgres::Client) -> Result<()> {
+        let held: bool = client
+            .query_one(&format!("SELECT to_regclass('{MARK}') IS NOT NULL"), &[])?
+            .get(0);
+        if !held {
+            return Ok(());
+        }
+        let mut tx = client.transaction()?;
+        tx.batch_execute(&format!(
+            "DELETE FROM scrobbles USING {MARK} m
+              WHERE m.arrived AND id > m.max_id AND id <= m.max_id + m.n;"
+        ))?;
+        let clash: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM scrobbles s JOIN {TABLE} h ON s.id = h.id"),
+                &[],
+            )?
+            .get(0);
+        if clash > 0 {
+            bail!(
+                "{clash} row(s) of table scrobbles took the ids of plays an interrupted `scrobsync bench` \
+                 holds in {TABLE}; move them, then run `scrobsync bench` again to put the held plays back"
+            );
+        }
+        tx.batch_execute(&format!(
+            "INSERT INTO scrobbles (id, {COLS}) SELECT id, {COLS} FROM {TABLE};
+             DROP TABLE {TABLE}; DROP TABLE {MARK};"
+        ))?;
+        tx.commit()?;
+        client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
+        Ok(())
+    }
+}
+
 /// Creates the default source table if absent and appends `opts.rows` generated rows after its
 /// greatest id, in one transaction.
 pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
@@ -434,6 +515,8 @@ pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
     }
     let t0 = std::time::Instant::now();
     let mut client = url.connect()?;
+    // New ids continue after the greatest one, which must count plays a bench holds aside.
+    held::restore(&mut client)?;
     let mut tx = client.transaction()?;
     tx.batch_execute(SOURCE_DDL)
         .map_err(|e| anyhow!("cannot create table scrobbles: {}", explain_query_error(&e)))?;
