@@ -295,6 +295,29 @@ impl Normalizer {
                     bail!("internal error: the columns of a source batch differ in length");
                 }
             }
+            if res.may_find() {
+                // Incremental modes: look the batch's unknown entities up in the target first,
+                // in index order (rows with NULLs are left to the checks below).
+                let mut names = Vec::with_capacity(len);
+                let mut all = Vec::with_capacity(len);
+                for i in 0..len {
+                    if let (Some(u), Some(artist), Some(title)) =
+                        (users.get(i), artists.get(i), tracks.get(i))
+                    {
+                        names.push(u);
+                        all.push(TrackText {
+                            artist,
+                            artist_mbid: None,
+                            album: albums.get(i),
+                            album_mbid: None,
+                            title,
+                            mbid: None,
+                            duration_ms: None,
+                        });
+                    }
+                }
+                reg.preload(&names, &all, res)?;
+            }
             // Rows go in blocks: first each row's fields are checked and its track key hashed
             // and asked for ahead (see `Registry::prepare_tracks`), then the block's rows are
             // resolved in order.

@@ -36,12 +36,21 @@ pub trait Resolver {
         album_id: Option<i64>,
         title: &str,
     ) -> Result<Option<(i64, Option<String>, Option<i32>)>>;
+
+    /// Whether the target may hold entities at all; when not (a full load), looking ahead with
+    /// [`Registry::preload`] is pointless.
+    fn may_find(&self) -> bool {
+        true
+    }
 }
 
 /// The resolver of a full load: the target is empty, every miss is a new entity.
 pub struct NoResolver;
 
 impl Resolver for NoResolver {
+    fn may_find(&self) -> bool {
+        false
+    }
     fn user(&mut self, _: &str) -> Result<Option<i64>> {
         Ok(None)
     }
@@ -370,6 +379,121 @@ impl Registry {
         let out = self.track_with_key(hash, &key, row, res);
         self.track_scratch = key;
         out
+    }
+
+    /// Looks up, ahead of a window's rows, the users and tracks (with their artists and
+    /// albums) that the registry does not know yet, each kind sorted by its target index's key
+    /// order: the probes then walk each index from one end to the other instead of jumping
+    /// around it, and read each of its pages once. What is found is remembered exactly as a
+    /// lookup of the row itself would remember it; what is not found is left for the rows,
+    /// which hand out new keys in their order as always. Only existing keys are learnt here, so
+    /// the keys given out do not change.
+    pub fn preload(
+        &mut self,
+        users: &[&str],
+        rows: &[TrackText<'_>],
+        res: &mut dyn Resolver,
+    ) -> Result<()> {
+        if !res.may_find() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = users
+            .iter()
+            .copied()
+            .filter(|u| self.users.get_mut(u.as_bytes()).is_none())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if let Some(id) = res.user(name)? {
+                self.users
+                    .get_or_try_insert_with(name.as_bytes(), || Ok(id))?;
+            }
+        }
+
+        let mut key = Vec::new();
+        let mut missing: Vec<&TrackText<'_>> = rows
+            .iter()
+            .filter(|r| {
+                track_key(&mut key, r.artist, r.album, r.title);
+                self.tracks.get_mut(&key).is_none()
+            })
+            .collect();
+        let mut artists: Vec<&str> = missing
+            .iter()
+            .map(|r| r.artist)
+            .filter(|a| self.artists.get_mut(a.as_bytes()).is_none())
+            .collect();
+        artists.sort_unstable();
+        artists.dedup();
+        for name in artists {
+            if let Some((id, mbid)) = res.artist(name)? {
+                self.artists
+                    .get_or_try_insert_with(name.as_bytes(), || Ok(Entry::stored(id, mbid)))?;
+            }
+        }
+        let artist_id =
+            |reg: &mut Self, name: &str| reg.artists.get_mut(name.as_bytes()).map(|e| e.id);
+
+        let mut albums: Vec<(i64, &str)> = Vec::new();
+        for r in &missing {
+            if let (Some(a), Some(t)) = (artist_id(self, r.artist), r.album) {
+                composite_key(&mut key, &[a], t);
+                if self.albums.get_mut(&key).is_none() {
+                    albums.push((a, t));
+                }
+            }
+        }
+        albums.sort_unstable();
+        albums.dedup();
+        for (a, title) in albums {
+            if let Some((id, mbid)) = res.album(a, title)? {
+                composite_key(&mut key, &[a], title);
+                self.albums
+                    .get_or_try_insert_with(&key, || Ok(Entry::stored(id, mbid)))?;
+            }
+        }
+
+        // Tracks whose artist and album (if any) exist in the target, in index order.
+        let mut tracks: Vec<(i64, i64, &str, &TrackText<'_>)> = Vec::new();
+        for r in missing.drain(..) {
+            let Some(a) = artist_id(self, r.artist) else {
+                continue;
+            };
+            let album = match r.album {
+                Some(t) => {
+                    composite_key(&mut key, &[a], t);
+                    match self.albums.get_mut(&key) {
+                        Some(e) => Some(e.id),
+                        None => continue,
+                    }
+                }
+                None => None,
+            };
+            tracks.push((a, album.unwrap_or(0), r.title, r));
+        }
+        tracks.sort_unstable_by(|x, y| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2)));
+        tracks.dedup_by(|x, y| {
+            (x.0, x.1, x.2) == (y.0, y.1, y.2) && x.3.album.is_some() == y.3.album.is_some()
+        });
+        for (a, album, title, r) in tracks {
+            let album = r.album.map(|_| album);
+            if let Some((id, mbid, duration)) = res.track(a, album, title)? {
+                track_key(&mut key, r.artist, r.album, r.title);
+                // Known from here on, as after a lookup by its first row; the rows fill what
+                // the target lacks (`track_with_key` on a known track), and consult the artist
+                // and album maps for their mbids (the flags start false).
+                let e = TrackEntry {
+                    id,
+                    has_mbid: mbid.is_some(),
+                    has_duration: duration.is_some(),
+                    artist_mbid: false,
+                    album_mbid: false,
+                };
+                self.tracks.get_or_try_insert_with(&key, || Ok(e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Builds and hashes the track keys of a block of rows and asks the CPU for their table
