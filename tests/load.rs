@@ -278,7 +278,10 @@ fn far_future_timestamps() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("id 2") && err.contains("294246"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // One error line (a warning of another kind, e.g. about writers elsewhere on a busy
+    // server, may stand above it).
+    let errors = err.lines().filter(|l| !l.contains(" WARN ")).count();
+    assert_eq!(errors, 1, "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), before, "target untouched");
 }
 
