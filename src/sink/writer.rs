@@ -148,41 +148,14 @@ impl Writer {
     /// [`KeyBounds::admit`]) and writes it. Returns the number of facts written.
     pub fn write_window(&mut self, n: &Normalized) -> Result<usize> {
         self.windows += 1;
-        let damage = failpoint::damage(self.windows);
-        let damaged;
-        let n = match damage {
-            Some(Damage::DanglingKey) => {
-                damaged = with_dangling_track(n, self.bounds.tracks)?;
-                &damaged
-            }
-            _ => n,
+        let Some(damage) = failpoint::damage(self.windows) else {
+            self.bounds.admit(n)?;
+            return write_window(&self.conn, n, false);
         };
-        self.bounds.admit(n)?;
-        match damage {
-            Some(Damage::LoseFacts) => {
-                insert_dims(&self.conn, &n.dims)?;
-                write_fills(&self.conn, &n.fills)?;
-                Ok(n.facts.height())
-            }
-            Some(Damage::LoseTrack) => {
-                let mut dims = n.dims.clone();
-                let h = dims.tracks.height();
-                dims.tracks = dims.tracks.slice(0, h.saturating_sub(1));
-                insert_dims(&self.conn, &dims)?;
-                write_fills(&self.conn, &n.fills)?;
-                insert_facts(&self.conn, &n.facts, false)
-            }
-            Some(Damage::SwapKeys) => {
-                let mut facts = n.facts.clone();
-                facts.rename("user_id", "tmp".into())?;
-                facts.rename("track_id", "user_id".into())?;
-                facts.rename("tmp", "track_id".into())?;
-                insert_dims(&self.conn, &n.dims)?;
-                write_fills(&self.conn, &n.fills)?;
-                insert_facts(&self.conn, &facts, false)
-            }
-            _ => write_window(&self.conn, n, false),
-        }
+        let (admitted, written) = damaged(n, damage, self.bounds.tracks)?;
+        self.bounds.admit(&admitted)?;
+        write_window(&self.conn, &written, false)?;
+        Ok(n.facts.height())
     }
 
     /// Commits the data, checks it (see [`super::check`]), builds the secondary indexes and
@@ -445,22 +418,53 @@ pub fn table_counts(conn: &Connection) -> Result<[u64; 5]> {
     Ok(out)
 }
 
-/// A copy of `n` whose first fact points at a track key that was never written (failpoint
-/// `damage-window=N:dangling-key`).
-fn with_dangling_track(n: &Normalized, written: i64) -> Result<Normalized> {
-    let mut facts = n.facts.clone();
-    if facts.height() > 0 {
-        let mut tracks: Vec<i64> = facts
-            .column("track_id")?
-            .i64()?
-            .into_no_null_iter()
-            .collect();
-        tracks[0] = written + n.dims.tracks.height() as i64 + 1;
-        facts.with_column(Column::new("track_id".into(), tracks))?;
-    }
-    Ok(Normalized {
+/// Failpoint `damage-window=N:KIND`: what the window's admission sees and what is then
+/// written, for a simulated writer or normaliser bug that the load's checks must catch.
+fn damaged(
+    n: &Normalized,
+    damage: Damage,
+    tracks_written: i64,
+) -> Result<(Normalized, Normalized)> {
+    let copy = |facts: DataFrame, dims: DimFrames| Normalized {
         facts,
-        dims: n.dims.clone(),
+        dims,
         fills: n.fills.clone(),
+    };
+    let same = || copy(n.facts.clone(), n.dims.clone());
+    Ok(match damage {
+        // A fact pointing at a track key never handed out.
+        Damage::DanglingKey => {
+            let mut facts = n.facts.clone();
+            if facts.height() > 0 {
+                let mut tracks: Vec<i64> = facts
+                    .column("track_id")?
+                    .i64()?
+                    .into_no_null_iter()
+                    .collect();
+                tracks[0] = tracks_written + n.dims.tracks.height() as i64 + 1;
+                facts.with_column(Column::new("track_id".into(), tracks))?;
+            }
+            (
+                copy(facts.clone(), n.dims.clone()),
+                copy(facts, n.dims.clone()),
+            )
+        }
+        // Facts counted as written that never reach the file.
+        Damage::LoseFacts => (same(), copy(n.facts.head(Some(0)), n.dims.clone())),
+        // The window's last new track admitted, never inserted.
+        Damage::LoseTrack => {
+            let mut dims = n.dims.clone();
+            let h = dims.tracks.height();
+            dims.tracks = dims.tracks.slice(0, h.saturating_sub(1));
+            (same(), copy(n.facts.clone(), dims))
+        }
+        // User and track keys bound into each other's column.
+        Damage::SwapKeys => {
+            let mut facts = n.facts.clone();
+            facts.rename("user_id", "tmp".into())?;
+            facts.rename("track_id", "user_id".into())?;
+            facts.rename("tmp", "track_id".into())?;
+            (same(), copy(facts, n.dims.clone()))
+        }
     })
 }
