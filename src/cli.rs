@@ -490,6 +490,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sync_rows: Option<u64>,
 
+    /// Only put back the plays an interrupted bench holds aside (its timed sync moves the
+    /// newest plays out of the table for a while), then stop.
+    #[arg(long)]
+    pub restore: bool,
+
     /// The scrobsync executable whose load and sync runs are timed, e.g. another build to
     /// compare against [default: this one]
     #[arg(long, value_name = "PATH")]

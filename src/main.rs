@@ -131,6 +131,17 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
         Command::Status(a) => {
             output::emit(&status::run(&a.target, a.runs)?, a.json, quiet)?;
         }
+        Command::Bench(a) if a.restore => {
+            let n = bench::restore(&options::source(a.source.source.clone())?)?;
+            if a.json {
+                output::write_line(format_args!(
+                    "{}",
+                    serde_json::json!({"mode": "bench-restore", "plays_put_back": n})
+                ));
+            } else if !quiet {
+                output::write_line(format_args!("put back {n} held plays"));
+            }
+        }
         Command::Bench(a) => {
             let json = a.json || quiet;
             let report = bench::run(&options::bench(&a)?, &mut |s| {

@@ -699,20 +699,46 @@ fn bench_syncs_the_newest_plays_and_restores_the_source() {
         .get(0);
     assert_eq!(held, 0);
 
-    // A bench killed after the held plays arrived: the next one puts them back first.
-    client
-        .batch_execute(
-            "CREATE TABLE scrobsync_bench_held AS SELECT * FROM scrobbles ORDER BY played_at DESC LIMIT 7;
-             CREATE TABLE scrobsync_bench_held_mark AS
-               SELECT max(id)::int8 AS max_id, 7::int8 AS n, true AS arrived FROM scrobbles;
-             DELETE FROM scrobbles s USING scrobsync_bench_held h WHERE s.id = h.id;
-             INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
-             SELECT (SELECT max_id FROM scrobsync_bench_held_mark) + row_number() OVER (ORDER BY id),
-                    username, played_at, artist_name, track_name
-               FROM scrobsync_bench_held;",
-        )
+    // A bench killed after the held plays arrived.
+    let interrupt = |client: &mut postgres::Client| {
+        client
+            .batch_execute(
+                "CREATE TABLE scrobsync_bench_held AS SELECT * FROM scrobbles ORDER BY played_at DESC LIMIT 7;
+                 CREATE TABLE scrobsync_bench_held_mark AS
+                   SELECT max(id)::int8 AS max_id, 7::int8 AS n, true AS arrived FROM scrobbles;
+                 DELETE FROM scrobbles s USING scrobsync_bench_held h WHERE s.id = h.id;
+                 INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+                 SELECT (SELECT max_id FROM scrobsync_bench_held_mark) + row_number() OVER (ORDER BY id),
+                        username, played_at, artist_name, track_name
+                   FROM scrobsync_bench_held;",
+            )
+            .unwrap();
+        assert_ne!(source_tuples(client), before);
+    };
+    interrupt(&mut client);
+    // Reading the source now would miss the held plays: every mode refuses and says why.
+    let held = dir.path().join("held.sqlite");
+    let out = bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&held)
+        .output()
         .unwrap();
-    assert_ne!(source_tuples(&mut client), before);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holds 7 plays") && err.contains("bench --restore"),
+        "{err}"
+    );
+    assert!(!held.exists());
+    let out = bin()
+        .args(["bench", "--restore", "--json", "--source", &db.url])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["plays_put_back"], 7);
+    assert_eq!(source_tuples(&mut client), before);
+    // The next bench puts them back first, too.
+    interrupt(&mut client);
     assert!(bench("2990", "0")["sync"].is_null());
     assert_eq!(source_tuples(&mut client), before);
 }

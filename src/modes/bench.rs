@@ -98,6 +98,7 @@ fn run_child(exe: &PathBuf, source: &SourceUrl, args: &[String]) -> Result<Child
     let mut child = Command::new(exe)
         .args(args)
         .env("SCROBSYNC_SOURCE", source.expose_for_child())
+        .env(held::HOLDING_ENV, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -149,7 +150,18 @@ fn read_floor(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// `bench --restore`: puts back the plays an interrupted bench holds aside; returns how many.
+pub fn restore(source: &SourceUrl) -> Result<u64> {
+    let mut client = source.connect()?;
+    held::lock(&mut client)?;
+    held::restore(&mut client)
+}
+
 pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    // One bench per database at a time (they would take each other's held plays); the lock
+    // lasts as long as this connection.
+    let mut lock = opts.source.connect()?;
+    held::lock(&mut lock)?;
     let mut client = opts.source.connect()?;
     if matches!(opts.table, SourceSpec::Default) {
         // Plays an interrupted bench held back go back first.
@@ -278,6 +290,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         None
     };
     let _ = std::fs::remove_file(&target);
+    drop(lock);
     let read_floor_seconds = median(&floors);
     Ok(BenchReport {
         mode: "bench",

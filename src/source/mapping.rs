@@ -197,6 +197,7 @@ impl SourceSpec {
         client: &mut ReadOnlyClient,
         url: &SourceUrl,
     ) -> Result<(SourceTable, Resolved)> {
+        super::seed::held::refuse_if_held(client)?;
         match self {
             SourceSpec::Default => resolve_default(client, url),
             SourceSpec::Config(c) => {

@@ -435,6 +435,43 @@ pub mod held {
 
     pub const TABLE: &str = "scrobsync_bench_held";
     pub const MARK: &str = "scrobsync_bench_held_mark";
+    /// Set by `bench` for the runs it times: they read the source while plays are held.
+    pub const HOLDING_ENV: &str = "SCROBSYNC_BENCH_HOLDING";
+    /// The advisory lock a `bench` (or a `seed`) holds on its database while it runs.
+    const LOCK: i64 = 0x5C0B_5C0B_BE4C;
+
+    /// Takes the session's bench lock, or fails when another `bench` or `seed` holds it; the
+    /// lock lasts until `client` is closed.
+    pub fn lock(client: &mut postgres::Client) -> Result<()> {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK])?
+            .get(0);
+        if !got {
+            bail!("another `scrobsync bench` or `scrobsync seed` is running on this database; run this when it has finished");
+        }
+        Ok(())
+    }
+
+    /// Fails when plays are held aside (an interrupted `bench`): the source is incomplete then,
+    /// and reading it would quietly miss them. The runs a `bench` times are let through.
+    pub fn refuse_if_held(client: &mut crate::source::conn::ReadOnlyClient) -> Result<()> {
+        if std::env::var_os(HOLDING_ENV).is_some() {
+            return Ok(());
+        }
+        let held: bool = client
+            .query_one(&format!("SELECT to_regclass('{TABLE}') IS NOT NULL"), &[])?
+            .get(0);
+        if held {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {TABLE}"), &[])?
+                .get(0);
+            bail!(
+                "an interrupted `scrobsync bench` holds {n} plays of this database aside (table {TABLE}), \
+                 so the source is incomplete; put them back with `scrobsync bench --restore` (same --source) and run again"
+            );
+        }
+        Ok(())
+    }
     /// The default table's columns, named so that no column order is assumed.
     const COLS: &str = "username, played_at, artist_name, artist_mbid, album_name, album_mbid, \
                         track_name, track_mbid, duration_ms, loved";
@@ -473,12 +510,12 @@ pub mod held {
 
     /// Puts held plays back with their own ids, removing the copies that arrived (exactly the
     /// ids `arrive` gave them), and drops the bookkeeping tables.
-    pub fn restore(client: &mut postgres::Client) -> Result<()> {
+    pub fn restore(client: &mut postgres::Client) -> Result<u64> {
         let held: bool = client
             .query_one(&format!("SELECT to_regclass('{MARK}') IS NOT NULL"), &[])?
             .get(0);
         if !held {
-            return Ok(());
+            return Ok(0);
         }
         let mut tx = client.transaction()?;
         tx.batch_execute(&format!(
@@ -497,13 +534,14 @@ pub mod held {
                  holds in {TABLE}; move them, then run `scrobsync bench` again to put the held plays back"
             );
         }
-        tx.batch_execute(&format!(
-            "INSERT INTO scrobbles (id, {COLS}) SELECT id, {COLS} FROM {TABLE};
-             DROP TABLE {TABLE}; DROP TABLE {MARK};"
-        ))?;
+        let back = tx.execute(
+            &format!("INSERT INTO scrobbles (id, {COLS}) SELECT id, {COLS} FROM {TABLE}"),
+            &[],
+        )?;
+        tx.batch_execute(&format!("DROP TABLE {TABLE}; DROP TABLE {MARK};"))?;
         tx.commit()?;
         client.batch_execute("VACUUM (ANALYZE) scrobbles")?;
-        Ok(())
+        Ok(back)
     }
 }
 
@@ -515,7 +553,9 @@ pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
     }
     let t0 = std::time::Instant::now();
     let mut client = url.connect()?;
-    // New ids continue after the greatest one, which must count plays a bench holds aside.
+    // New ids continue after the greatest one, which must count plays a bench holds aside;
+    // and no bench may hold plays aside meanwhile.
+    held::lock(&mut client)?;
     held::restore(&mut client)?;
     let mut tx = client.transaction()?;
     tx.batch_execute(SOURCE_DDL)
