@@ -98,6 +98,7 @@ fn usage_exit(e: clap::Error) -> ExitCode {
 
 /// Runs a command; the number is the process exit code.
 fn run(command: Command, quiet: bool) -> Result<u8> {
+    scrobsync::pipeline::failpoint::check_env()?;
     let bar = || output::ProgressBar::new(quiet);
     match command {
         Command::Load(a) => {

@@ -62,9 +62,19 @@ fn bar_style() -> indicatif::ProgressStyle {
     .with_key(
         "rate",
         |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:>9}/s", thousands(s.per_sec() as u64));
+            let _ = write!(w, "{:>9}/s", rate(s.per_sec()));
         },
     )
+}
+
+/// Items per second: whole numbers with separators, and one decimal below 10 so that slow
+/// units (verify's slices) do not show as `0/s`.
+fn rate(per_sec: f64) -> String {
+    if per_sec < 10.0 {
+        format!("{per_sec:.1}")
+    } else {
+        thousands(per_sec as u64)
+    }
 }
 
 /// A stage without a count (index build, checks): a spinner and the time.
@@ -556,7 +566,14 @@ impl Report for VerifyReport {
 
 pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
     if json {
-        outln!("{}", serde_json::to_string_pretty(r)?);
+        let body = serde_json::json!({
+            "mode": "config-check",
+            "valid": true,
+            "table": name,
+            "query": r.query,
+            "fields": r.fields,
+        });
+        outln!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
     outln!("mapping of {name} is valid");
@@ -572,4 +589,18 @@ pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
     }
     outln!("resolved query:\n{}", r.query);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rate, thousands};
+
+    #[test]
+    fn rates_keep_slow_units_visible() {
+        assert_eq!(rate(0.4), "0.4");
+        assert_eq!(rate(9.96), "10.0");
+        assert_eq!(rate(12.7), "12");
+        assert_eq!(rate(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(1000), "1,000");
+    }
 }

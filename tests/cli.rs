@@ -742,3 +742,57 @@ fn bench_syncs_the_newest_plays_and_restores_the_source() {
     assert!(bench("2990", "0")["sync"].is_null());
     assert_eq!(source_tuples(&mut client), before);
 }
+
+#[test]
+fn a_bench_or_seed_refuses_while_another_holds_the_database() {
+    let db = TestDb::new("benchlock");
+    seed(&db, &["--rows", "500"]);
+    let before = source_tuples(&mut db.client());
+    // Another bench (or seed) holds its lock for as long as its session lives.
+    let mut other = db.client();
+    other
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&0x5C0B_5C0B_BE4Ci64])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["seed", "--source", &db.url, "--rows", "100"],
+        vec![
+            "bench", "--source", &db.url, "--rows", "500", "--repeat", "1",
+        ],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("another `scrobsync bench`"), "{err}");
+        assert_eq!(source_tuples(&mut db.client()), before, "{args:?}");
+    }
+    drop(other);
+    bin()
+        .args([
+            "bench", "--source", &db.url, "--rows", "500", "--repeat", "1",
+        ])
+        .args(["--sync-rows", "0", "--workdir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    assert_eq!(source_tuples(&mut db.client()), before);
+}
+
+#[test]
+fn an_unknown_failpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.sqlite");
+    fake_target(&target);
+    let before = std::fs::read(&target).unwrap();
+    // A misspelt hook must not let a test run without the fault it asked for.
+    let out = bin()
+        .args(["status", "--target"])
+        .arg(&target)
+        .env("SCROBSYNC_FAILPOINT", "abort-after-window=1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SCROBSYNC_FAILPOINT"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+}

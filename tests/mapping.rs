@@ -123,6 +123,20 @@ fn jsonb_query_joined_to_users_is_lossless() {
                 .and(predicate::str::contains("timestamptz"))
                 .and(predicate::str::contains("FROM listens")),
         );
+    let out = bin()
+        .args(["config", "check", "--json", "--source", &db.url, "--config"])
+        .arg(example("jsonb_listens.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "config-check");
+    assert!(report["query"].as_str().unwrap().contains("FROM listens"));
+    assert!(report["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["field"] == "played_at"));
 }
 
 #[test]

@@ -4,6 +4,37 @@
 
 use rusqlite::Connection;
 
+/// Refuses a `SCROBSYNC_FAILPOINT` that names no hook: a misspelt one would otherwise switch
+/// nothing on, and the test relying on it would pass without the fault it meant to make.
+pub fn check_env() -> anyhow::Result<()> {
+    match std::env::var("SCROBSYNC_FAILPOINT") {
+        Ok(fp) if !is_known(&fp) => anyhow::bail!(
+            "SCROBSYNC_FAILPOINT={fp:?} is not a failpoint this build knows; unset it (it is a test hook)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `fp` is one of the hooks below, well formed.
+fn is_known(fp: &str) -> bool {
+    let number = |s: &str| s.trim().parse::<usize>().is_ok();
+    if let Some(list) = fp.strip_prefix("pause-after-windows=") {
+        return list.split(',').all(number);
+    }
+    if let Some(rest) = fp.strip_prefix("damage-window=") {
+        return rest.split_once(':').is_some_and(|(n, kind)| {
+            number(n) && ["lose-facts", "dangling-key", "lose-track", "swap-keys"].contains(&kind)
+        });
+    }
+    [
+        "abort-after-windows=",
+        "flush-and-abort-after-windows=",
+        "reader-panic-after-windows=",
+    ]
+    .iter()
+    .any(|p| fp.strip_prefix(p).is_some_and(number))
+}
+
 fn value(prefix: &str) -> Option<usize> {
     std::env::var("SCROBSYNC_FAILPOINT")
         .ok()?
@@ -97,5 +128,34 @@ pub fn pause(done: usize) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::path::Path::new(&path).exists() && std::time::Instant::now() < end {
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_known;
+
+    #[test]
+    fn only_well_formed_hooks_are_known() {
+        for ok in [
+            "abort-after-windows=3",
+            "flush-and-abort-after-windows=1",
+            "reader-panic-after-windows=2",
+            "pause-after-windows=1,4",
+            "damage-window=2:swap-keys",
+        ] {
+            assert!(is_known(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "abort-after-window=3",
+            "abort-after-windows=x",
+            "pause-after-windows=1,,2",
+            "damage-window=2",
+            "damage-window=2:lose-everything",
+            "damage-window=two:lose-facts",
+        ] {
+            assert!(!is_known(bad), "{bad}");
+        }
     }
 }

@@ -284,6 +284,19 @@ pub fn plan(
     let Some(min_id) = min_id else {
         return Ok(empty(hwm));
     };
+    // An incremental part whose id span alone fits one slice needs neither a count nor cuts:
+    // the span bounds the rows. (Counting freshly inserted rows visits each heap tuple.)
+    let span = (hwm as i128 - min_id as i128 + 1) as u128;
+    if scope.after_id.is_some() && span <= rows_per_slice.max(1) as u128 {
+        return Ok(ReadPlan {
+            filter,
+            min_id,
+            hwm,
+            est_rows: span as u64,
+            slices: cut_slices(min_id, hwm, &[]),
+            snapshot,
+        });
+    }
     let reltuples: f64 = match &table.stats_table {
         Some(name) => client
             .query_one(
