@@ -180,10 +180,13 @@ pub fn cut_slices(min: i64, max: i64, cuts: &[i64]) -> Vec<Slice> {
     out
 }
 
-/// Above this estimated size the quantiles come from a block sample instead of every id.
-const EXACT_QUANTILE_ROWS: f64 = 2_000_000.0;
-/// How many sampled ids a block sample aims for.
-const SAMPLE_TARGET: f64 = 300_000.0;
+/// Above this estimated size the quantiles come from a block sample instead of every id (the
+/// exact count and quantiles of 1M ids took 0.39 s, a tenth of a 1M-row load).
+const EXACT_QUANTILE_ROWS: f64 = 250_000.0;
+/// How many sampled ids a block sample aims for: enough that a slice of 50,000 rows comes out
+/// within about a tenth of its size (the cuts only balance the reads; every id between the
+/// first and the mark is read whatever they are).
+const SAMPLE_TARGET: f64 = 100_000.0;
 
 /// Which rows a run reads.
 #[derive(Debug, Clone, Default)]
