@@ -745,14 +745,27 @@ fn bench_syncs_the_newest_plays_and_restores_the_source() {
 
 #[test]
 fn a_bench_or_seed_refuses_while_another_holds_the_database() {
+    // An empty database: the bench seeds it itself once it may.
     let db = TestDb::new("benchlock");
-    seed(&db, &["--rows", "500"]);
-    let before = source_tuples(&mut db.client());
+    let table = |client: &mut postgres::Client| -> Option<i64> {
+        let exists: bool = client
+            .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])
+            .unwrap()
+            .get(0);
+        exists.then(|| {
+            client
+                .query_one("SELECT count(*) FROM scrobbles", &[])
+                .unwrap()
+                .get(0)
+        })
+    };
     // Another bench (or seed) holds its lock for as long as its session lives.
     let mut other = db.client();
-    other
+    let got: bool = other
         .query_one("SELECT pg_try_advisory_lock($1)", &[&0x5C0B_5C0B_BE4Ci64])
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert!(got);
     let dir = tempfile::tempdir().unwrap();
     for args in [
         vec!["seed", "--source", &db.url, "--rows", "100"],
@@ -764,35 +777,51 @@ fn a_bench_or_seed_refuses_while_another_holds_the_database() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("another `scrobsync bench`"), "{err}");
-        assert_eq!(source_tuples(&mut db.client()), before, "{args:?}");
+        assert_eq!(table(&mut db.client()), None, "{args:?}");
     }
-    drop(other);
-    bin()
+    let released: bool = other
+        .query_one("SELECT pg_advisory_unlock($1)", &[&0x5C0B_5C0B_BE4Ci64])
+        .unwrap()
+        .get(0);
+    assert!(released);
+    let out = bin()
         .args([
             "bench", "--source", &db.url, "--rows", "500", "--repeat", "1",
         ])
-        .args(["--sync-rows", "0", "--workdir"])
+        .args(["--sync-rows", "0", "--json", "--workdir"])
         .arg(dir.path())
-        .assert()
-        .success();
-    assert_eq!(source_tuples(&mut db.client()), before);
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"], 500);
+    assert_eq!(table(&mut db.client()), Some(500));
 }
 
 #[test]
 fn an_unknown_failpoint_is_refused() {
+    let db = TestDb::new("failpointname");
+    seed(&db, &["--rows", "100"]);
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.sqlite");
     fake_target(&target);
     let before = std::fs::read(&target).unwrap();
     // A misspelt hook must not let a test run without the fault it asked for.
-    let out = bin()
-        .args(["status", "--target"])
-        .arg(&target)
-        .env("SCROBSYNC_FAILPOINT", "abort-after-window=1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("SCROBSYNC_FAILPOINT"), "{err}");
-    assert_eq!(std::fs::read(&target).unwrap(), before);
+    for fp in [
+        "abort-after-window=1",
+        "abort-after-windows=1 ",
+        "pause-after-windows=1",
+    ] {
+        let out = bin()
+            .args(["load", "--source", &db.url, "--target"])
+            .arg(&target)
+            .env("SCROBSYNC_FAILPOINT", fp)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{fp}: {err}");
+        assert!(err.contains("SCROBSYNC_FAILPOINT"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), before, "{fp}");
+    }
 }

@@ -21,19 +21,23 @@ INSERT INTO scrobbles (id, username, played_at, artist_name, artist_mbid, album_
 "#;
 
 fn load_json(url: &str, target: &std::path::Path, extra: &[&str]) -> Value {
+    load_logged(url, target, extra).0
+}
+
+/// A load with scrobsync's debug log: its JSON summary and its stderr.
+fn load_logged(url: &str, target: &std::path::Path, extra: &[&str]) -> (Value, String) {
     let out = bin()
         .args(["load", "--source", url, "--target"])
         .arg(target)
         .arg("--json")
         .args(extra)
+        .env("RUST_LOG", "scrobsync=debug")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout")
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "load failed: {err}");
+    let json = serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout");
+    (json, err)
 }
 
 #[test]
@@ -47,10 +51,15 @@ fn lossless_on_260k_nasty_rows_with_stable_keys() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("out.sqlite");
 
-    let summary = load_json(
+    let (summary, log) = load_logged(
         &db.url,
         &target,
         &["--partitions", "3", "--batch-rows", "20000"],
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("read planned") && l.contains("sampled=true")),
+        "the plan must have cut at a sample: {log}"
     );
     assert_eq!(summary["rows"]["scrobbles"], 260_007);
     assert!(

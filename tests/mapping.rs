@@ -131,6 +131,8 @@ fn jsonb_query_joined_to_users_is_lossless() {
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["mode"], "config-check");
+    assert_eq!(report["valid"], true);
+    assert!(report["table"].is_string());
     assert!(report["query"].as_str().unwrap().contains("FROM listens"));
     assert!(report["fields"]
         .as_array()

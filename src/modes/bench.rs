@@ -7,7 +7,7 @@ use super::StageSeconds;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::SourceTable;
-use crate::source::seed::{held, seed, SeedOptions};
+use crate::source::seed::{held, seed_locked, SeedOptions};
 use crate::source::SourceUrl;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -179,8 +179,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         if (have as u64) < opts.rows {
             let add = opts.rows - have as u64;
             status(&format!("seeding {add} rows (the table has {have}) ..."));
-            seed(
-                &opts.source,
+            seed_locked(
+                &mut lock,
                 &SeedOptions {
                     rows: add,
                     users: 200,

@@ -7,17 +7,33 @@ use rusqlite::Connection;
 /// Refuses a `SCROBSYNC_FAILPOINT` that names no hook: a misspelt one would otherwise switch
 /// nothing on, and the test relying on it would pass without the fault it meant to make.
 pub fn check_env() -> anyhow::Result<()> {
-    match std::env::var("SCROBSYNC_FAILPOINT") {
-        Ok(fp) if !is_known(&fp) => anyhow::bail!(
+    use std::env::VarError;
+    let fp = match std::env::var("SCROBSYNC_FAILPOINT") {
+        Err(VarError::NotPresent) => return Ok(()),
+        Err(VarError::NotUnicode(_)) => {
+            anyhow::bail!("SCROBSYNC_FAILPOINT is not valid UTF-8; unset it (it is a test hook)")
+        }
+        Ok(fp) => fp,
+    };
+    if !is_known(&fp) {
+        anyhow::bail!(
             "SCROBSYNC_FAILPOINT={fp:?} is not a failpoint this build knows; unset it (it is a test hook)"
-        ),
-        _ => Ok(()),
+        );
     }
+    if fp.starts_with("pause-after-windows=")
+        && std::env::var_os("SCROBSYNC_FAILPOINT_FILE").is_none()
+    {
+        anyhow::bail!(
+            "SCROBSYNC_FAILPOINT={fp:?} needs SCROBSYNC_FAILPOINT_FILE (the file it waits on)"
+        );
+    }
+    Ok(())
 }
 
-/// Whether `fp` is one of the hooks below, well formed.
+/// Whether `fp` is one of the hooks below, spelt exactly as they read it (window numbers count
+/// from 1, so 0 would never fire).
 fn is_known(fp: &str) -> bool {
-    let number = |s: &str| s.trim().parse::<usize>().is_ok();
+    let number = |s: &str| s.parse::<usize>().is_ok_and(|n| n >= 1);
     if let Some(list) = fp.strip_prefix("pause-after-windows=") {
         return list.split(',').all(number);
     }
@@ -115,7 +131,7 @@ pub fn pause(done: usize) {
     let Some(list) = fp.strip_prefix("pause-after-windows=") else {
         return;
     };
-    if !list.split(',').any(|n| n.trim().parse() == Ok(done)) {
+    if !list.split(',').any(|n| n.parse() == Ok(done)) {
         return;
     }
     let Ok(path) = std::env::var("SCROBSYNC_FAILPOINT_FILE") else {
@@ -154,6 +170,10 @@ mod tests {
             "damage-window=2",
             "damage-window=2:lose-everything",
             "damage-window=two:lose-facts",
+            "abort-after-windows=3 ",
+            "damage-window= 2:lose-facts",
+            "pause-after-windows=1, 2",
+            "abort-after-windows=0",
         ] {
             assert!(!is_known(bad), "{bad}");
         }

@@ -303,7 +303,13 @@ pub fn plan(
     let reltuples: f64 = match &table.stats_table {
         Some(name) => client
             .query_one(
-                "SELECT coalesce((SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1)), -1)",
+                // The analysed density times the table's pages now, as PostgreSQL's planner
+                // estimates: a table that grew since its last ANALYZE is not taken for its old
+                // size (which would make each slice that many times larger).
+                "SELECT coalesce((SELECT CASE WHEN reltuples >= 0 AND relpages > 0 \
+                                         THEN reltuples::float8 / relpages \
+                                              * (pg_relation_size(oid) / current_setting('block_size')::float8) END \
+                                  FROM pg_class WHERE oid = to_regclass($1)), -1)",
                 &[name],
             )
             .map(|r| r.get(0))
@@ -330,6 +336,12 @@ pub fn plan(
         }
     };
     let nslices = (est_rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
+    tracing::debug!(
+        est_rows,
+        slices = nslices,
+        sampled = from != t,
+        "read planned"
+    );
     let cuts = if nslices > 1 {
         let fractions: Vec<f64> = (1..nslices).map(|i| i as f64 / nslices as f64).collect();
         let row = client

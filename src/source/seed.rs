@@ -548,15 +548,20 @@ pub mod held {
 /// Creates the default source table if absent and appends `opts.rows` generated rows after its
 /// greatest id, in one transaction.
 pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
-    if opts.users == 0 {
-        bail!("--users must be at least 1");
-    }
-    let t0 = std::time::Instant::now();
     let mut client = url.connect()?;
     // New ids continue after the greatest one, which must count plays a bench holds aside;
     // and no bench may hold plays aside meanwhile.
     held::lock(&mut client)?;
-    held::restore(&mut client)?;
+    seed_locked(&mut client, opts)
+}
+
+/// [`seed`] over a session that already holds the bench lock (a `bench` seeding its source).
+pub fn seed_locked(client: &mut postgres::Client, opts: &SeedOptions) -> Result<SeedSummary> {
+    if opts.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let t0 = std::time::Instant::now();
+    held::restore(client)?;
     let mut tx = client.transaction()?;
     tx.batch_execute(SOURCE_DDL)
         .map_err(|e| anyhow!("cannot create table scrobbles: {}", explain_query_error(&e)))?;
@@ -613,8 +618,12 @@ pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
                 explain_query_error(&e)
             )
         })?;
-    tx.batch_execute("ANALYZE scrobbles").ok();
     tx.commit()?;
+    // After the commit: a failed ANALYZE inside the transaction would have rolled the rows
+    // back at COMMIT without an error. Statistics are a nicety; the rows are kept either way.
+    if let Err(e) = client.batch_execute("ANALYZE scrobbles") {
+        tracing::warn!("ANALYZE scrobbles after seeding failed: {e}");
+    }
     Ok(SeedSummary {
         mode: "seed",
         rows: n,
