@@ -486,6 +486,60 @@ fn a_row_committed_out_of_id_order_is_not_missed() {
     assert_same_as_full_load(&db, &target, "out-of-order commit");
 }
 
+/// A takes M+1; B, newer, takes M+2 and stays open; A takes M+3 and commits. The snapshot's own
+/// xmax is then one past A's xid, so B is in no list of it. A sync moves the mark to M+3; B's row,
+/// committed afterwards, must still arrive.
+#[test]
+fn a_row_of_a_newer_open_transaction_is_not_missed() {
+    let db = TestDb::new("newerxid");
+    seed(&db, &["--rows", "2000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("n.sqlite");
+    let t = target.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", t]);
+    let m: i64 = db
+        .client()
+        .query_one("SELECT max(id) FROM scrobbles", &[])
+        .unwrap()
+        .get(0);
+    let row = |id: i64, who: &str| {
+        (
+            format!("{INSERT} ($1, '{who}', '2021-06-01Z', '{who} Artist', NULL, '{who}')"),
+            id,
+        )
+    };
+    let (mut a, mut b) = (db.client(), db.client());
+    let mut ta = a.transaction().unwrap();
+    let (sql, id) = row(m + 1, "first");
+    ta.execute(&sql, &[&id]).unwrap();
+    let mut tb = b.transaction().unwrap();
+    let (sql, id) = row(m + 2, "newer");
+    tb.execute(&sql, &[&id]).unwrap();
+    let (sql, id) = row(m + 3, "third");
+    ta.execute(&sql, &[&id]).unwrap();
+    ta.commit().unwrap();
+    let s = ok(&["sync", "--source", &db.url, "--target", t]);
+    assert_eq!(s["mark_after"], m + 3);
+    tb.commit().unwrap();
+    let newer = format!(
+        "SELECT count(*) FROM scrobbles WHERE scrobble_id = {}",
+        m + 2
+    );
+    for _ in 0..40 {
+        ok(&["sync", "--source", &db.url, "--target", t]);
+        if one(&target, &newer) == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(
+        one(&target, &newer),
+        1,
+        "the newer transaction's row arrived"
+    );
+    assert_eq!(verify_code(&db, &target), 0);
+}
+
 #[test]
 fn backfill_moves_a_row_out_of_its_range() {
     let db = TestDb::new("moveout");

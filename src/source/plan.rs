@@ -26,13 +26,33 @@ pub struct ReadPlan {
     pub snapshot: Snapshot,
 }
 
-/// What PostgreSQL's snapshot said about writing transactions when the mark was taken
-/// (`pg_current_snapshot()`): those with xids in `[xmin, xmax)` may still have been running,
-/// invisible, and may commit rows with ids below the mark later.
+/// What PostgreSQL's snapshot said about writing transactions when the mark was taken: those
+/// with xids in `[xmin, xmax)` may still have been running, invisible, and may commit rows with
+/// ids below the mark later.
+///
+/// `xmin` is the snapshot's (`pg_current_snapshot()`); `xmax` is *not* the snapshot's, which is
+/// only one past the newest *completed* xid: a transaction that took its xid after that one and
+/// was still running lies above it and in no list. `xmax` is an xid assigned after the snapshot
+/// was taken (see [`xid_after`]), so every transaction running then has a smaller one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub xmin: i64,
     pub xmax: i64,
+}
+
+/// An xid greater than that of every transaction running before this call: one assigned now, to
+/// this statement's own read-only transaction (rolled back at once; nothing is written). Where
+/// no xid can be assigned (a standby), the snapshot's own bound `fallback`, with a warning.
+fn xid_after(client: &mut ReadOnlyClient, fallback: i64) -> i64 {
+    match client.query_one("SELECT pg_current_xact_id()::text::int8", &[]) {
+        Ok(row) => row.get::<_, i64>(0).max(fallback),
+        Err(e) => {
+            tracing::warn!(
+                "cannot take a transaction id on the source ({e}); rows that transactions                  running now commit later below the mark are found only if they are older                  than the newest finished one"
+            );
+            fallback
+        }
+    }
 }
 
 impl Snapshot {
@@ -97,10 +117,11 @@ pub fn snapshot_and_max_id(
             &[],
         )
         .context("cannot read the source's snapshot")?;
+    let xmax = xid_after(client, row.get(1));
     Ok((
         Snapshot {
             xmin: row.get(0),
-            xmax: row.get(1),
+            xmax,
         },
         row.get(2),
     ))
@@ -256,7 +277,7 @@ pub fn plan(
     }
     let snapshot = Snapshot {
         xmin: row.get(2),
-        xmax: row.get(3),
+        xmax: xid_after(client, row.get(3)),
     };
     let empty = |hwm: i64| ReadPlan {
         filter: filter.clone(),
