@@ -160,6 +160,54 @@ impl KeyBounds {
     }
 }
 
+/// One fact row's share of [`check_written_facts`]' digest: every column weighs in, and the
+/// keys are weighted by the row's own id, so that a value bound into another column or onto
+/// another row changes the sum. (SQLite's `%` truncates like Rust's; no term overflows for keys
+/// below 10^15, and their sum stays far inside i64.)
+fn fact_term(id: i64, user: i64, track: i64, played: i64, loved: i64) -> i64 {
+    (user * (id % 1009 + 1010) + track * (id % 1013 + 1014) + (played % 1_000_003) * 3 + loved)
+        % 1_000_000_007
+}
+
+const FACT_DIGEST_SQL: &str = "SELECT count(*), ifnull(sum((user_id * (scrobble_id % 1009 + 1010) \
+     + track_id * (scrobble_id % 1013 + 1014) + (played_at % 1000003) * 3 + loved) % 1000000007), 0) \
+     FROM scrobbles WHERE scrobble_id BETWEEN ?1 AND ?2";
+
+/// Reads a full load's window of facts back from the file, right after it was written, and
+/// compares their count and digest with the admitted frame: what [`KeyBounds::admit`] proved of
+/// the frame is then what the file holds, row by row and column by column. The window's rows
+/// are still in SQLite's cache. (A full load's windows are disjoint, increasing id ranges, and
+/// the file held no fact before it.)
+pub fn check_written_facts(conn: &Connection, facts: &DataFrame) -> Result<()> {
+    if facts.height() == 0 {
+        return Ok(());
+    }
+    let col = |name: &str| -> Result<&[i64]> { Ok(facts.column(name)?.i64()?.cont_slice()?) };
+    let (ids, users, tracks) = (col("scrobble_id")?, col("user_id")?, col("track_id")?);
+    let (played, loved) = (col("played_at")?, col("loved")?);
+    let (mut lo, mut hi, mut digest) = (i64::MAX, i64::MIN, 0i64);
+    for i in 0..ids.len() {
+        lo = lo.min(ids[i]);
+        hi = hi.max(ids[i]);
+        digest += fact_term(ids[i], users[i], tracks[i], played[i], loved[i]);
+    }
+    let (count, got): (i64, i64) = conn
+        .prepare_cached(FACT_DIGEST_SQL)?
+        .query_row([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if count as usize != ids.len() {
+        return Err(failed(format!(
+            "{count} scrobbles with ids {lo} to {hi} in the new file but {} were written",
+            ids.len()
+        )));
+    }
+    if got != digest {
+        return Err(failed(format!(
+            "the scrobbles with ids {lo} to {hi} in the new file differ from those written"
+        )));
+    }
+    Ok(())
+}
+
 /// The file must hold exactly the admitted keys of each dimension and `expected_facts` facts.
 pub fn check_counts(conn: &Connection, bounds: &KeyBounds, expected_facts: u64) -> Result<()> {
     for (table, key, bound) in [

@@ -150,11 +150,14 @@ impl Writer {
         self.windows += 1;
         let Some(damage) = failpoint::damage(self.windows) else {
             self.bounds.admit(n)?;
-            return write_window(&self.conn, n, false);
+            let written = write_window(&self.conn, n, false)?;
+            check::check_written_facts(&self.conn, &n.facts)?;
+            return Ok(written);
         };
         let (admitted, written) = damaged(n, damage, self.bounds.tracks)?;
         self.bounds.admit(&admitted)?;
         write_window(&self.conn, &written, false)?;
+        check::check_written_facts(&self.conn, &admitted.facts)?;
         Ok(n.facts.height())
     }
 
