@@ -338,8 +338,9 @@ pub fn plan(
         None => -1.0,
     };
 
-    let sampled = table.sampled(((SAMPLE_TARGET / reltuples.max(1.0)) * 100.0).clamp(0.01, 100.0));
-    let (est_rows, from) = match sampled {
+    let pct = ((SAMPLE_TARGET / reltuples.max(1.0)) * 100.0).clamp(0.01, 100.0);
+    let sampled = table.sampled(pct);
+    let (mut est_rows, from) = match sampled {
         Some(sampled)
             if reltuples >= EXACT_QUANTILE_ROWS
                 && scope.played_at.is_none()
@@ -356,29 +357,48 @@ pub fn plan(
             (n as u64, t.clone())
         }
     };
-    let nslices = (est_rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
-    tracing::debug!(
-        est_rows,
-        slices = nslices,
-        sampled = from != t,
-        "read planned"
-    );
-    let cuts = if nslices > 1 {
+    let is_sampled = from != t;
+    // The quantiles of `nslices` equal parts, and how many ids they were taken from.
+    let mut quantiles = |nslices: usize| -> Result<(Vec<i64>, i64)> {
         let fractions: Vec<f64> = (1..nslices).map(|i| i as f64 / nslices as f64).collect();
         let row = client
             .query_one(
                 &format!(
-                    "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY id)::int8[] \
+                    "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY id)::int8[], count(*) \
                      FROM (SELECT id FROM {from} WHERE {range}) s"
                 ),
                 &[&fractions],
             )
             .context("sampling id quantiles")?;
         let cuts: Option<Vec<Option<i64>>> = row.get(0);
-        cuts.unwrap_or_default().into_iter().flatten().collect()
+        Ok((cuts.unwrap_or_default().into_iter().flatten().collect(), row.get(1)))
+    };
+    let slices_for = |rows: u64| (rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
+    let mut nslices = slices_for(est_rows);
+    let cuts = if is_sampled {
+        // Statistics can be far behind the table (rows added into space a VACUUM freed leave
+        // its pages, and so the estimate, as they were): the sample's own size says how many
+        // rows there are now; with many more, cut again into that many slices.
+        let (cuts, n) = quantiles(nslices)?;
+        let from_sample = (n.max(0) as f64 * 100.0 / pct) as u64;
+        if from_sample > est_rows + est_rows / 4 {
+            est_rows = from_sample;
+            nslices = slices_for(est_rows);
+            quantiles(nslices)?.0
+        } else {
+            cuts
+        }
+    } else if nslices > 1 {
+        quantiles(nslices)?.0
     } else {
         Vec::new()
     };
+    tracing::debug!(
+        est_rows,
+        slices = nslices,
+        sampled = is_sampled,
+        "read planned"
+    );
     Ok(ReadPlan {
         filter,
         min_id,
