@@ -540,6 +540,32 @@ fn a_row_of_a_newer_open_transaction_is_not_missed() {
     assert_eq!(verify_code(&db, &target), 0);
 }
 
+/// A difference in the month of PostgreSQL's first timestamp (4714-11-24 BC, which the seed
+/// uses): that month's window starts before any timestamp PostgreSQL can write, and the repair
+/// must still read it.
+#[test]
+fn a_repair_reaches_the_first_month_postgres_has() {
+    let db = TestDb::new("firstmonth");
+    seed(&db, &["--rows", "2000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("f.sqlite");
+    let t = target.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", t]);
+    let first = "SELECT count(*) FROM scrobbles WHERE played_at < -210866000000";
+    let n = one(&target, first);
+    assert!(n >= 1, "the seed has a play in PostgreSQL's first month");
+    Connection::open(&target)
+        .unwrap()
+        .execute("DELETE FROM scrobbles WHERE played_at < -210866000000", [])
+        .unwrap();
+    assert_ne!(verify_code(&db, &target), 0);
+    ok(&[
+        "verify", "--repair", "--by", "month", "--source", &db.url, "--target", t,
+    ]);
+    assert_eq!(one(&target, first), n);
+    assert_eq!(verify_code(&db, &target), 0);
+}
+
 #[test]
 fn backfill_moves_a_row_out_of_its_range() {
     let db = TestDb::new("moveout");

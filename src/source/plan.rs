@@ -371,7 +371,10 @@ pub fn plan(
             )
             .context("sampling id quantiles")?;
         let cuts: Option<Vec<Option<i64>>> = row.get(0);
-        Ok((cuts.unwrap_or_default().into_iter().flatten().collect(), row.get(1)))
+        Ok((
+            cuts.unwrap_or_default().into_iter().flatten().collect(),
+            row.get(1),
+        ))
     };
     let slices_for = |rows: u64| (rows as usize).div_ceil(rows_per_slice.max(1)).max(1);
     let mut nslices = slices_for(est_rows);

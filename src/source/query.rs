@@ -66,13 +66,27 @@ impl TimeRange {
 
     /// The SQL condition on `played_at` (`true` when unbounded).
     pub fn sql(&self) -> String {
+        // An end before PostgreSQL's first timestamp cannot be written as one (a month window
+        // around it starts earlier): every finite timestamp lies after it, `-infinity` before.
+        let bound = |us: i64| {
+            if us < PG_MIN_US {
+                "'-infinity'::timestamptz".to_string()
+            } else {
+                ts_sql(us)
+            }
+        };
         let mut parts = Vec::new();
         if let Some(lo) = self.lo {
-            parts.push(format!("played_at >= {}", ts_sql(lo)));
+            let op = if lo < PG_MIN_US { ">" } else { ">=" };
+            parts.push(format!("played_at {op} {}", bound(lo)));
         }
         if let Some(hi) = self.hi {
-            let op = if self.hi_inclusive { "<=" } else { "<" };
-            parts.push(format!("played_at {op} {}", ts_sql(hi)));
+            let op = if self.hi_inclusive || hi < PG_MIN_US {
+                "<="
+            } else {
+                "<"
+            };
+            parts.push(format!("played_at {op} {}", bound(hi)));
         }
         if parts.is_empty() {
             "true".into()
@@ -133,6 +147,31 @@ pub struct WindowSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ends_before_the_first_timestamp_need_no_timestamp() {
+        let month = TimeRange::half_open(PG_MIN_US - 86_400_000_000, PG_MIN_US + 1);
+        assert_eq!(
+            month.sql(),
+            format!(
+                "played_at > '-infinity'::timestamptz AND played_at < {}",
+                ts_sql(PG_MIN_US + 1)
+            )
+        );
+        let before = TimeRange::half_open(PG_MIN_US - 2, PG_MIN_US - 1);
+        assert_eq!(
+            before.sql(),
+            "played_at > '-infinity'::timestamptz AND played_at <= '-infinity'::timestamptz"
+        );
+        assert_eq!(
+            TimeRange::half_open(PG_MIN_US, 0).sql(),
+            format!(
+                "played_at >= {} AND played_at < {}",
+                ts_sql(PG_MIN_US),
+                ts_sql(0)
+            )
+        );
+    }
 
     #[test]
     fn where_clauses() {
