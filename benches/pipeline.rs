@@ -104,6 +104,13 @@ fn check(c: &mut Criterion) {
             bounds
         })
     });
+    // What the default check reads back of each window right after writing it.
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch(scrobsync::sink::schema::TABLES).unwrap();
+    scrobsync::sink::writer::write_window(&conn, &out, false).unwrap();
+    g.bench_function("100k_rows_read_back_facts", |bench| {
+        bench.iter(|| scrobsync::sink::check::check_written_facts(&conn, &out.facts).unwrap())
+    });
     g.finish();
 }
 
