@@ -437,6 +437,22 @@ fn null_and_duplicate_ids_are_errors() {
     assert_eq!(one(&target, "SELECT count(*) FROM scrobbles"), before);
 }
 
+/// Syncs until scrobble `id` is in the target (true) or 40 syncs have not brought it. A re-check
+/// waits for every transaction (of any database on this server) that was running at the mark;
+/// the test suite runs others in parallel, so a few syncs may pass before it is due.
+fn synced_until_present(db: &TestDb, target: &Path, id: i64) -> bool {
+    let t = target.to_str().unwrap();
+    let present = format!("SELECT count(*) FROM scrobbles WHERE scrobble_id = {id}");
+    for _ in 0..40 {
+        ok(&["sync", "--source", &db.url, "--target", t]);
+        if one(target, &present) == 1 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
 /// Transaction A takes id M+1 and commits late; B takes M+2 and commits at once; a sync in
 /// between moves the mark to M+2. A's row must still arrive with a later sync.
 #[test]
@@ -468,20 +484,10 @@ fn a_row_committed_out_of_id_order_is_not_missed() {
     let s = ok(&["sync", "--source", &db.url, "--target", t]);
     assert_eq!(s["mark_after"], m + 2);
     tx.commit().unwrap();
-    // The re-check waits for every transaction (of any database on this server) that was running
-    // at the first sync's mark; the test suite runs others in parallel, so allow a few syncs.
-    let late = format!(
-        "SELECT count(*) FROM scrobbles WHERE scrobble_id = {}",
-        m + 1
+    assert!(
+        synced_until_present(&db, &target, m + 1),
+        "the late-committed row arrived"
     );
-    for _ in 0..40 {
-        ok(&["sync", "--source", &db.url, "--target", t]);
-        if one(&target, &late) == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    assert_eq!(one(&target, &late), 1, "the late-committed row arrived");
     assert_eq!(verify_code(&db, &target), 0);
     assert_same_as_full_load(&db, &target, "out-of-order commit");
 }
@@ -521,20 +527,8 @@ fn a_row_of_a_newer_open_transaction_is_not_missed() {
     let s = ok(&["sync", "--source", &db.url, "--target", t]);
     assert_eq!(s["mark_after"], m + 3);
     tb.commit().unwrap();
-    let newer = format!(
-        "SELECT count(*) FROM scrobbles WHERE scrobble_id = {}",
-        m + 2
-    );
-    for _ in 0..40 {
-        ok(&["sync", "--source", &db.url, "--target", t]);
-        if one(&target, &newer) == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    assert_eq!(
-        one(&target, &newer),
-        1,
+    assert!(
+        synced_until_present(&db, &target, m + 2),
         "the newer transaction's row arrived"
     );
     assert_eq!(verify_code(&db, &target), 0);
