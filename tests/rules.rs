@@ -188,12 +188,8 @@ fn pruned_greatest_keys_are_never_handed_out_again() {
 /// verify reports the artists' attributes, and --repair recomputes them from the source.
 #[test]
 fn changed_attributes_are_reported_and_repaired() {
-    let db = TestDb::new("attrs");
-    seed(&db, &["--rows", "5000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("a.sqlite");
+    let (db, _dir, target) = loaded("attrs", "5000", "a.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let mut c = db.client();
     let row = c
         .query_one(
@@ -262,12 +258,8 @@ fn changed_attributes_are_reported_and_repaired() {
 /// delete; verify finds the row, backfill removes it) and must not stop every later sync.
 #[test]
 fn a_sync_goes_on_when_the_source_deleted_rows_above_the_mark() {
-    let db = TestDb::new("delabove");
-    seed(&db, &["--rows", "2000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("d.sqlite");
+    let (db, _dir, target) = loaded("delabove", "2000", "d.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let mut c = db.client();
     c.batch_execute(&format!(
         "{INSERT} (9100000000000000011, 'u', '2022-02-02Z', 'a', NULL, 'x'),
@@ -308,12 +300,8 @@ fn a_sync_goes_on_when_the_source_deleted_rows_above_the_mark() {
 
 #[test]
 fn empty_windows_are_normal_windows() {
-    let db = TestDb::new("emptywin");
-    seed(&db, &["--rows", "20000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("e.sqlite");
+    let (db, _dir, target) = loaded("emptywin", "20000", "e.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let s = ok(&[
         "backfill",
         "--source",
@@ -437,6 +425,23 @@ fn null_and_duplicate_ids_are_errors() {
     assert_eq!(one(&target, "SELECT count(*) FROM scrobbles"), before);
 }
 
+/// A seeded source of `rows` plays, fully loaded into `file` in a temporary folder (kept alive
+/// by the returned guard).
+fn loaded(name: &str, rows: &str, file: &str) -> (TestDb, tempfile::TempDir, std::path::PathBuf) {
+    let db = TestDb::new(name);
+    seed(&db, &["--rows", rows]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(file);
+    ok(&[
+        "load",
+        "--source",
+        &db.url,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    (db, dir, target)
+}
+
 /// Syncs until scrobble `id` is in the target (true) or 40 syncs have not brought it. A re-check
 /// waits for every transaction (of any database on this server) that was running at the mark;
 /// the test suite runs others in parallel, so a few syncs may pass before it is due.
@@ -457,12 +462,8 @@ fn synced_until_present(db: &TestDb, target: &Path, id: i64) -> bool {
 /// between moves the mark to M+2. A's row must still arrive with a later sync.
 #[test]
 fn a_row_committed_out_of_id_order_is_not_missed() {
-    let db = TestDb::new("ooo");
-    seed(&db, &["--rows", "2000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("o.sqlite");
+    let (db, _dir, target) = loaded("ooo", "2000", "o.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let m: i64 = db
         .client()
         .query_one("SELECT max(id) FROM scrobbles", &[])
@@ -497,12 +498,8 @@ fn a_row_committed_out_of_id_order_is_not_missed() {
 /// committed afterwards, must still arrive.
 #[test]
 fn a_row_of_a_newer_open_transaction_is_not_missed() {
-    let db = TestDb::new("newerxid");
-    seed(&db, &["--rows", "2000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("n.sqlite");
+    let (db, _dir, target) = loaded("newerxid", "2000", "n.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let m: i64 = db
         .client()
         .query_one("SELECT max(id) FROM scrobbles", &[])
@@ -539,12 +536,8 @@ fn a_row_of_a_newer_open_transaction_is_not_missed() {
 /// must still read it.
 #[test]
 fn a_repair_reaches_the_first_month_postgres_has() {
-    let db = TestDb::new("firstmonth");
-    seed(&db, &["--rows", "2000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("f.sqlite");
+    let (db, _dir, target) = loaded("firstmonth", "2000", "f.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let first = "SELECT count(*) FROM scrobbles WHERE played_at < -210866000000";
     let n = one(&target, first);
     assert!(n >= 1, "the seed has a play in PostgreSQL's first month");
@@ -562,12 +555,8 @@ fn a_repair_reaches_the_first_month_postgres_has() {
 
 #[test]
 fn backfill_moves_a_row_out_of_its_range() {
-    let db = TestDb::new("moveout");
-    seed(&db, &["--rows", "20000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("m.sqlite");
+    let (db, _dir, target) = loaded("moveout", "20000", "m.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let id: i64 = db
         .client()
         .query_one(
@@ -671,12 +660,8 @@ fn played_at_cursor_edges() {
 
 #[test]
 fn fractional_seconds_and_a_mismatched_resume_are_refused() {
-    let db = TestDb::new("resume2");
-    seed(&db, &["--rows", "20000"]);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("r.sqlite");
+    let (db, _dir, target) = loaded("resume2", "20000", "r.sqlite");
     let t = target.to_str().unwrap();
-    ok(&["load", "--source", &db.url, "--target", t]);
     let o = run(&[
         "backfill",
         "--source",
