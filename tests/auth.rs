@@ -1,7 +1,8 @@
-//! Connecting like psql: the password from the source, PGPASSWORD or the password file, a
-//! source given by the PG* variables alone or as key=value pairs, URL parameters decoded as
-//! libpq decodes them — against a tiny PostgreSQL endpoint in the test that asks for a password
-//! and records what it receives (the test server trusts every local login, so it cannot).
+//! Connecting like psql: the password from the source, its service, PGPASSWORD, the password
+//! command or the password file, a source given by the PG* variables alone, as key=value pairs
+//! or as a service, URL parameters decoded as libpq decodes them — against a tiny PostgreSQL
+//! endpoint in the test that asks for a password and records what it receives (the test server
+//! trusts every local login, so it cannot).
 
 mod common;
 
@@ -122,6 +123,17 @@ const PW: &str = "Corr3ct-H0rse";
 
 /// Runs `load` with `source` (or none) and `env`, in a clean environment with HOME in `home`.
 fn attempt(home: &std::path::Path, source: Option<&str>, env: &[(&str, &str)]) -> (i32, String) {
+    attempt_with(home, source, &[], env)
+}
+
+/// Like [`attempt`], with more arguments for `load`. `home` is the system service file's
+/// folder too (PGSYSCONFDIR).
+fn attempt_with(
+    home: &std::path::Path,
+    source: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String) {
     let mut c = bin();
     for v in [
         "PGHOST",
@@ -133,15 +145,19 @@ fn attempt(home: &std::path::Path, source: Option<&str>, env: &[(&str, &str)]) -
         "PGPASSFILE",
         "PGCONNECT_TIMEOUT",
         "PGAPPNAME",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "SCROBSYNC_PASSWORD_COMMAND",
     ] {
         c.env_remove(v);
     }
-    c.env("HOME", home)
-        .args(["load", "-vvv", "--retries", "0", "--target"]);
+    c.env("HOME", home).env("PGSYSCONFDIR", home);
+    c.args(["load", "-vvv", "--retries", "0", "--target"]);
     c.arg(home.join("t.sqlite"));
     if let Some(s) = source {
         c.args(["--source", s]);
     }
+    c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -320,4 +336,254 @@ fn a_real_server_reached_through_pg_variables_only() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_lossless(&mut db.client(), &t);
+}
+
+#[test]
+fn a_password_command_supplies_the_password() {
+    let server = AuthServer::start(PW);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let port = server.port.to_string();
+    let base = format!("postgresql://alice@127.0.0.1:{port}/music");
+
+    // --password-command: its stdout less one trailing newline
+    let cmd = format!("printf '%s\\r\\n' '{PW}'");
+    let (code, out) = attempt_with(h, Some(&base), &["--password-command", &cmd], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().password.as_deref(), Some(PW));
+
+    // SCROBSYNC_PASSWORD_COMMAND, which wins over ~/.pgpass; a rejected password names it
+    private_file(&h.join(".pgpass"), &format!("*:*:*:*:{PW}\n"), 0o600);
+    let (_, out) = attempt(
+        h,
+        Some(&base),
+        &[("SCROBSYNC_PASSWORD_COMMAND", "echo Wr0ng-pw")],
+    );
+    assert!(
+        out.contains("rejected the password") && out.contains("from the password command"),
+        "{out}"
+    );
+    assert_eq!(server.last().password.as_deref(), Some("Wr0ng-pw"));
+
+    // PGPASSWORD wins over the command, which then does not run at all
+    let ran = h.join("ran");
+    let cmd = format!("touch '{}'; echo Wr0ng-pw", ran.display());
+    let (_, out) = attempt_with(
+        h,
+        Some(&base),
+        &["--password-command", &cmd],
+        &[("PGPASSWORD", PW)],
+    );
+    assert!(out.contains("password accepted"), "{out}");
+    assert!(
+        !ran.exists(),
+        "the command ran although PGPASSWORD gave a password"
+    );
+}
+
+#[test]
+fn a_failing_password_command_is_one_clear_line() {
+    let server = AuthServer::start(PW);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let base = format!("postgresql://alice@127.0.0.1:{}/music", server.port);
+    for (cmd, why) in [
+        ("echo Wr0ng-pw; exit 3", "(exit status 3)"),
+        (
+            "scrobsync-no-such-command",
+            "(exit status 127: command not found)",
+        ),
+        ("true", "printed no password"),
+    ] {
+        let (code, out) = attempt_with(h, Some(&base), &["--password-command", cmd], &[]);
+        assert_eq!(code, 1, "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("the password command")
+                && line.contains(why)
+                && line.ends_with("check --password-command / SCROBSYNC_PASSWORD_COMMAND"),
+            "{cmd}: {out}"
+        );
+    }
+    // Its stderr reaches the user (it may explain, or ask for a passphrase).
+    let (_, out) = attempt_with(
+        h,
+        Some(&base),
+        &["--password-command", "echo 'no such entry' >&2; exit 1"],
+        &[],
+    );
+    assert!(out.contains("no such entry"), "{out}");
+    assert!(
+        server.logins.lock().unwrap().is_empty(),
+        "no connection attempt without the password"
+    );
+}
+
+#[test]
+fn a_password_command_runs_once_per_process() {
+    let db = TestDb::new("pwcmd");
+    seed(&db, &["--rows", "3000"]);
+    let mut source = url::Url::parse(&db.url).unwrap();
+    // Whatever the test server wants, the command prints it (trust: anything).
+    let secret = source
+        .password()
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .or_else(|| std::env::var("PGPASSWORD").ok())
+        .unwrap_or_else(|| "any-password".into());
+    source.set_password(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let t = dir.path().join("t.sqlite");
+    let o = bin()
+        .args([
+            "load",
+            "--partitions",
+            "2",
+            "--batch-rows",
+            "1000",
+            "--target",
+        ])
+        .arg(&t)
+        .args(["--source", source.as_str(), "--password-command"])
+        .arg(format!(
+            "echo run >> '{}'; printf '%s\\n' \"$TEST_SECRET\"",
+            runs.display()
+        ))
+        .env("TEST_SECRET", &secret)
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "run\n",
+        "the command runs once, not once per connection"
+    );
+    assert_lossless(&mut db.client(), &t);
+}
+
+#[test]
+fn a_service_file_names_the_server_like_libpq() {
+    let server = AuthServer::start(PW);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let port = server.port;
+    std::fs::write(
+        h.join(".pg_service.conf"),
+        format!(
+            "# mine\n[music]\nhost=127.0.0.1\nport={port}\nuser=svc\ndbname=music\npassword={PW}\n[other]\nhost=nowhere.invalid\n"
+        ),
+    )
+    .unwrap();
+
+    // service=NAME in key=value pairs; the source wins over its service
+    let (_, out) = attempt(h, Some("service=music user=erin"), &[]);
+    assert!(out.contains("password accepted"), "{out}");
+    let l = server.last();
+    assert_eq!(
+        (l.params["user"].as_str(), l.params["database"].as_str()),
+        ("erin", "music")
+    );
+
+    // ?service= in a URL; the service wins over the PG* variables
+    let (_, out) = attempt(
+        h,
+        Some("postgresql://?service=music"),
+        &[("PGUSER", "envuser"), ("PGPASSWORD", "Wr0ng-pw")],
+    );
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().params["user"], "svc");
+
+    // PGSERVICE alone is a source
+    let (_, out) = attempt(h, None, &[("PGSERVICE", "music")]);
+    assert!(out.contains("password accepted"), "{out}");
+
+    // PGSERVICEFILE instead of ~/.pg_service.conf; the system file (PGSYSCONFDIR) after it
+    let file = h.join("elsewhere.conf");
+    let entry = |name: &str, user: &str| {
+        format!("[{name}]\nhost=127.0.0.1\nport={port}\nuser={user}\npassword={PW}\n")
+    };
+    std::fs::write(&file, entry("music2", "frank")).unwrap();
+    std::fs::write(h.join("pg_service.conf"), entry("system", "gina")).unwrap();
+    let file_env = [("PGSERVICEFILE", file.to_str().unwrap())];
+    let (_, out) = attempt(h, Some("service=music2"), &file_env);
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().params["user"], "frank");
+    let (_, out) = attempt(h, Some("service=system"), &file_env);
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().params["user"], "gina");
+
+    let (code, out) = attempt(h, Some("service=nope"), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("service 'nope' not found in ") && out.contains(".pg_service.conf"),
+        "{out}"
+    );
+}
+
+#[test]
+fn empty_url_passwords_and_password_file_colons_like_libpq() {
+    let server = AuthServer::start(PW);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let port = server.port;
+    let empty = format!("postgresql://alice:@127.0.0.1:{port}/music");
+
+    // `alice:@` has no password, so PGPASSWORD gives it (psql does the same)
+    let (_, out) = attempt(h, Some(&empty), &[("PGPASSWORD", PW)]);
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().password.as_deref(), Some(PW));
+
+    // …or the password file, whose password ends at the first unescaped ':'
+    private_file(
+        &h.join(".pgpass"),
+        &format!("127.0.0.1:{port}:*:alice:{PW}:added 2024-05\n"),
+        0o600,
+    );
+    let (_, out) = attempt(h, Some(&empty), &[]);
+    assert!(out.contains("password accepted"), "{out}");
+    assert_eq!(server.last().password.as_deref(), Some(PW));
+}
+
+#[test]
+fn a_url_fragment_is_refused_and_never_printed() {
+    let server = AuthServer::start(PW);
+    let home = tempfile::tempdir().unwrap();
+    // `attempt` checks that PW appears nowhere in the output.
+    let (code, out) = attempt(
+        home.path(),
+        Some(&format!(
+            "postgresql://alice@127.0.0.1:{}/music#{PW}",
+            server.port
+        )),
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("fragment"), "{out}");
+    assert!(server.logins.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_commanded_password_is_never_shown_but_reaches_child_processes() {
+    use scrobsync::source::SourceUrl;
+    let u = SourceUrl::resolve_with(
+        "postgresql://alice@db.example/music",
+        &|_| None,
+        Some("echo s3cret-pw"),
+    )
+    .unwrap();
+    for shown in [u.redacted().to_string(), u.to_string(), format!("{u:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // `bench` hands the source to its child processes, which must not run the command again.
+    assert!(u.expose_for_child().contains("s3cret-pw"));
 }

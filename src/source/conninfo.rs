@@ -1,11 +1,14 @@
 //! The source's connection parameters, resolved the way libpq (psql, pg_dump) resolves them:
-//! a `postgresql://` URL or a `key=value` conninfo string, then the `PG*` environment variables
-//! for whatever it leaves out, then libpq's defaults; the password from the source itself, then
-//! `PGPASSWORD`, then the password file (`PGPASSFILE`, default `~/.pgpass`).
+//! a `postgresql://` URL or a `key=value` conninfo string, then the service it names
+//! (`service=NAME`, or `PGSERVICE`; see [`super::service`]), then the `PG*` environment variables
+//! for whatever they leave out, then libpq's defaults. The password: from the source itself,
+//! else its service, else `PGPASSWORD`, else `--password-command` (see [`super::password`]),
+//! else the password file (`PGPASSFILE`, default `~/.pgpass`); an empty one counts as none.
 //!
 //! Why not hand the string to the PostgreSQL client crate as it is: it reads neither the
-//! environment nor a password file, and URL parameters must be decoded as libpq does (`%20` is a
-//! space, `+` is a plus). It still does the connecting; this module only fills in its `Config`.
+//! environment, nor service files, nor a password file, and URL parameters must be decoded as
+//! libpq decodes them (`%20` is a space, `+` is a plus). It still does the connecting; this
+//! module only fills in its `Config`.
 
 use anyhow::{anyhow, bail, Result};
 use percent_encoding::percent_decode_str;
@@ -15,7 +18,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordFrom {
     Source,
+    Service,
     Env,
+    Command,
     File,
     None,
 }
@@ -24,7 +29,9 @@ impl PasswordFrom {
     pub fn describe(self) -> &'static str {
         match self {
             PasswordFrom::Source => "given in the source",
+            PasswordFrom::Service => "from the service file",
             PasswordFrom::Env => "from PGPASSWORD",
+            PasswordFrom::Command => "from the password command",
             PasswordFrom::File => "from the password file",
             PasswordFrom::None => "none given",
         }
@@ -73,7 +80,7 @@ impl ConnInfo {
     }
 }
 
-/// What the source string gave, before the environment fills the rest.
+/// What the source string (or its service) gave, before the environment fills the rest.
 #[derive(Default)]
 struct Given {
     host: Option<String>,
@@ -81,6 +88,7 @@ struct Given {
     user: Option<String>,
     password: Option<String>,
     dbname: Option<String>,
+    service: Option<String>,
     params: Vec<(String, String)>,
 }
 
@@ -92,9 +100,29 @@ impl Given {
             "user" => self.user = Some(value),
             "password" => self.password = Some(value),
             "dbname" => self.dbname = Some(value),
+            "service" => self.service = Some(value),
             _ => {
                 self.params.retain(|(k, _)| k != key);
                 self.params.push((key.to_string(), value));
+            }
+        }
+    }
+
+    /// Takes from `other` what `self` does not give (libpq: the source wins over its service).
+    /// Not the password: [`choose_password`] needs to know where it came from.
+    fn fill_from(&mut self, other: Given) {
+        fn fill(mine: &mut Option<String>, theirs: Option<String>) {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
+        fill(&mut self.host, other.host);
+        fill(&mut self.port, other.port);
+        fill(&mut self.user, other.user);
+        fill(&mut self.dbname, other.dbname);
+        for (k, v) in other.params {
+            if !self.params.iter().any(|(mine, _)| *mine == k) {
+                self.params.push((k, v));
             }
         }
     }
@@ -108,10 +136,12 @@ fn decode(s: &str) -> String {
 
 /// Parses a `postgresql://` URL. Errors never echo the input (it may hold a password).
 fn parse_url(input: &str) -> Result<Given> {
-    let rest = input
+    let Some(rest) = input
         .strip_prefix("postgresql://")
         .or_else(|| input.strip_prefix("postgres://"))
-        .expect("checked by the caller");
+    else {
+        bail!("invalid source URL: {EXPECTED}");
+    };
     let (before_query, query) = match rest.split_once('?') {
         Some((a, q)) => (a, Some(q)),
         None => (rest, None),
@@ -134,6 +164,15 @@ fn parse_url(input: &str) -> Result<Given> {
         }
         None => authority,
     };
+    // libpq takes a `#` literally, but in a URL it starts a fragment, which a user may have
+    // meant as a comment or pasted from a browser; a `#` in the password stays allowed.
+    if [Some(hostport), path, query]
+        .into_iter()
+        .flatten()
+        .any(|part| part.contains('#'))
+    {
+        bail!("invalid source URL: a '#' after the user and password (a URL fragment?); PostgreSQL URLs have none: remove it, or write a '#' in the database name or a parameter as %23");
+    }
     if hostport.contains(',') {
         bail!("invalid source URL: several hosts are not supported; {EXPECTED}");
     }
@@ -242,28 +281,31 @@ fn default_host() -> String {
 }
 
 /// Resolves a source string (URL, conninfo, or empty: everything from the environment) with
-/// `env` as the environment.
+/// `env` as the environment, without a password command.
 pub fn resolve(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ConnInfo> {
-    let input = input.trim();
-    let given = if input.starts_with("postgresql://") || input.starts_with("postgres://") {
-        parse_url(input)?
-    } else if input.contains("://") {
-        let scheme = input.split("://").next().unwrap_or("");
-        bail!("invalid source URL: scheme '{scheme}' is not supported; {EXPECTED}");
-    } else if input.is_empty() || input.contains('=') {
-        parse_keywords(input)?
-    } else {
-        bail!("invalid source: neither a URL nor key=value pairs; {EXPECTED}");
-    };
+    resolve_with(input, env, None)
+}
+
+/// Like [`resolve`], with `password_command` (`--password-command`) run when the source, its
+/// service and `PGPASSWORD` give no password — once: the result holds the password.
+pub fn resolve_with(
+    input: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    password_command: Option<&str>,
+) -> Result<ConnInfo> {
+    let mut given = parse_source(input)?;
+    let source_password = given.password.take();
+    let service_password = apply_service(&mut given, env)?;
     let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
     let host = given
         .host
+        .filter(|h| !h.is_empty())
         .or_else(|| env_nonempty("PGHOST"))
         .unwrap_or_else(default_host);
     let port_text = given.port.or_else(|| env_nonempty("PGPORT"));
     let port = match port_text {
         Some(p) => p.parse::<u16>().map_err(|_| {
-            anyhow!("invalid port in the source (or PGPORT); give a number such as 5432 (in a URL, a password with / ? or @ must be percent-encoded, e.g. %2F)")
+            anyhow!("invalid port in the source (its service, or PGPORT); give a number such as 5432 (in a URL, a password with / ? or @ must be percent-encoded, e.g. %2F)")
         })?,
         None => 5432,
     };
@@ -291,91 +333,89 @@ pub fn resolve(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conn
     info.set_default("connect_timeout", env("PGCONNECT_TIMEOUT"));
     info.set_default("application_name", env("PGAPPNAME"));
     info.set_default("application_name", Some("scrobsync".into()));
-    if let Some(p) = given.password {
-        info.password = Some(p);
-        info.password_from = PasswordFrom::Source;
-    } else if let Some(p) = env("PGPASSWORD") {
-        info.password = Some(p);
-        info.password_from = PasswordFrom::Env;
-    } else {
-        let file = env_nonempty("PGPASSFILE")
-            .map(PathBuf::from)
-            .or_else(|| env_nonempty("HOME").map(|h| Path::new(&h).join(".pgpass")));
-        if let Some(file) = file {
-            if let Some(p) = password_from_file(&file, &info) {
-                info.password = Some(p);
-                info.password_from = PasswordFrom::File;
-            }
-        }
-    }
+    let offered = [
+        (source_password, PasswordFrom::Source),
+        (service_password, PasswordFrom::Service),
+        (env("PGPASSWORD"), PasswordFrom::Env),
+    ];
+    (info.password, info.password_from) = choose_password(offered, password_command, &info, env)?;
     Ok(info)
 }
 
-/// The password for `info` from a libpq password file (`host:port:database:user:password`,
-/// `*` matches anything, `\:` and `\\` escape). Like libpq, a file that group or others may
-/// read is ignored, with a warning.
-fn password_from_file(path: &Path, info: &ConnInfo) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            "password file {} has group or world access and is ignored; make it private with chmod 0600",
-            path.display()
-        );
-        return None;
-    }
-    let text = std::fs::read_to_string(path).ok()?;
-    // A Unix socket folder matches the entry `localhost`, as in libpq.
-    let host = if info.host.starts_with('/') {
-        "localhost"
-    } else {
-        info.host.as_str()
-    };
-    let port = info.port.to_string();
-    let wanted = [
-        host,
-        port.as_str(),
-        info.dbname.as_str(),
-        info.user.as_str(),
-    ];
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
+/// The source string parsed as a URL or as `key=value` pairs (an empty one gives nothing).
+fn parse_source(input: &str) -> Result<Given> {
+    let input = input.trim();
+    // A URL starts with a scheme; `password=a://b` is a key=value source.
+    let scheme = input.split_once("://").map(|(s, _)| s).filter(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    match scheme {
+        Some("postgresql" | "postgres") => parse_url(input),
+        Some(scheme) => {
+            bail!("invalid source URL: scheme '{scheme}' is not supported; {EXPECTED}")
         }
-        let fields = split_pgpass(line);
-        if fields.len() < 5 {
-            continue;
-        }
-        if fields[..4]
-            .iter()
-            .zip(wanted)
-            .all(|(f, w)| f == "*" || f == w)
-        {
-            return Some(fields[4..].join(":"));
-        }
+        None if input.is_empty() || input.contains('=') => parse_keywords(input),
+        None => bail!("invalid source: neither a URL nor key=value pairs; {EXPECTED}"),
     }
-    None
 }
 
-/// Splits a password-file line at unescaped colons, removing the escapes.
-fn split_pgpass(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.last_mut().expect("non-empty").push(n);
-                }
-            }
-            ':' if out.len() < 5 => out.push(String::new()),
-            c => out.last_mut().expect("non-empty").push(c),
-        }
+/// Fills what `given` leaves out from its service (`service=` in the source, else
+/// `PGSERVICE`), and returns the service's password. libpq's order: the source wins over the
+/// service, the service over the environment.
+fn apply_service(
+    given: &mut Given,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>> {
+    let name = given
+        .service
+        .take()
+        .or_else(|| env("PGSERVICE"))
+        .filter(|n| !n.is_empty());
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let mut from_service = Given::default();
+    for (k, v) in super::service::lookup(&name, env)? {
+        from_service.set(&k, v);
     }
-    out
+    let password = from_service.password.take();
+    given.fill_from(from_service);
+    Ok(password)
+}
+
+/// The first non-empty password `offered` (in order of precedence), else the password
+/// command's, else the password file's. An empty password counts as none, as in libpq
+/// (`postgresql://me:@host/db` falls back like `postgresql://me@host/db`).
+fn choose_password(
+    offered: [(Option<String>, PasswordFrom); 3],
+    password_command: Option<&str>,
+    info: &ConnInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Option<String>, PasswordFrom)> {
+    if let Some((p, from)) = offered
+        .into_iter()
+        .find_map(|(p, from)| p.filter(|p| !p.is_empty()).map(|p| (p, from)))
+    {
+        return Ok((Some(p), from));
+    }
+    if let Some(command) = password_command.filter(|c| !c.trim().is_empty()) {
+        return Ok((
+            Some(super::password::from_command(command)?),
+            PasswordFrom::Command,
+        ));
+    }
+    let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    let file = env_nonempty("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| env_nonempty("HOME").map(|h| Path::new(&h).join(".pgpass")));
+    Ok(
+        match file.and_then(|f| super::password::from_file(&f, info)) {
+            Some(p) => (Some(p), PasswordFrom::File),
+            None => (None, PasswordFrom::None),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -389,6 +429,159 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    fn env_map(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        let vars: std::collections::HashMap<&str, String> = pairs.into_iter().collect();
+        move |k| vars.get(k).cloned()
+    }
+
+    #[test]
+    fn empty_passwords_count_as_none_like_libpq() {
+        let env = env_of(&[("PGPASSWORD", "envpw")]);
+        for src in [
+            "postgresql://postgres:@h/db",
+            "postgresql://postgres@h/db?password=",
+            "host=h user=postgres password=''",
+        ] {
+            let i = resolve(src, &env).unwrap();
+            assert_eq!(i.password.as_deref(), Some("envpw"), "{src}");
+            assert_eq!(i.password_from, PasswordFrom::Env, "{src}");
+        }
+        let i = resolve(
+            "postgresql://postgres:@h/db",
+            &env_of(&[("PGPASSWORD", "")]),
+        )
+        .unwrap();
+        assert_eq!((i.password, i.password_from), (None, PasswordFrom::None));
+    }
+
+    #[test]
+    fn url_fragments_are_refused_without_echo() {
+        for bad in [
+            "postgresql://u@h/db#s3cretfrag",
+            "postgresql://u@h/db?sslmode=disable#s3cretfrag",
+            "postgresql://u@h#s3cretfrag/db",
+            "postgresql://u:pw@h:5432#s3cretfrag",
+        ] {
+            let e = resolve(bad, &env_of(&[])).unwrap_err().to_string();
+            assert!(e.contains("fragment") && !e.contains("s3cretfrag"), "{e}");
+        }
+        // A '#' in the password is the password's, as in libpq; %23 is a '#' anywhere.
+        let i = resolve("postgresql://u:pa#ss@h/db%23x", &env_of(&[])).unwrap();
+        assert_eq!(i.password.as_deref(), Some("pa#ss"));
+        assert_eq!(i.dbname, "db#x");
+        // `a://b` in a key=value source is a value, not a URL scheme.
+        let i = resolve("host=h password=a://b", &env_of(&[])).unwrap();
+        assert_eq!(i.password.as_deref(), Some("a://b"));
+    }
+
+    #[test]
+    fn a_socket_folder_in_a_url_host_is_decoded() {
+        let env = env_of(&[]);
+        for src in [
+            "postgresql://u@%2Fvar%2Frun%2Fpostgresql:5433/db",
+            "postgresql://u@%2fvar%2frun%2fpostgresql:5433/db",
+            "postgresql://u@:5433/db?host=%2Fvar%2Frun%2Fpostgresql",
+            "host=/var/run/postgresql port=5433 user=u dbname=db",
+        ] {
+            let i = resolve(src, &env).unwrap();
+            assert_eq!(
+                (i.host.as_str(), i.port),
+                ("/var/run/postgresql", 5433),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_fills_in_between_the_source_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("services.conf");
+        std::fs::write(
+            &file,
+            "[music]\nhost=db.example\nport=6543\nuser=svcuser\ndbname=svcdb\npassword=svcpw\nsslmode=require\napplication_name=svcapp\n",
+        )
+        .unwrap();
+        let env = |extra: Vec<(&'static str, String)>| {
+            let mut vars = vec![
+                ("PGSERVICEFILE", file.display().to_string()),
+                ("PGSYSCONFDIR", dir.path().display().to_string()),
+                ("PGUSER", "envuser".to_string()),
+                ("PGPASSWORD", "envpw".to_string()),
+                ("PGAPPNAME", "envapp".to_string()),
+                ("PGCONNECT_TIMEOUT", "7".to_string()),
+            ];
+            vars.extend(extra);
+            env_map(vars)
+        };
+        // libpq's order: the source, then the service, then the environment.
+        let i = resolve("service=music dbname=explicit", &env(vec![])).unwrap();
+        assert_eq!((i.host.as_str(), i.port), ("db.example", 6543));
+        assert_eq!(
+            (i.user.as_str(), i.dbname.as_str()),
+            ("svcuser", "explicit")
+        );
+        assert_eq!(i.password.as_deref(), Some("svcpw"));
+        assert_eq!(i.password_from, PasswordFrom::Service);
+        assert_eq!(i.param("sslmode"), Some("require"));
+        assert_eq!(i.param("application_name"), Some("svcapp"));
+        assert_eq!(i.param("connect_timeout"), Some("7"));
+        assert_eq!(i.param("service"), None);
+        let i = resolve("postgresql://me:mine@/?service=music", &env(vec![])).unwrap();
+        assert_eq!((i.host.as_str(), i.user.as_str()), ("db.example", "me"));
+        assert_eq!(i.password_from, PasswordFrom::Source);
+        let i = resolve("", &env(vec![("PGSERVICE", "music".into())])).unwrap();
+        assert_eq!(
+            (i.host.as_str(), i.dbname.as_str()),
+            ("db.example", "svcdb")
+        );
+        let e = resolve("service=nope", &env(vec![]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("service 'nope' not found in "), "{e}");
+    }
+
+    #[test]
+    fn the_password_command_runs_only_when_nothing_else_gives_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().display().to_string();
+        let pgpass = dir.path().join(".pgpass");
+        std::fs::write(&pgpass, "*:*:*:*:filepw\n").unwrap();
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ran = dir.path().join("ran");
+        let cmd = format!("echo x >> '{}'; echo cmdpw", ran.display());
+        let no_pw = env_map(vec![("HOME", home.clone())]);
+        let with_pw = env_map(vec![("HOME", home), ("PGPASSWORD", "envpw".into())]);
+        let got = |src: &str, env: &dyn Fn(&str) -> Option<String>, cmd: Option<&str>| {
+            let i = resolve_with(src, env, cmd).unwrap();
+            (i.password.unwrap_or_default(), i.password_from)
+        };
+        let url = "postgresql://u@h/d";
+        // source > PGPASSWORD > password command > password file
+        assert_eq!(
+            got(url, &no_pw, None),
+            ("filepw".to_string(), PasswordFrom::File)
+        );
+        assert_eq!(
+            got(url, &no_pw, Some(cmd.as_str())),
+            ("cmdpw".to_string(), PasswordFrom::Command)
+        );
+        assert_eq!(
+            got(url, &with_pw, Some(cmd.as_str())),
+            ("envpw".to_string(), PasswordFrom::Env)
+        );
+        assert_eq!(
+            got("postgresql://u:srcpw@h/d", &no_pw, Some(cmd.as_str())),
+            ("srcpw".to_string(), PasswordFrom::Source)
+        );
+        let runs = std::fs::read_to_string(&ran).unwrap();
+        assert_eq!(runs.lines().count(), 1, "run only when needed");
+        let e = resolve_with(url, &no_pw, Some("echo s3cret; exit 4"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exit status 4") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]
@@ -433,46 +626,6 @@ mod tests {
         assert_eq!((i.host.as_str(), i.dbname.as_str()), ("10.0.0.9", "music"));
         assert!(resolve("mysql://u@h/d", &env).is_err());
         assert!(resolve("just words", &env).is_err());
-    }
-
-    #[test]
-    fn password_file_lines_match_like_libpq() {
-        assert_eq!(
-            split_pgpass(r"h\:x:5432:*:u:pa\:ss:word"),
-            vec!["h:x", "5432", "*", "u", "pa:ss:word"]
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pgpass");
-        std::fs::write(
-            &file,
-            "# comment\nother:*:*:*:nope\n127.0.0.1:*:music:bob:s3cret\n*:*:*:*:fallback\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let info = |db: &str| ConnInfo {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            user: "bob".into(),
-            dbname: db.into(),
-            password: None,
-            password_from: PasswordFrom::None,
-            params: vec![],
-        };
-        assert_eq!(
-            password_from_file(&file, &info("music")).as_deref(),
-            Some("s3cret")
-        );
-        assert_eq!(
-            password_from_file(&file, &info("other")).as_deref(),
-            Some("fallback")
-        );
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(
-            password_from_file(&file, &info("music")),
-            None,
-            "world-readable: ignored"
-        );
     }
 }
 
