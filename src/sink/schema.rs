@@ -3,6 +3,12 @@
 //! Tables are created without secondary indexes; those are built after the data is in
 //! ([`INDEXES`]), which is several times faster than maintaining them row by row.
 
+/// The version of this schema, stored as `schema_version` in `_scrobsync_state` by every load.
+/// A build refuses a target whose version is greater (see `inspect`): it would not know what a
+/// newer scrobsync changed, so it must neither write nor describe such a file. Raise it with any
+/// change to [`TABLES`] or the state tables that an older build would get wrong.
+pub const SCHEMA_VERSION: i64 = 1;
+
 /// Tables of the target, in creation order.
 pub const TABLES: &str = "
 CREATE TABLE users(

@@ -11,8 +11,14 @@
 //!   waited while a `load` replaced the target never commits into the replaced file;
 //! - a load replaces the target only while it holds the old file's exclusive lock, after SQLite
 //!   rolled back any hot journal, and removes the old file's side files before the rename, so
-//!   no journal of the old file can ever be played into the new one.
+//!   no journal of the old file can ever be played into the new one;
+//! - only regular files are opened, and only files that are scrobsync targets of a schema this
+//!   build knows are written (see [`super::inspect`]): a FIFO or a device would block or never
+//!   end, a look-alike belongs to someone else, and a newer target to a newer scrobsync. All is
+//!   checked before the first statement that could change the file;
+//! - a target that cannot be written is refused in one line before a run does any work.
 
+use super::inspect::{self, Refused};
 use crate::normalize::registry::{Registry, Resolver};
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
@@ -25,6 +31,12 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// SQLite's extended code for "a hot journal needs rolling back, but the file is read-only".
 const SQLITE_READONLY_ROLLBACK: i32 = 776;
+
+/// SQLite's extended code for "the file was renamed or removed while open".
+const SQLITE_READONLY_DBMOVED: i32 = 1032;
+
+/// SQLite's extended code for "the journal cannot be created: the folder is read-only".
+const SQLITE_READONLY_DIRECTORY: i32 = 1544;
 
 /// The side files SQLite keeps beside a database file.
 pub const SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
@@ -84,22 +96,52 @@ pub fn explain(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
         Some(ErrorCode::DatabaseCorrupt) => anyhow!(
             "{p} is damaged ({e}); rebuild it with `scrobsync load --force`"
         ),
-        Some(ErrorCode::ReadOnly) => anyhow!(
-            "{p} is read-only ({e}); make it and its folder writable"
+        Some(ErrorCode::ReadOnly) if extended == Some(SQLITE_READONLY_DBMOVED) => anyhow!(
+            "{p} was replaced or removed by another process while this run used it; run the command again"
+        ),
+        Some(ErrorCode::ReadOnly) if extended == Some(SQLITE_READONLY_DIRECTORY) => anyhow!(
+            "{p} is read-only: its folder is not writable ({e}), and SQLite writes the journal of every change there; make the folder writable or choose another --target"
+        ),
+        Some(ErrorCode::ReadOnly) => anyhow!(inspect::read_only(path, &e.to_string())),
+        Some(ErrorCode::CannotOpen) => anyhow!(
+            "{p} or its journal beside it cannot be opened ({e}); make the file and its folder readable and writable, or choose another --target"
         ),
         _ => anyhow!("cannot use target {p}: {e}"),
     }
 }
 
+/// An error of a write on the target: SQLite's read-only and cannot-open codes (the file or
+/// its folder cannot be written) become the one line [`explain`] gives; others stay as they are.
+fn explain_write(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let mapped = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<rusqlite::Error>())
+        .filter(|s| {
+            matches!(
+                s.sqlite_error_code(),
+                Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+            )
+        })
+        .map(|s| explain(path, s));
+    mapped.unwrap_or(e)
+}
+
+/// (device, inode) of the regular file `path` names now; anything else is refused.
+fn regular_file_id(path: &Path) -> Result<FileId> {
+    let m = inspect::regular_file(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
 /// Opens `path` with `flags`, making sure the connection and `file_id` describe the same file
-/// (a rename between the two would otherwise go unnoticed).
+/// (a rename between the two would otherwise go unnoticed), and that it is a regular file:
+/// looked at before SQLite opens it and again before SQLite reads from it (SQLite reads nothing
+/// until the first statement), so a FIFO put in its place meanwhile is never read.
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<(Connection, FileId)> {
     for _ in 0..5 {
-        let before =
-            file_id(path).with_context(|| format!("cannot open target {}", path.display()))?;
+        let before = regular_file_id(path)?;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| explain(path, &e))?;
-        conn.busy_timeout(LOCK_WAIT)?;
-        if file_id(path).ok() == Some(before) {
+        if regular_file_id(path)? == before {
+            conn.busy_timeout(LOCK_WAIT)?;
             return Ok((conn, before));
         }
     }
@@ -116,16 +158,21 @@ pub struct Target {
     id: FileId,
 }
 
-/// Opens an existing scrobsync target for reading and writing.
+/// Opens an existing scrobsync target for reading and writing. Nothing is written before the
+/// file passed every check: a regular file, a scrobsync target of a known schema version (read
+/// only), writable with its folder.
 pub fn open(path: &Path) -> Result<Target> {
-    if !path.exists() {
-        bail!(
-            "target {} does not exist; create it with `scrobsync load`",
-            path.display()
-        );
-    }
+    inspect::check_file(path)?;
     let (conn, id) = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    check_is_target(&conn, path)?;
+    inspect::check_target(&conn, path)?;
+    inspect::check_writable(path)?;
+    // SQLite opens a file it may not write read-only, silently.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        bail!(inspect::read_only(
+            path,
+            "SQLite could open it for reading only"
+        ));
+    }
     conn.execute_batch(INCREMENTAL_PRAGMAS)
         .map_err(|e| explain(path, &e))?;
     // Targets written before the views existed get them.
@@ -135,6 +182,7 @@ pub fn open(path: &Path) -> Result<Target> {
         Some(s) => explain(path, s),
         None => e,
     })?;
+    crate::cancel::interrupt_on_signal(&conn);
     Ok(Target {
         conn,
         path: path.to_path_buf(),
@@ -156,7 +204,7 @@ impl Target {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
+                Err(explain_write(&self.path, e))
             }
         }
     }
@@ -184,12 +232,7 @@ impl Target {
 /// run left behind (a read-only connection cannot, and would fail); only when the file cannot be
 /// opened for writing does it fall back to a read-only connection.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    if !path.exists() {
-        bail!(
-            "target {} does not exist; create it with `scrobsync load`",
-            path.display()
-        );
-    }
+    inspect::check_file(path)?;
     let conn = match open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
         Ok((c, _)) if !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) => {
             c.execute_batch("PRAGMA query_only = 1;")?;
@@ -197,42 +240,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         }
         _ => open_conn(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?.0,
     };
-    check_is_target(&conn, path)?;
+    inspect::check_target(&conn, path)?;
     // Whole-table joins (verify) touch dimension pages at random: map the file instead of
     // reading it a page per system call.
     conn.execute_batch("PRAGMA mmap_size = 68719476736; PRAGMA cache_size = -65536;")?;
     Ok(conn)
-}
-
-/// A scrobsync target has its state table with the schema version every load writes, and the
-/// five user tables.
-fn check_is_target(conn: &Connection, path: &Path) -> Result<()> {
-    let tables: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'
-              AND name IN ('_scrobsync_state', 'users', 'artists', 'albums', 'tracks', 'scrobbles')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| explain(path, &e))?;
-    let version: Option<String> = if tables == 6 {
-        conn.query_row(
-            "SELECT value FROM _scrobsync_state WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| explain(path, &e))?
-    } else {
-        None
-    };
-    if version.is_none() {
-        bail!(
-            "{} is not a scrobsync target (no scrobsync tables and schema version); use `scrobsync load` to create one",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// What a full load found at its target path before it started.
@@ -247,7 +259,9 @@ pub enum Existing {
 }
 
 /// Checks what `load` would replace at `path` (already resolved through symlinks): a missing
-/// file or a scrobsync target is fine; anything else only with `force`.
+/// file or a scrobsync target of a known schema version is fine; another regular file only
+/// with `force`; anything else never (renaming over a device or a FIFO takes away what other
+/// programs use, and opening one to look inside would block). Looks inside by reading only.
 pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -258,8 +272,14 @@ pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
     if meta.is_dir() {
         bail!("target {p} is a folder; give a file path such as {p}/scrobbles.sqlite");
     }
-    // Only a regular file is opened to look at its header: opening a FIFO would block.
-    let sqlite = meta.is_file() && is_sqlite_file(path);
+    if let Some(kind) = inspect::special_kind(meta.file_type()) {
+        bail!(
+            "{}; --force replaces only regular files",
+            inspect::not_regular(path, kind)
+        );
+    }
+    inspect::check_side_files(path)?;
+    let sqlite = is_sqlite_file(path);
     let refuse = |why: String| -> Result<Existing> {
         if force {
             tracing::warn!("replacing {p} ({why}) because --force was given");
@@ -268,10 +288,8 @@ pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
             bail!("{why}; choose another target path, or pass --force to replace it")
         }
     };
-    if !meta.is_file() {
-        return refuse(format!("target {p} exists and is not a regular file"));
-    }
-    if meta.permissions().readonly() {
+    // The bits, and access(2) for what stops root too (the immutable attribute).
+    if meta.permissions().readonly() || !inspect::writable(path) {
         return refuse(format!("target {p} is read-only"));
     }
     if !sqlite {
@@ -282,28 +300,39 @@ pub fn check_replaceable(path: &Path, force: bool) -> Result<Existing> {
         }
         return refuse(format!("target {p} exists and is not a SQLite database"));
     }
-    let checked = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(|e| explain(path, &e))
-        .and_then(|c| {
-            c.busy_timeout(LOCK_WAIT)?;
-            check_is_target(&c, path)
-        });
+    let checked = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .and_then(|(c, _)| inspect::check_target(&c, path));
     match checked {
         Ok(()) => Ok(Existing::Target),
         Err(e) if e.downcast_ref::<InUse>().is_some() => Err(e),
-        Err(e) => refuse(format!(
-            "target {p} exists and is not a scrobsync target ({})",
-            e
-        )),
+        Err(e) => match e.downcast_ref::<Refused>() {
+            Some(Refused::NotTarget { what, .. }) => refuse(format!(
+                "target {p} exists and is not a scrobsync target (it {what})"
+            )),
+            Some(Refused::Newer { .. }) => refuse(e.to_string()),
+            None => refuse(format!(
+                "target {p} exists and is not a scrobsync target ({e})"
+            )),
+        },
     }
 }
 
+/// Whether `path` starts with SQLite's header. Opened non-blocking and read only when it is
+/// still a regular file: had a FIFO taken its place since it was looked at, opening or reading
+/// it would block.
 fn is_sqlite_file(path: &Path) -> bool {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut head = [0u8; 16];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    f.metadata().is_ok_and(|m| m.is_file())
+        && f.read_exact(&mut head).is_ok()
         && &head == b"SQLite format 3\0"
 }
 
@@ -312,16 +341,22 @@ fn is_sqlite_file(path: &Path) -> bool {
 /// when idle (and an idle WAL connection holds no lock on the database file itself, so SQLite
 /// would let the WAL be switched off under it).
 fn wal_in_use(path: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     /// Offset of the dead-man-switch byte in the `-shm` file (SQLite's unix VFS).
     const DMS: libc::off_t = 128;
+    // Non-blocking, and only a regular file counts: a FIFO in its place must not block.
     let Ok(shm) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(side_file(path, "-shm"))
     else {
         return false;
     };
+    if !shm.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     // SAFETY: a plain fcntl(F_GETLK) on a file descriptor we own, with a zeroed flock.
     unsafe {
         let mut fl: libc::flock = std::mem::zeroed();
@@ -354,9 +389,7 @@ pub fn lock_for_replace(path: &Path, existing: Existing) -> Result<ReplaceLock> 
                     ))
                     .into());
                 }
-                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-                    .map_err(|e| explain(path, &e))?;
-                conn.busy_timeout(LOCK_WAIT)?;
+                let (conn, _) = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
                 let mode: String = conn
                     .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                     .map_err(|e| explain(path, &e))?;
@@ -473,7 +506,7 @@ impl Resolver for TargetResolver<'_> {
         artist_id: i64,
         album_id: Option<i64>,
         title: &str,
-    ) -> Result<Option<(i64, Option<String>, Option<i32>)>> {
+    ) -> Result<Option<(i64, Option<String>, Option<i64>)>> {
         let mut s = self.conn.prepare_cached(
             "SELECT track_id, mbid, duration_ms FROM tracks
              WHERE artist_id = ?1 AND ifnull(album_id, 0) = ?2 AND title = ?3",
