@@ -13,8 +13,9 @@ const AFTER_HELP: &str = "Examples:
   scrobsync load --target scrobsync-demo.sqlite --json
 
 The source may be a postgresql:// URL or key=value pairs (host=… dbname=…); it may also come
-from SCROBSYNC_SOURCE or DATABASE_URL, and PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD and
-~/.pgpass fill in what it leaves out, as for psql.";
+from SCROBSYNC_SOURCE or DATABASE_URL, and a service (service=NAME, PGSERVICE), PGHOST, PGPORT,
+PGUSER, PGDATABASE, PGPASSWORD, --password-command and ~/.pgpass fill in what it leaves out,
+as for psql.";
 
 #[derive(Debug, Parser)]
 #[command(name = "scrobsync", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -162,6 +163,20 @@ impl Command {
             Command::Config(ConfigCommand::Example) | Command::Completions(_) => false,
         }
     }
+
+    /// The source arguments of a command that reads the source.
+    pub fn source(&self) -> Option<&SourceArg> {
+        match self {
+            Command::Load(a) => Some(&a.source),
+            Command::Seed(a) => Some(&a.source),
+            Command::Sync(a) => Some(&a.source),
+            Command::Backfill(a) => Some(&a.source),
+            Command::Verify(a) => Some(&a.source),
+            Command::Bench(a) => Some(&a.source),
+            Command::Config(ConfigCommand::Check(a)) => Some(&a.source),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +215,35 @@ pub struct SourceArg {
         hide_env = true
     )]
     pub source: Option<String>,
+
+    #[command(flatten)]
+    pub password: PasswordCommandArg,
+
+    /// How long a statement may go without a byte from the server before the connection counts
+    /// as lost (a stalled server or network) and the step is retried, e.g. 5m, 90s; 0: no limit.
+    #[arg(long, value_parser = duration_arg, default_value = "5m", env = "SCROBSYNC_READ_TIMEOUT", value_name = "DURATION")]
+    pub read_timeout: i64,
+
+    /// Stop instead of warning when the source role can write (a superuser, or INSERT, UPDATE
+    /// or DELETE on a table): connect as a read-only role (pg_read_all_data).
+    #[arg(long)]
+    pub require_read_only_role: bool,
+}
+
+/// `--password-command`, for every command that connects to the source.
+#[derive(Debug, Args)]
+pub struct PasswordCommandArg {
+    /// Shell command that prints the source's password, run once (sh -c) when neither the
+    /// source, its service nor PGPASSWORD gives one, e.g. 'pass show db/music' [env:
+    /// SCROBSYNC_PASSWORD_COMMAND]
+    #[arg(
+        long,
+        env = "SCROBSYNC_PASSWORD_COMMAND",
+        hide_env_values = true,
+        hide_env = true,
+        value_name = "CMD"
+    )]
+    pub password_command: Option<String>,
 }
 
 /// How a full or incremental read is cut and what a full load builds.
@@ -400,6 +444,9 @@ pub struct DemoArgs {
     )]
     pub source: String,
 
+    #[command(flatten)]
+    pub password: PasswordCommandArg,
+
     /// Name of the demo database.
     #[arg(long, default_value = "scrobsync_demo")]
     pub database: String,
@@ -442,6 +489,12 @@ pub struct SyncArgs {
     /// With --cursor played_at: how far before the mark each run re-reads, e.g. 1h, 2d, 1h30m.
     #[arg(long, value_parser = duration_arg, required_if_eq("cursor", "played_at"))]
     pub lookback: Option<i64>,
+
+    /// How long ids below the mark that no row had at a sync are read again by later syncs
+    /// (rows whose ids were taken before a sync and committed after it), e.g. 1d, 12h; the next
+    /// sync always reads them once.
+    #[arg(long, value_parser = duration_arg, default_value = "1d", value_name = "DURATION")]
+    pub recheck_for: i64,
 
     #[command(flatten)]
     pub other_source: OtherSourceArg,

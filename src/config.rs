@@ -221,7 +221,7 @@ artist_mbid = "artist_mbid"           # optional mbids (NULL when omitted)
 # album_mbid = "album_mbid"
 # track_mbid = "track_mbid"
 duration_ms = "length_s * 1000"       # optional; an expression is fine
-loved = "rating >= 4"                 # optional; false when omitted
+loved = "coalesce(rating, 0) >= 4"    # optional; false when omitted; NULL is an error
 
 # ... or give a query that returns the canonical field names (joins, JSONB, casts):
 # [source]

@@ -14,7 +14,6 @@ use scrobsync::modes::{backfill, bench, status, verify};
 use scrobsync::sink::schema::IndexSet;
 use scrobsync::source::mapping::SourceSpec;
 use scrobsync::source::seed::{self, SeedOptions};
-use scrobsync::source::SourceUrl;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -36,7 +35,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let code: u8 = if e.downcast_ref::<clap::Error>().is_some() {
                 2
-            } else if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some() {
+            } else if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some()
+                || scrobsync::cancel::requested()
+            {
+                // Whatever a wait ended with once a signal arrived, the run was interrupted.
                 130
             } else {
                 1
@@ -99,6 +101,13 @@ fn usage_exit(e: clap::Error) -> ExitCode {
 /// Runs a command; the number is the process exit code.
 fn run(command: Command, quiet: bool) -> Result<u8> {
     scrobsync::pipeline::failpoint::check_env()?;
+    if let Some(src) = command.source() {
+        let limit = u64::try_from(src.read_timeout).unwrap_or(0);
+        scrobsync::source::session::set_read_timeout(
+            (limit > 0).then(|| std::time::Duration::from_micros(limit)),
+        );
+        scrobsync::source::role::require_read_only(src.require_read_only_role);
+    }
     let bar = || output::ProgressBar::new(quiet);
     match command {
         Command::Load(a) => {
@@ -133,7 +142,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             output::emit(&status::run(&a.target, a.runs)?, a.json, quiet)?;
         }
         Command::Bench(a) if a.restore => {
-            let n = bench::restore(&options::source(a.source.source.clone())?)?;
+            let n = bench::restore(&options::source(&a.source)?)?;
             if a.json {
                 output::write_line(format_args!(
                     "{}",
@@ -157,13 +166,13 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
         }
         Command::Config(cli::ConfigCommand::Check(a)) => {
             let cfg = scrobsync::config::load(&a.config)?;
-            let url = options::source(a.source.source.clone())?;
+            let url = options::source(&a.source)?;
             let mut client = url.connect_reader()?;
             let (table, resolved) = SourceSpec::Config(cfg).resolve_verbose(&mut client, &url)?;
             output::print_config_check(&table.name, &resolved, a.json)?;
         }
         Command::Seed(a) => {
-            let url = options::source(a.source.source.clone())?;
+            let url = options::source(&a.source)?;
             let opts = SeedOptions {
                 rows: a.rows,
                 users: a.users,
@@ -197,7 +206,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             output::write_line(format_args!("{}", String::from_utf8_lossy(&out).trim_end()));
         }
         Command::Demo(a) => {
-            let admin = SourceUrl::parse(&a.source)?;
+            let admin = options::demo_source(&a)?;
             if a.database.is_empty() || a.database.contains('\0') {
                 return Err(anyhow!("--database must be a non-empty name"));
             }

@@ -69,11 +69,12 @@ pub fn spec(m: &cli::MappingArg) -> Result<SourceSpec> {
 }
 
 /// `--source`, then SCROBSYNC_SOURCE (via clap), then DATABASE_URL, then the `PG*` variables
-/// alone (as psql takes them); a source given fills its gaps from them too.
-pub fn source(arg: Option<String>) -> Result<SourceUrl> {
-    let raw = match arg.or_else(|| std::env::var("DATABASE_URL").ok()) {
+/// alone (as psql takes them); a source given fills its gaps from them too. The password
+/// command (`--password-command`) runs here, once, if nothing else gives a password.
+pub fn source(a: &cli::SourceArg) -> Result<SourceUrl> {
+    let raw = match a.source.clone().or_else(|| std::env::var("DATABASE_URL").ok()) {
         Some(s) if !s.trim().is_empty() => s,
-        _ if ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE"]
+        _ if ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE"]
             .iter()
             .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty())) =>
         {
@@ -81,10 +82,15 @@ pub fn source(arg: Option<String>) -> Result<SourceUrl> {
         }
         _ => return Err(usage(
             clap::error::ErrorKind::MissingRequiredArgument,
-            "no source given; pass --source postgresql://USER@HOST/DB (or key=value pairs), or set SCROBSYNC_SOURCE, DATABASE_URL or PGHOST/PGDATABASE/PGUSER",
+            "no source given; pass --source postgresql://USER@HOST/DB (or key=value pairs), or set SCROBSYNC_SOURCE, DATABASE_URL, PGSERVICE or PGHOST/PGDATABASE/PGUSER",
         )),
     };
-    SourceUrl::parse(&raw)
+    SourceUrl::parse_with(&raw, a.password.password_command.as_deref())
+}
+
+/// `demo`'s `--source` (the server the demo database is created on), with its password command.
+pub fn demo_source(a: &cli::DemoArgs) -> Result<SourceUrl> {
+    SourceUrl::parse_with(&a.source, a.password.password_command.as_deref())
 }
 
 /// `--partitions`, by default one per two CPUs: each partition keeps a PostgreSQL backend and a
@@ -106,7 +112,7 @@ fn retry(a: &cli::RetryArg) -> RetryPolicy {
 
 pub fn load(a: &cli::LoadArgs) -> Result<LoadOptions> {
     Ok(LoadOptions {
-        source: source(a.source.source.clone())?,
+        source: source(&a.source)?,
         table: spec(&a.mapping)?,
         target: a.target.clone(),
         partitions: partitions(a.pipeline.partitions),
@@ -145,7 +151,7 @@ pub fn usage(kind: clap::error::ErrorKind, msg: &str) -> anyhow::Error {
 pub fn sync(a: &cli::SyncArgs) -> Result<SyncOptions> {
     Ok(SyncOptions {
         cursor: cursor(a)?,
-        source: source(a.source.source.clone())?,
+        source: source(&a.source)?,
         table: spec(&a.mapping)?,
         target: a.target.clone(),
         partitions: partitions(a.pipeline.partitions),
@@ -155,6 +161,7 @@ pub fn sync(a: &cli::SyncArgs) -> Result<SyncOptions> {
         check: a.pipeline.check.into(),
         allow_other_source: a.other_source.allow_other_source,
         retry: retry(&a.retry),
+        recheck_for_s: a.recheck_for / 1_000_000,
     })
 }
 
@@ -189,7 +196,7 @@ pub fn first_load(s: &SyncOptions) -> LoadOptions {
 pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
     range(Some(a.from), Some(a.to))?;
     Ok(BackfillOptions {
-        source: source(a.source.source.clone())?,
+        source: source(&a.source)?,
         table: spec(&a.mapping)?,
         target: a.target.clone(),
         from: a.from,
@@ -207,7 +214,7 @@ pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
 pub fn verify(a: &cli::VerifyArgs) -> Result<VerifyOptions> {
     range(a.from, a.to)?;
     Ok(VerifyOptions {
-        source: source(a.source.source.clone())?,
+        source: source(&a.source)?,
         table: spec(&a.mapping)?,
         target: a.target.clone(),
         from: a.from,
@@ -223,7 +230,7 @@ pub fn verify(a: &cli::VerifyArgs) -> Result<VerifyOptions> {
 
 pub fn bench(a: &cli::BenchArgs) -> Result<BenchOptions> {
     Ok(BenchOptions {
-        source: source(a.source.source.clone())?,
+        source: source(&a.source)?,
         table: spec(&a.mapping)?,
         config: a.mapping.config.clone(),
         exe: match &a.exe {

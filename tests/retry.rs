@@ -249,6 +249,9 @@ fn errors_that_are_not_transient_are_not_retried() {
 struct Proxy {
     port: u16,
     down: Arc<AtomicBool>,
+    /// While set, nothing is passed on in either direction, and connections stay open (a
+    /// stalled server or network with TCP alive).
+    stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -263,8 +266,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (d, o) = (down.clone(), open.clone());
+        let (d, o, st) = (down.clone(), open.clone(), stalled.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if d.load(Ordering::SeqCst) {
@@ -283,9 +287,13 @@ impl Proxy {
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
+                    let st = st.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 65536];
                         while let Ok(n) = from.read(&mut buf) {
+                            while st.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
                             if n == 0 || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -295,7 +303,12 @@ impl Proxy {
                 }
             }
         });
-        Self { port, down, open }
+        Self {
+            port,
+            down,
+            stalled,
+            open,
+        }
     }
 
     /// Cuts every open connection and turns new ones away until `up`.
@@ -346,4 +359,149 @@ fn a_server_gone_for_seconds_is_survived() {
     );
     succeeded(&out);
     assert_lossless(&mut db.client(), &target);
+}
+
+#[test]
+fn a_stalled_server_is_a_transient_fault_after_the_read_timeout() {
+    let db = TestDb::new("stall");
+    seed(&db, &["--rows", "10000"]);
+    let proxy = Proxy::start();
+    let url = proxy.url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let target: PathBuf = dir.path().join("p.sqlite");
+    let started = Instant::now();
+    let out = run_with_faults(
+        &[
+            "load",
+            "--source",
+            &url,
+            "--target",
+            target.to_str().unwrap(),
+            "--batch-rows",
+            "1000",
+            "--read-timeout",
+            "1s",
+        ],
+        &[3],
+        || {
+            // Silent for 3 s with every connection alive, then passing data again.
+            proxy.stalled.store(true, Ordering::SeqCst);
+            let stalled = proxy.stalled.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(3000));
+                stalled.store(false, Ordering::SeqCst);
+            });
+        },
+    );
+    let v = succeeded(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--read-timeout"), "the cause is named: {err}");
+    assert!(v["retries"].as_u64().unwrap() >= 1);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_lossless(&mut db.client(), &target);
+}
+
+#[test]
+fn the_first_ctrl_c_ends_a_run_stuck_on_a_stalled_server() {
+    let db = TestDb::new("stallint");
+    seed(&db, &["--rows", "10000"]);
+    let proxy = Proxy::start();
+    let url = proxy.url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("p.sqlite");
+    fake_target(&target);
+    let before = std::fs::read(&target).unwrap();
+    let flag = dir.path().join("paused");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+        .args(["load", "--source", &url, "--target"])
+        .arg(&target)
+        .args(["--batch-rows", "1000", "--force"])
+        .env("SCROBSYNC_FAILPOINT", "pause-after-windows=2")
+        .env("SCROBSYNC_FAILPOINT_FILE", &flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !flag.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server stops answering for good; the run waits on it (default read timeout: minutes).
+    proxy.stalled.store(true, Ordering::SeqCst);
+    std::fs::remove_file(&flag).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still waiting on the stalled server"
+    );
+    let asked = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut code = None;
+    while asked.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    proxy.stalled.store(false, Ordering::SeqCst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, Some(130), "one Ctrl-C ends the run: {err}");
+    assert!(took < Duration::from_secs(3), "within 3 s: {took:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), before, "target untouched");
+}
+
+#[test]
+fn a_mapping_that_takes_an_advisory_lock_does_not_deadlock_the_run() {
+    let db = TestDb::new("advlock");
+    seed(&db, &["--rows", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lock.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nquery = \"SELECT id, username, played_at, artist_name, album_name, track_name, loved FROM scrobbles WHERE pg_advisory_lock(4242) IS NOT NULL\"\n",
+    )
+    .unwrap();
+    let target = dir.path().join("l.sqlite");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+        .args(["load", "--source", &db.url, "--config"])
+        .arg(&cfg)
+        .arg("--target")
+        .arg(&target)
+        .args(["--partitions", "2", "--batch-rows", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(finished, "the run deadlocked on its own advisory lock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_lossless(&mut db.client(), &target);
+    // No session of the run holds the lock any more.
+    let held: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
 }

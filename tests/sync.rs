@@ -302,3 +302,123 @@ fn sync_refuses_bad_cursor_arguments_and_foreign_files() {
         .code(1)
         .stderr(predicates::str::contains("does not exist"));
 }
+
+/// A source whose ids come from a sequence, as applications insert them.
+fn sequence_source(db: &TestDb) -> postgres::Client {
+    let mut c = db.client();
+    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .unwrap();
+    c.batch_execute(
+        "CREATE SEQUENCE plays_seq;
+         ALTER TABLE scrobbles ALTER COLUMN id SET DEFAULT nextval('plays_seq');
+         INSERT INTO scrobbles (username, played_at, artist_name, track_name)
+         SELECT 'u' || (g % 5), '2024-01-01'::timestamptz + g * interval '1 minute', 'A' || (g % 9), 'T' || g
+           FROM generate_series(1, 300) g;",
+    )
+    .unwrap();
+    c
+}
+
+const ONE_PLAY: &str =
+    "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name) VALUES ($1, 'late', now(), 'Late Artist', 'Late Track')";
+
+#[test]
+fn an_id_drawn_before_a_sync_and_committed_after_it_arrives_with_the_next_sync() {
+    let db = TestDb::new("earlyid");
+    let mut app = sequence_source(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.sqlite");
+    sync(&db, &target, &[]);
+
+    for round in 0..2 {
+        // A pooled-sequence application takes its id first and inserts later; meanwhile
+        // another writer commits a greater id and a sync moves the mark past both.
+        let early: i64 = app
+            .query_one("SELECT nextval('plays_seq')", &[])
+            .unwrap()
+            .get(0);
+        let mut other = db.client();
+        other
+            .execute(
+                "INSERT INTO scrobbles (username, played_at, artist_name, track_name) VALUES ('b', now(), 'B', 'B')",
+                &[],
+            )
+            .unwrap();
+        let s = sync(&db, &target, &[]);
+        assert_eq!(s["rows"]["scrobbles"], 1, "round {round}: {s}");
+        assert!(s["mark_after"].as_i64().unwrap() > early);
+        app.execute(ONE_PLAY, &[&early]).unwrap();
+
+        let s = sync(&db, &target, &[]);
+        assert_eq!(
+            s["rows"]["scrobbles"], 1,
+            "round {round}: the late row arrives: {s}"
+        );
+        assert_eq!(s["late_rows"], 1);
+        let conn = Connection::open(&target).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM scrobbles WHERE scrobble_id = ?1",
+                [early],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "round {round}");
+        // Once there, it is not counted again.
+        let s = sync(&db, &target, &[]);
+        assert_eq!(s["rows"]["scrobbles"], 0);
+        assert_eq!(s["late_rows"], 0);
+    }
+    assert_lossless(&mut app, &target);
+    assert_eq!(verify_code(&db, &target), 0);
+}
+
+#[test]
+fn a_row_held_in_a_slow_trigger_while_a_sync_runs_arrives_with_the_next_sync() {
+    let db = TestDb::new("slowtrig");
+    let mut app = sequence_source(&db);
+    app.batch_execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.username = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON scrobbles FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.sqlite");
+    // The first run is a full load: its newest ids' gaps are kept too.
+    let url = db.url.clone();
+    let slow = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute(
+            "INSERT INTO scrobbles (username, played_at, artist_name, track_name) VALUES ('slow', now(), 'S', 'S')",
+            &[],
+        )
+        .unwrap();
+    });
+    // The slow insert has drawn its id and sits in its trigger, without a transaction id.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let drawn: bool = app
+            .query_one("SELECT last_value > 300 FROM plays_seq", &[])
+            .unwrap()
+            .get(0);
+        if drawn || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    app.execute(
+        "INSERT INTO scrobbles (username, played_at, artist_name, track_name) VALUES ('fast', now(), 'F', 'F')",
+        &[],
+    )
+    .unwrap();
+    let first = sync(&db, &target, &[]);
+    assert_eq!(first["mode"], "load");
+    assert_eq!(first["rows"]["scrobbles"], 301, "{first}");
+    slow.join().unwrap();
+
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 1, "{s}");
+    assert_eq!(s["late_rows"], 1);
+    assert_lossless(&mut app, &target);
+}

@@ -712,3 +712,122 @@ fn source_errors_keep_the_server_reason() {
         "{e}"
     );
 }
+
+#[test]
+fn the_same_server_spelled_otherwise_is_the_same_source_and_a_changed_mapping_says_so() {
+    let db = TestDb::new("spelling");
+    seed(&db, &["--rows", "2000", "--seed", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("s.sqlite");
+    let t = target.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", t]);
+    let mut spellings = vec![
+        format!("postgresql://postgres@127.1:5432/{}", db.name),
+        format!("host=localhost port=5432 user=postgres dbname={}", db.name),
+    ];
+    if std::path::Path::new("/var/run/postgresql/.s.PGSQL.5432").exists() {
+        spellings.push(format!(
+            "host=/var/run/postgresql user=postgres dbname={}",
+            db.name
+        ));
+        spellings.push(format!(
+            "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/{}",
+            db.name
+        ));
+    } else {
+        eprintln!(
+            "SKIPPED: no PostgreSQL socket in /var/run/postgresql; socket spellings untested"
+        );
+    }
+    for s in &spellings {
+        ok(&["sync", "--source", s, "--target", t]);
+    }
+    // The same table through a mapping is another mapping: said in words.
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nquery = \"SELECT id, username, played_at, artist_name, album_name, track_name, loved FROM scrobbles\"\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "sync",
+        "--source",
+        &db.url,
+        "--target",
+        t,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("the mapping changed") && !e.contains("not from"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_role_that_can_write_is_named_and_can_be_refused() {
+    let db = TestDb::new("role");
+    seed(&db, &["--rows", "2000", "--seed", "6"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("r.sqlite");
+    let t = target.to_str().unwrap();
+    // The test server's role is a superuser.
+    let o = run(&["load", "--source", &db.url, "--target", t]);
+    assert!(o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("is a superuser") && e.contains("pg_read_all_data"),
+        "{e}"
+    );
+    let before = std::fs::read(&target).unwrap();
+    let o = run(&[
+        "sync",
+        "--source",
+        &db.url,
+        "--target",
+        t,
+        "--require-read-only-role",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--require-read-only-role"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+
+    // A role that can only read passes, and one with a write grant is named with its table.
+    let role = format!("{}_r", db.name);
+    let mut c = db.client();
+    c.batch_execute(&format!(
+        "CREATE ROLE \"{role}\" LOGIN; GRANT pg_read_all_data TO \"{role}\";"
+    ))
+    .unwrap();
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(&role).unwrap();
+    let reader = url.to_string();
+    let o = run(&[
+        "verify",
+        "--source",
+        &reader,
+        "--target",
+        t,
+        "--require-read-only-role",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(!e.contains("can write") && !e.contains("superuser"), "{e}");
+    c.batch_execute(&format!("GRANT DELETE ON scrobbles TO \"{role}\""))
+        .unwrap();
+    let o = run(&["verify", "--source", &reader, "--target", t]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(
+        e.contains("may write to tables") && e.contains("scrobbles"),
+        "{e}"
+    );
+    c.batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"))
+        .unwrap();
+}

@@ -38,6 +38,7 @@ pub fn check_source(
             .and_then(|s| SourceUrl::parse(&s).ok())
             .map(|u| SourceIdentity {
                 mapping: String::new(),
+                server: String::new(),
                 ..SourceIdentity::of(&u, table)
             }),
     };
@@ -46,17 +47,16 @@ pub fn check_source(
         return Ok(None);
     };
     if stored.same_as(&this) {
-        if stored.mapping.is_empty() {
+        if stored.needs_update() {
             state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
         }
         return Ok(None);
     }
     if !allow {
         bail!(
-            "{} was loaded from {}, not from {}; use its source, or pass --allow-other-source to make this one its source",
+            "{} was loaded {}; use its source, or pass --allow-other-source to make this one its source",
             target.display(),
-            stored.describe(),
-            this.describe()
+            stored.difference(&this)
         );
     }
     tracing::warn!(

@@ -118,6 +118,7 @@ pub fn replace_windows(
                             let filter = Filter {
                                 played_at: None,
                                 ids: Some(ids.to_vec()),
+                                ranges: None,
                             };
                             follow.read_window(table, &filter, &[Slice::ALL])
                         })

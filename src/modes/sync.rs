@@ -18,12 +18,12 @@ use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::Progress;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
-use crate::sink::{search, target, writer};
+use crate::sink::{open_ids, search, target, writer};
 use crate::source::checks::{check_unique_ids_in, explain_infinite};
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{current_xmin, plan, ReadPlan, Recheck, Scope, SourceTable};
-use crate::source::query::{TimeRange, PG_MIN_US};
+use crate::source::query::{Filter, Slice, TimeRange, WindowSpec, PG_MIN_US};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
@@ -61,6 +61,9 @@ pub struct SyncOptions {
     /// Accept a source other than the target's (`--allow-other-source`).
     pub allow_other_source: bool,
     pub retry: RetryPolicy,
+    /// How long ids below the mark that no row has are read again (`--recheck-for`, seconds;
+    /// see `sink::open_ids`).
+    pub recheck_for_s: i64,
 }
 
 /// Result of an incremental run (`--json`).
@@ -83,6 +86,9 @@ pub struct SyncSummary {
     /// Existing dimension rows whose NULL mbid/duration got filled.
     pub dimension_rows_updated: u64,
     pub rows_read: u64,
+    /// Scrobbles found in ids below the mark that earlier runs found empty (rows whose ids were
+    /// taken before an earlier run and committed after it).
+    pub late_rows: u64,
     /// Transient source faults survived by retrying.
     pub retries: u64,
     pub seconds: StageSeconds,
@@ -95,6 +101,9 @@ pub fn parse_duration(text: &str) -> Result<i64> {
             "invalid duration '{text}'; use a number with a unit, e.g. 30s, 15m, 2h, 7d or 1h30m"
         )
     };
+    if text.trim() == "0" {
+        return Ok(0);
+    }
     let mut total: i64 = 0;
     let mut num = String::new();
     let mut any = false;
@@ -168,7 +177,12 @@ struct SyncPlan {
     /// Ids above this are read (below the mark when a re-check is due).
     read_after: i64,
     recheck: Option<Recheck>,
+    /// Ids at or below `read_after` that no row had at earlier runs, read again.
+    open: Vec<(i64, i64)>,
 }
+
+/// Open id ranges read per window: each is an index probe, and the window's SQL lists them.
+const OPEN_RANGES_PER_WINDOW: usize = 2_000;
 
 /// Runs an incremental sync of an existing target (a missing target gets a full load first;
 /// the CLI does that with `load`).
@@ -187,6 +201,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         mark_after,
         read_after,
         recheck,
+        open,
     } = {
         progress.stage("planning the sync", None);
         pipeline::step(opts.retry, "planning the sync", progress, || {
@@ -217,6 +232,18 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             }
         })
     };
+    // Open ids first (they lie below every new id, so keys stay in id order), then the new rows.
+    let mut windows: Vec<WindowSpec> = open
+        .chunks(OPEN_RANGES_PER_WINDOW)
+        .map(|c| WindowSpec {
+            slices: vec![Slice {
+                lo: c[0].0,
+                hi: c[c.len() - 1].1,
+            }],
+            filter: Filter::id_ranges(c.to_vec()),
+        })
+        .collect();
+    windows.extend(plan.windows(opts.partitions));
     let result = target.write(|conn| -> Result<SyncSummary> {
         let other_source =
             super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
@@ -225,6 +252,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             bail!("another run changed the target's mark while this sync was planning; run it again");
         }
         let facts_before = present(conn)?;
+        let late_before = open_ids::present_in(conn, &open)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
         let mut resolver = target::TargetResolver { conn };
@@ -232,7 +260,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
         let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
         let reading = Reading::new(&opts.source, &table, opts.reader, opts.batch_rows, opts.retry);
-        let reader_rows = pipeline::run(reading, plan.windows(opts.partitions), progress, |window| {
+        let reader_rows = pipeline::run(reading, windows, progress, |window| {
                 read_s += window.read_time.as_secs_f64();
                 let t = Instant::now();
                 let df = window_frame(window.batches)?;
@@ -263,16 +291,18 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             bail!("internal error: {reader_rows} rows read but {rows_read} written; nothing was committed");
         }
         let t = Instant::now();
+        let late_rows = open_ids::present_in(conn, &open)?.saturating_sub(late_before);
         let added_facts = match opts.cursor {
             Cursor::Id => {
                 // Every source row of the ids read is now in the target, each once. (The
                 // target may hold more in that range: rows a backfill or an earlier run wrote
                 // that the source has deleted since; sync does not delete.)
                 let now = present(conn)?;
-                if (now as u64) < reader_rows {
-                    bail!("the target holds {now} scrobbles of the synced id range but {reader_rows} were read: rows were lost on the way; nothing was committed (please report this)");
+                let in_open = open_ids::present_in(conn, &open)?;
+                if now as u64 + in_open < reader_rows {
+                    bail!("the target holds {} scrobbles of the synced ids but {reader_rows} were read: rows were lost on the way; nothing was committed (please report this)", now as u64 + in_open);
                 }
-                (now - facts_before).max(0) as u64
+                (now - facts_before).max(0) as u64 + late_rows
             }
             Cursor::PlayedAt { .. } => (present(conn)? - facts_before).max(0) as u64,
         };
@@ -281,6 +311,10 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             state::set(conn, mark_key, &m.to_string())?;
         }
         state::set_recheck(conn, recheck)?;
+        if !by_time {
+            let read = Some((read_after, plan.hwm)).filter(|(a, h)| h > a);
+            open_ids::refresh(conn, read, state::unix_now(), opts.recheck_for_s)?;
+        }
         search::add_after(conn, keys_before)?;
         // A Ctrl-C that came after the last window still stops the run before its commit.
         crate::cancel::check()?;
@@ -322,6 +356,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             },
             dimension_rows_updated: fills,
             rows_read,
+            late_rows,
             retries: pipeline::retry::count(),
             seconds: StageSeconds {
                 plan: plan_secs,
@@ -438,6 +473,11 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
             .filter(|_| mark_before.is_some() || !plan.slices.is_empty()),
         Cursor::PlayedAt { .. } => new_mark,
     };
+    let read_after = scope.after_id.unwrap_or(i64::MIN);
+    let open = match (opts.cursor, scope.after_id) {
+        (Cursor::Id, Some(after)) => open_ids::at_or_below(conn, after)?,
+        _ => Vec::new(),
+    };
     let recheck = match opts.cursor {
         Cursor::Id => Recheck::after(
             plan.snapshot,
@@ -450,7 +490,8 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
         stored_mark: parse_mark(conn, mark_key)?,
         client,
         table,
-        read_after: scope.after_id.unwrap_or(i64::MIN),
+        read_after,
+        open,
         plan,
         mark_key,
         mark_before,
@@ -468,6 +509,7 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), 90_000_000);
         assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000_000);
         assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400_000_000);
+        assert_eq!(parse_duration("0").unwrap(), 0);
         for bad in ["", "10", "5x", "h", "-3m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -157,7 +157,7 @@ const PG_CANONICAL: &str = "id::text || '|' || octet_length(username) || ':' || 
     || octet_length(artist_name) || ':' || artist_name || '|' \
     || coalesce(octet_length(album_name) || ':' || album_name, 'N') || '|' \
     || octet_length(track_name) || ':' || track_name || '|' \
-    || CASE WHEN coalesce(loved, false) THEN '1' ELSE '0' END";
+    || CASE WHEN loved THEN '1' WHEN NOT loved THEN '0' ELSE 'N' END";
 
 /// The md5 (hex) of the canonical text's UTF-8 bytes, as the target computes it. On a server
 /// whose encoding is not UTF-8 (LATIN1, …) lengths and bytes are taken of the text converted to

@@ -54,8 +54,10 @@ pub fn batch_to_frame(batch: &RecordBatch) -> Result<DataFrame> {
             DataType::Int16 | DataType::Int32 if field.name() == "id" => {
                 arrow::compute::cast(col, &DataType::Int64).context("widening id")?
             }
-            DataType::Int16 | DataType::Int64 if field.name() == "duration_ms" => {
-                arrow::compute::cast(col, &DataType::Int32).context("narrowing duration_ms")?
+            // Durations are kept as 64-bit integers in every mode (the target's INTEGER), so no
+            // source value is narrowed or turned into NULL on the way.
+            DataType::Int16 | DataType::Int32 if field.name() == "duration_ms" => {
+                arrow::compute::cast(col, &DataType::Int64).context("widening duration_ms")?
             }
             DataType::Timestamp(unit, _) => {
                 bail!(
@@ -196,8 +198,32 @@ fn prim<T: polars_arrow::types::NativeType>(
         .then(|| a.value(i))
 }
 
-fn need<'a>(v: Option<&'a str>, field: &str, id: i64) -> Result<&'a str> {
-    v.ok_or_else(|| anyhow!("source row with id {id} has NULL {field}; {field} must not be NULL"))
+fn need<'a>(v: Option<&'a str>, df: &DataFrame, field: &str) -> Result<&'a str> {
+    v.ok_or_else(|| null_field(df, field))
+}
+
+/// The error for NULLs in a field the contract declares NOT NULL: how many rows of the window,
+/// and the first ids, as for NULL ids.
+fn null_field(df: &DataFrame, field: &str) -> anyhow::Error {
+    let mut ids: Vec<String> = Vec::new();
+    if let (Ok(id), Ok(col)) = (
+        df.column("id").and_then(|c| c.i64().cloned()),
+        df.column(field),
+    ) {
+        let mask = col.is_null();
+        for (id, null) in id.into_iter().zip(&mask) {
+            if null == Some(true) {
+                ids.push(id.map_or("NULL".into(), |i| i.to_string()));
+            }
+        }
+    }
+    let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+    anyhow!(
+        "{} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
+        ids.len(),
+        shown.join(", "),
+        if ids.len() > shown.len() { ", …" } else { "" }
+    )
 }
 
 impl Normalizer {
@@ -247,7 +273,7 @@ impl Normalizer {
         let album_mbids = df.column("album_mbid")?.str()?;
         let tracks = df.column("track_name")?.str()?;
         let track_mbids = df.column("track_mbid")?.str()?;
-        let durations = df.column("duration_ms")?.i32()?;
+        let durations = df.column("duration_ms")?.i64()?;
         let loved = df.column("loved")?.bool()?;
 
         let (pos_inf, neg_inf) = infinity_sentinels();
@@ -328,23 +354,23 @@ impl Normalizer {
                     let id = prim(ids, i).ok_or_else(|| {
                         anyhow!("source has a row with NULL id; ids must be non-null integers")
                     })?;
-                    let ts = prim(played, i)
-                        .ok_or_else(|| anyhow!("source row with id {id} has NULL played_at"))?;
+                    let ts = prim(played, i).ok_or_else(|| null_field(df, "played_at"))?;
                     if ts == pos_inf || ts == neg_inf {
                         infinite.push(id);
                         continue;
                     }
-                    let user = need(users.get(i), "username", id)?;
+                    let user = need(users.get(i), df, "username")?;
                     texts.push(TrackText {
-                        artist: need(artists.get(i), "artist_name", id)?,
+                        artist: need(artists.get(i), df, "artist_name")?,
                         artist_mbid: artist_mbids.get(i),
                         album: albums.get(i),
                         album_mbid: album_mbids.get(i),
-                        title: need(tracks.get(i), "track_name", id)?,
+                        title: need(tracks.get(i), df, "track_name")?,
                         mbid: track_mbids.get(i),
                         duration_ms: prim(durations, i),
                     });
-                    rows.push((id, ts, user, loved.get(i).unwrap_or(false)));
+                    let love = loved.get(i).ok_or_else(|| null_field(df, "loved"))?;
+                    rows.push((id, ts, user, love));
                 }
                 reg.prepare_tracks(&texts, &mut block);
                 for (j, (&(id, ts, user, love), text)) in rows.iter().zip(&texts).enumerate() {

@@ -35,7 +35,7 @@ pub trait Resolver {
         artist_id: i64,
         album_id: Option<i64>,
         title: &str,
-    ) -> Result<Option<(i64, Option<String>, Option<i32>)>>;
+    ) -> Result<Option<(i64, Option<String>, Option<i64>)>>;
 
     /// Whether the target may hold entities at all; when not (a full load), looking ahead with
     /// [`Registry::preload`] is pointless.
@@ -65,7 +65,7 @@ impl Resolver for NoResolver {
         _: i64,
         _: Option<i64>,
         _: &str,
-    ) -> Result<Option<(i64, Option<String>, Option<i32>)>> {
+    ) -> Result<Option<(i64, Option<String>, Option<i64>)>> {
         Ok(None)
     }
 }
@@ -87,14 +87,14 @@ pub struct Delta {
         Option<i64>,
         Box<str>,
         Option<Box<str>>,
-        Option<i32>,
+        Option<i64>,
     )>,
     /// Filled-in mbid of an artist row written earlier: (artist_id, mbid).
     pub artist_mbids: Vec<(i64, Box<str>)>,
     /// (album_id, mbid)
     pub album_mbids: Vec<(i64, Box<str>)>,
     /// (track_id, mbid or None, duration or None): only the filled-in values are Some.
-    pub track_fills: Vec<(i64, Option<Box<str>>, Option<i32>)>,
+    pub track_fills: Vec<(i64, Option<Box<str>>, Option<i64>)>,
 }
 
 impl Delta {
@@ -173,7 +173,7 @@ pub struct TrackText<'a> {
     pub album_mbid: Option<&'a str>,
     pub title: &'a str,
     pub mbid: Option<&'a str>,
-    pub duration_ms: Option<i32>,
+    pub duration_ms: Option<i64>,
 }
 
 /// Builds a track key from the row's text: artist length (4 bytes LE), artist, album tag (0:
@@ -634,7 +634,7 @@ mod tests {
         album_mbid: Option<&'a str>,
         title: &'a str,
         mbid: Option<&'a str>,
-        duration_ms: Option<i32>,
+        duration_ms: Option<i64>,
     ) -> TrackText<'a> {
         TrackText {
             artist,
@@ -780,7 +780,7 @@ mod tests {
             _: i64,
             _: Option<i64>,
             _: &str,
-        ) -> Result<Option<(i64, Option<String>, Option<i32>)>> {
+        ) -> Result<Option<(i64, Option<String>, Option<i64>)>> {
             Ok(None)
         }
     }

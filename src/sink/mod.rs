@@ -2,6 +2,8 @@
 //! This is the only code that touches SQLite.
 
 pub mod check;
+pub mod inspect;
+pub mod open_ids;
 pub mod schema;
 pub mod search;
 pub mod state;

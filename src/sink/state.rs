@@ -57,6 +57,10 @@ pub struct RunRecord<'a> {
 /// The `_scrobsync_state` key of the source identity (see `source::identity`).
 pub const SOURCE_IDENTITY: &str = "source_identity";
 
+/// The `_scrobsync_state` key of the schema version a load wrote (see
+/// [`super::schema::SCHEMA_VERSION`]); what tells a target from a file that only looks like one.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
 /// The pending re-check of the id mark (see [`Recheck`]), or none.
 pub fn recheck(conn: &Connection) -> Result<Option<Recheck>> {
     let num = |k: &str| -> Result<Option<i64>> { Ok(get(conn, k)?.and_then(|v| v.parse().ok())) };
@@ -89,6 +93,7 @@ pub fn set_recheck(conn: &Connection, r: Option<Recheck>) -> Result<()> {
 
 pub fn create(conn: &Connection) -> Result<()> {
     conn.execute_batch(STATE_TABLES)?;
+    conn.execute_batch(super::open_ids::TABLE_SQL)?;
     Ok(())
 }
 
@@ -133,6 +138,11 @@ pub fn record_run(conn: &Connection, r: &RunRecord) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 /// Current UTC time as an ISO-8601 string, for run records.

@@ -134,6 +134,7 @@ impl Writer {
         conn.execute_batch(BULK_PRAGMAS)?;
         conn.execute_batch(TABLES)?;
         conn.execute_batch(VIEWS)?;
+        crate::cancel::interrupt_on_signal(&conn);
         state::create(&conn)?;
         conn.execute_batch("BEGIN")?;
         Ok(Self {
@@ -188,9 +189,14 @@ impl Writer {
             state::set(&self.conn, "hwm", &h.to_string())?;
         }
         state::set_recheck(&self.conn, recheck)?;
+        super::open_ids::record_after_load(&self.conn, state::unix_now())?;
         state::set(&self.conn, "source", run.source)?;
         state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
-        state::set(&self.conn, "schema_version", "1")?;
+        state::set(
+            &self.conn,
+            state::SCHEMA_VERSION_KEY,
+            &super::schema::SCHEMA_VERSION.to_string(),
+        )?;
         self.conn.execute_batch("COMMIT")?;
         progress.stage("checking the new file (keys, row counts)", None);
         check::check_counts(&self.conn, &self.bounds, expected_facts)?;
@@ -386,7 +392,7 @@ pub fn insert_dims(conn: &Connection, dims: &DimFrames) -> Result<()> {
         str_col(d, "title")?,
         str_col(d, "mbid")?,
     );
-    let duration = d.column("duration_ms")?.i32()?;
+    let duration = d.column("duration_ms")?.i64()?;
     bulk_insert(
         conn,
         "tracks",

@@ -46,15 +46,30 @@ fn enc(s: &str) -> String {
 }
 
 impl SourceUrl {
-    /// Resolves a source like libpq: a URL or `key=value` conninfo (or an empty string), the
-    /// `PG*` environment variables, the password file. Errors never echo the input.
+    /// Resolves a source like libpq: a URL or `key=value` conninfo (or an empty string), its
+    /// service, the `PG*` environment variables, the password file. Errors never echo the input.
     pub fn parse(input: &str) -> Result<Self> {
-        Self::resolve(input, &|k| std::env::var(k).ok())
+        Self::parse_with(input, None)
+    }
+
+    /// Like [`SourceUrl::parse`], with `--password-command` run (once, here) when nothing else
+    /// gives a password; see [`conninfo::resolve_with`].
+    pub fn parse_with(input: &str, password_command: Option<&str>) -> Result<Self> {
+        Self::resolve_with(input, &|k| std::env::var(k).ok(), password_command)
     }
 
     /// Like [`SourceUrl::parse`] with `env` as the environment.
     pub fn resolve(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let info = conninfo::resolve(input, env)?;
+        Self::resolve_with(input, env, None)
+    }
+
+    /// Like [`SourceUrl::parse_with`] with `env` as the environment.
+    pub fn resolve_with(
+        input: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        password_command: Option<&str>,
+    ) -> Result<Self> {
+        let info = conninfo::resolve_with(input, env, password_command)?;
         if let Some((k, _)) = info
             .params
             .iter()
@@ -67,7 +82,7 @@ impl SourceUrl {
                 String::new()
             };
             bail!(
-                "unknown connection parameter{shown} in the source; scrobsync understands {}",
+                "unknown connection parameter{shown} in the source or its service; scrobsync understands {}",
                 KNOWN_PARAMS.join(", ")
             );
         }
@@ -175,7 +190,9 @@ impl SourceUrl {
     /// The source with its password, to hand to a child process of ours (`bench`), which
     /// resolves it the same way. Never print it.
     pub fn expose_for_child(&self) -> String {
-        if self.raw.trim().is_empty() {
+        // A password the command printed goes along: the child must not run it again.
+        if self.raw.trim().is_empty() || self.info.password_from == conninfo::PasswordFrom::Command
+        {
             Self::url_of(&self.info, true, &[])
         } else {
             self.raw.clone()
@@ -213,10 +230,10 @@ impl SourceUrl {
         }
     }
 
-    fn config(&self) -> Result<postgres::Config> {
+    fn config(&self) -> Result<tokio_postgres::Config> {
         use postgres::config::SslMode;
         let i = &self.info;
-        let mut cfg = postgres::Config::new();
+        let mut cfg = tokio_postgres::Config::new();
         cfg.host(&i.host)
             .port(i.port)
             .user(&i.user)
@@ -310,56 +327,110 @@ impl SourceUrl {
     }
 
     /// Opens a connection for reading the source: every statement sent through it runs in a
-    /// transaction that is read-only from its start (see [`ReadOnlyClient`]), and the session
-    /// default is read-only too.
+    /// transaction that is read-only from its start, the session default is read-only too, and
+    /// no wait on it outlasts the read timeout or a Ctrl-C (see [`ReadOnlyClient`]).
     pub fn connect_reader(&self) -> Result<ReadOnlyClient> {
+        use super::session::{self, Failure};
         let mut cfg = self.config()?;
         let opts = match cfg.get_options() {
             Some(o) => format!("{o} {READ_ONLY}"),
             None => READ_ONLY.to_string(),
         };
         cfg.options(&opts);
-        Ok(ReadOnlyClient(self.connect_with(&cfg)?))
+        let limit = self.connect_limit()?;
+        let tls = match cfg.get_ssl_mode() {
+            postgres::config::SslMode::Disable => None,
+            _ => Some(self.tls_connector()?),
+        };
+        let attempt = session::connect(session::Connect {
+            config: &cfg,
+            host: &self.info.host,
+            port: self.info.port,
+            tls,
+            keepalives: cfg.get_keepalives(),
+            connect_limit: limit,
+        });
+        let reason = match attempt {
+            Ok(mut client) => {
+                use postgres::config::TargetSessionAttrs;
+                if cfg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+                    let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+                    if standby {
+                        bail!(
+                            "PostgreSQL at {} is a standby, and target_session_attrs=read-write asks for a primary; point the source at the primary or drop that parameter",
+                            self.host_port()
+                        );
+                    }
+                }
+                return Ok(client);
+            }
+            Err(Failure::Pg(e)) => return Err(explain_connect_error(&e, self)),
+            Err(Failure::Interrupted) => return Err(crate::cancel::Interrupted.into()),
+            Err(Failure::Io(e)) => match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused; start the server or fix host/port in the source URL".to_string(),
+                _ => one_line(&e.to_string()),
+            },
+            Err(Failure::TimedOut) => format!(
+                "no answer within {} s; check that the server is up (connect_timeout in the URL sets the limit)",
+                limit.map_or(0, |l| l.as_secs())
+            ),
+        };
+        Err(SourceError {
+            msg: format!(
+                "cannot connect to PostgreSQL at {}: {reason}",
+                self.host_port()
+            ),
+            transient: true,
+            code: None,
+        }
+        .into())
     }
 
     /// Opens a plain client connection, turning the usual failures into one actionable line.
     pub fn connect(&self) -> Result<postgres::Client> {
-        self.connect_with(&self.config()?)
+        self.connect_with(&postgres::Config::from(self.config()?))
+    }
+
+    /// The TLS connector for `prefer`/`require`/`verify-*`: without a root certificate it
+    /// encrypts without verifying (as libpq does); with `sslrootcert=FILE` (or
+    /// `~/.postgresql/root.crt` for the verify modes) the server certificate is verified.
+    fn tls_connector(&self) -> Result<postgres_openssl::MakeTlsConnector> {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let mut b = SslConnector::builder(SslMethod::tls())
+            .map_err(|e| anyhow!("cannot set up TLS: {e}"))?;
+        let root = if self.ssl_mode_name().starts_with("verify")
+            || self.info.param("sslrootcert").is_some()
+        {
+            self.root_certificate()
+        } else {
+            None
+        };
+        match &root {
+            Some(path) => b
+                .set_ca_file(path)
+                .map_err(|e| anyhow!("cannot read sslrootcert {path}: {e}"))?,
+            None => b.set_verify(SslVerifyMode::NONE),
+        }
+        let mut tls = postgres_openssl::MakeTlsConnector::new(b.build());
+        if root.is_none() {
+            tls.set_callback(|c, _| {
+                c.set_verify_hostname(false);
+                Ok(())
+            });
+        }
+        Ok(tls)
     }
 
     /// Connects with TLS unless `sslmode=disable`: `prefer` and `require` encrypt without
     /// verifying the certificate (as libpq does without a root certificate); with
     /// `sslrootcert=FILE` the server certificate is verified against it.
     fn connect_with(&self, cfg: &postgres::Config) -> Result<postgres::Client> {
-        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
         use postgres::config::SslMode;
         let limit = self.connect_limit()?;
         let result = if cfg.get_ssl_mode() == SslMode::Disable {
             connect_within(cfg.clone(), postgres::NoTls, limit)
         } else {
-            let mut b = SslConnector::builder(SslMethod::tls())
-                .map_err(|e| anyhow!("cannot set up TLS: {e}"))?;
-            let root = if self.ssl_mode_name().starts_with("verify")
-                || self.info.param("sslrootcert").is_some()
-            {
-                self.root_certificate()
-            } else {
-                None
-            };
-            match &root {
-                Some(path) => b
-                    .set_ca_file(path)
-                    .map_err(|e| anyhow!("cannot read sslrootcert {path}: {e}"))?,
-                None => b.set_verify(SslVerifyMode::NONE),
-            }
-            let mut tls = postgres_openssl::MakeTlsConnector::new(b.build());
-            if root.is_none() {
-                tls.set_callback(|c, _| {
-                    c.set_verify_hostname(false);
-                    Ok(())
-                });
-            }
-            connect_within(cfg.clone(), tls, limit)
+            connect_within(cfg.clone(), self.tls_connector()?, limit)
         };
         match result {
             Some(r) => r.map_err(|e| explain_connect_error(&e, self)),
@@ -438,6 +509,32 @@ impl From<postgres::Error> for SourceError {
 }
 
 impl SourceError {
+    /// A statement that got no answer within the read timeout: transient, retried on a fresh
+    /// connection.
+    pub(crate) fn stalled(msg: String) -> Self {
+        Self {
+            msg,
+            transient: true,
+            code: None,
+        }
+    }
+
+    /// A wait ended by Ctrl-C (never retried).
+    pub(crate) fn interrupted() -> Self {
+        Self {
+            msg: crate::cancel::Interrupted.to_string(),
+            transient: false,
+            code: None,
+        }
+    }
+
+    /// Adds what ended the connection to a "connection closed" message.
+    pub(crate) fn add_cause(&mut self, cause: &str) {
+        if !self.msg.contains(cause) {
+            self.msg = format!("{}: {cause}", self.msg);
+        }
+    }
+
     /// Classifies any error by its causes (a COPY stream's `io::Error`, connectorx's error),
     /// with `msg` as what to show.
     pub fn from_chain(e: &(dyn std::error::Error + 'static), msg: String) -> Self {
@@ -509,96 +606,7 @@ fn is_transient_chain(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A source connection that can only read.
-///
-/// A session default (`default_transaction_read_only`) is not enough: a mapping's own SQL can
-/// switch it off with `set_config(…, false)`, and every later statement of the session could
-/// then write. Here each statement runs inside `START TRANSACTION READ ONLY`: PostgreSQL refuses
-/// to make a transaction read-write once its first query has started ("transaction read-write
-/// mode must be set before any query"), so nothing inside the statement can turn writing back on,
-/// whatever it did to the session before. And every such transaction ends with a ROLLBACK, never
-/// a COMMIT: the few writes PostgreSQL still allows in a read-only transaction (large objects
-/// through `lo_from_bytea`, for one) are undone as well.
-pub struct ReadOnlyClient(postgres::Client);
-
-type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
-
-impl ReadOnlyClient {
-    fn in_read_only<T>(
-        &mut self,
-        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
-    ) -> Result<T, SourceError> {
-        let mut tx = self.0.build_transaction().read_only(true).start()?;
-        let out = f(&mut tx)?;
-        tx.rollback()?;
-        Ok(out)
-    }
-
-    pub fn query(&mut self, sql: &str, params: Params) -> Result<Vec<postgres::Row>, SourceError> {
-        self.in_read_only(|tx| tx.query(sql, params))
-    }
-
-    pub fn query_one(&mut self, sql: &str, params: Params) -> Result<postgres::Row, SourceError> {
-        self.in_read_only(|tx| tx.query_one(sql, params))
-    }
-
-    pub fn query_opt(
-        &mut self,
-        sql: &str,
-        params: Params,
-    ) -> Result<Option<postgres::Row>, SourceError> {
-        self.in_read_only(|tx| tx.query_opt(sql, params))
-    }
-
-    /// Runs a query and hands its rows to `f` one at a time, without holding them all.
-    pub fn for_each_row(
-        &mut self,
-        sql: &str,
-        mut f: impl FnMut(&postgres::Row) -> Result<()>,
-    ) -> Result<()> {
-        use postgres::fallible_iterator::FallibleIterator;
-        let err = SourceError::from;
-        let mut tx = self
-            .0
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .map_err(err)?;
-        {
-            let mut rows = tx.query_raw(sql, std::iter::empty::<i32>()).map_err(err)?;
-            while let Some(row) = rows.next().map_err(err)? {
-                f(&row)?;
-            }
-        }
-        tx.rollback().map_err(err)?;
-        Ok(())
-    }
-
-    /// Prepares (parses and describes) a statement, for its column names and types.
-    pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, SourceError> {
-        self.in_read_only(|tx| tx.prepare(sql))
-    }
-
-    /// Runs `COPY (…) TO STDOUT` inside a read-only transaction and hands the stream to `read`.
-    pub fn copy_out<T>(
-        &mut self,
-        sql: &str,
-        read: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T>,
-    ) -> Result<T> {
-        let mut tx = self
-            .0
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .map_err(SourceError::from)?;
-        let out = {
-            let mut reader = tx.copy_out(sql).map_err(SourceError::from)?;
-            read(&mut reader)?
-        };
-        tx.rollback().map_err(SourceError::from)?;
-        Ok(out)
-    }
-}
+pub use super::session::ReadOnlyClient;
 
 impl fmt::Debug for SourceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -37,6 +37,8 @@ pub struct SourceTable {
     pub stats_table: Option<String>,
     /// True for config mappings.
     pub mapped: bool,
+    /// Where the connection that resolved it arrived (see `identity::ServerId`).
+    pub server: Option<super::identity::ServerId>,
 }
 
 impl Default for SourceTable {
@@ -48,6 +50,7 @@ impl Default for SourceTable {
             sampled: Some(format!("{t} TABLESAMPLE SYSTEM ({{pct}})")),
             stats_table: Some(t),
             mapped: false,
+            server: None,
         }
     }
 }
@@ -155,9 +158,10 @@ fn field_sql(field: &str, e: Option<&str>, pat: PlayedAtType, tz: Option<&str>) 
         // no cast on id: a cast would hide the column from its index in partition queries
         ("id", Some(e)) => e.to_string(),
         ("played_at", Some(e)) => played_at_sql(e, pat, tz),
-        ("duration_ms", Some(e)) => format!("({e})::int4"),
-        ("duration_ms", None) => "NULL::int4".into(),
-        ("loved", Some(e)) => format!("coalesce(({e})::bool, false)"),
+        ("duration_ms", Some(e)) => format!("({e})::int8"),
+        ("duration_ms", None) => "NULL::int8".into(),
+        // No coalesce: a NULL is an error of the normaliser (it names the rows), never false.
+        ("loved", Some(e)) => format!("({e})::bool"),
         ("loved", None) => "false".into(),
         (_, Some(e)) => format!("({e})::text"),
         (_, None) => "NULL::text".into(),
@@ -198,6 +202,18 @@ impl SourceSpec {
         url: &SourceUrl,
     ) -> Result<(SourceTable, Resolved)> {
         super::seed::held::refuse_if_held(client)?;
+        super::role::check(client)?;
+        let server = super::identity::ServerId::of(client)?;
+        let (mut table, resolved) = self.resolve_spec(client, url)?;
+        table.server = Some(server);
+        Ok((table, resolved))
+    }
+
+    fn resolve_spec(
+        &self,
+        client: &mut ReadOnlyClient,
+        url: &SourceUrl,
+    ) -> Result<(SourceTable, Resolved)> {
         match self {
             SourceSpec::Default => resolve_default(client, url),
             SourceSpec::Config(c) => {
@@ -226,6 +242,7 @@ impl SourceSpec {
                         .map_or("id".into(), |f| f.source.clone());
                     bail!("field id: `{src}` is NULL in some rows; the id must be a unique, non-null integer");
                 }
+                check_stable_ids(client, &table, &resolved)?;
                 Ok((table, resolved))
             }
         }
@@ -362,6 +379,7 @@ fn resolve_table(
     }
     let inner = format!("SELECT {} FROM {quoted}", select.join(", "));
     let table = SourceTable {
+        server: None,
         name: name.to_string(),
         relation: format!("({inner}) AS src"),
         sampled: Some(format!(
@@ -383,7 +401,9 @@ fn resolve_query(
     query: &str,
     client: &mut ReadOnlyClient,
 ) -> Result<(SourceTable, Resolved)> {
-    let query = query.trim().trim_end_matches(';');
+    // The query becomes a subquery: without its final semicolons, and closed on a line of its
+    // own so that a trailing `-- comment` does not swallow the closing parenthesis.
+    let query = &format!("{}\n", strip_trailing_semicolons(query));
     let stmt = client
         .prepare(&format!("SELECT * FROM ({query}) AS q LIMIT 0"))
         .context("the [source] query does not run")?;
@@ -433,6 +453,7 @@ fn resolve_query(
         select.push(sql);
     }
     let table = SourceTable {
+        server: None,
         name: "query".into(),
         relation: format!("(SELECT {} FROM ({query}) AS q) AS src", select.join(", ")),
         sampled: None,
@@ -444,4 +465,123 @@ fn resolve_query(
         fields,
     };
     Ok((table, resolved))
+}
+
+/// `sql` without the semicolons (and the whitespace and comments around them) at its end. Quoted
+/// text, quoted names, comments and dollar-quoted bodies are skipped, so a `;` or `--` inside
+/// them is left alone.
+fn strip_trailing_semicolons(sql: &str) -> &str {
+    let b = sql.as_bytes();
+    // The end of the last token that is not a semicolon, and of the last token at all.
+    let (mut keep, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        match c {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+                continue;
+            }
+            b'\'' | b'"' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == c {
+                        if b.get(i + 1) == Some(&c) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i = (i + 1).min(b.len());
+            }
+            b'$' => {
+                // A dollar quote: $$ or $tag$ … the same tag.
+                let tag_end = sql[i + 1..].find('$').map(|e| i + 1 + e).filter(|&e| {
+                    sql[i + 1..e]
+                        .chars()
+                        .all(|ch| ch.is_alphanumeric() || ch == '_')
+                });
+                match tag_end {
+                    Some(e) => {
+                        let tag = &sql[i..=e];
+                        i = sql[e + 1..]
+                            .find(tag)
+                            .map_or(b.len(), |f| e + 1 + f + tag.len());
+                    }
+                    None => i += 1,
+                }
+            }
+            _ if c.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            _ => i += 1,
+        }
+        if b[start] != b';' {
+            keep = i;
+        }
+    }
+    &sql[..keep]
+}
+
+/// Rows each window reads are chosen by their id, in separate statements: an id that changes
+/// between statements (`random()`, a sequence, the clock) would put some rows in no window and
+/// others in two. Evaluated twice in one statement, the smallest ids of a stable mapping come
+/// out the same; of an unstable one, not.
+fn check_stable_ids(
+    client: &mut ReadOnlyClient,
+    table: &SourceTable,
+    resolved: &Resolved,
+) -> Result<()> {
+    let first = |alias: &str| {
+        format!(
+            "(SELECT array_agg(id ORDER BY id)::text FROM (SELECT id FROM {} ORDER BY id LIMIT 1000) {alias})",
+            table.relation
+        )
+    };
+    let differ: bool = client
+        .query_one(
+            &format!("SELECT {} IS DISTINCT FROM {}", first("a"), first("b")),
+            &[],
+        )
+        .context("checking that the mapped id is stable failed")?
+        .get(0);
+    if differ {
+        let src = resolved
+            .fields
+            .first()
+            .map_or("id".into(), |f| f.source.clone());
+        bail!(
+            "field id: `{src}` gives other values each time it is read (a volatile function such as random(), nextval() or clock_timestamp()?); map id to a stored column or an expression of stored columns"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::strip_trailing_semicolons as strip;
+
+    #[test]
+    fn trailing_semicolons_and_comments_go_quoted_text_stays() {
+        assert_eq!(strip("SELECT 1;"), "SELECT 1");
+        assert_eq!(strip("SELECT 1 ; -- the end\n"), "SELECT 1");
+        assert_eq!(strip("SELECT 1 -- ends here"), "SELECT 1");
+        assert_eq!(strip("SELECT ';' AS x;;"), "SELECT ';' AS x");
+        assert_eq!(strip("SELECT '--' AS x"), "SELECT '--' AS x");
+        assert_eq!(strip("SELECT $f$;$f$ /* ; */ ;"), "SELECT $f$;$f$");
+        assert_eq!(
+            strip("SELECT \"a;\" FROM t /* c */"),
+            "SELECT \"a;\" FROM t"
+        );
+        assert_eq!(strip("SELECT 'it''s'"), "SELECT 'it''s'");
+    }
 }

@@ -8,10 +8,14 @@ pub mod conninfo;
 pub mod copy;
 pub mod identity;
 pub mod mapping;
+pub mod password;
 pub mod plan;
 pub mod query;
 pub mod read;
+pub mod role;
 pub mod seed;
+pub mod service;
+pub mod session;
 
 pub use conn::SourceUrl;
 

@@ -249,7 +249,7 @@ pub fn plan(
     let t = table.sql_name();
     let filter = Filter {
         played_at: scope.played_at,
-        ids: None,
+        ..Filter::default()
     };
     let played_at = match &scope.played_at {
         Some(r) => format!(" AND {}", r.sql()),

@@ -107,13 +107,27 @@ pub struct Filter {
     pub played_at: Option<TimeRange>,
     /// Only these ids (a backfill's rows that moved out of their window).
     pub ids: Option<Vec<i64>>,
+    /// Only ids in these inclusive ranges (a sync's open ids, see `sink::open_ids`).
+    pub ranges: Option<Vec<(i64, i64)>>,
 }
+
+/// Ranges at most this wide are written as a list of their ids (one index probe for the list)
+/// rather than as a `BETWEEN` each.
+const LIST_WIDTH: i64 = 16;
 
 impl Filter {
     pub fn played_at(range: TimeRange) -> Self {
         Self {
             played_at: Some(range),
-            ids: None,
+            ..Self::default()
+        }
+    }
+
+    /// Only ids in `ranges` (inclusive, disjoint).
+    pub fn id_ranges(ranges: Vec<(i64, i64)>) -> Self {
+        Self {
+            ranges: Some(ranges),
+            ..Self::default()
         }
     }
 
@@ -127,6 +141,24 @@ impl Filter {
         if let Some(ids) = &self.ids {
             let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             sql.push_str(&format!(" AND id IN ({})", list.join(",")));
+        }
+        if let Some(ranges) = &self.ranges {
+            let mut list = Vec::new();
+            let mut terms = Vec::new();
+            for &(lo, hi) in ranges {
+                if (hi as i128 - lo as i128) < LIST_WIDTH as i128 {
+                    list.extend((lo..=hi).map(|i| i.to_string()));
+                } else {
+                    terms.push(format!("id BETWEEN {lo} AND {hi}"));
+                }
+            }
+            if !list.is_empty() {
+                terms.push(format!("id IN ({})", list.join(",")));
+            }
+            if terms.is_empty() {
+                terms.push("false".into());
+            }
+            sql.push_str(&format!(" AND ({})", terms.join(" OR ")));
         }
         sql
     }
@@ -178,6 +210,7 @@ mod tests {
         let f = Filter {
             played_at: Some(TimeRange::half_open(0, 1_000_000)),
             ids: Some(vec![3, -4]),
+            ranges: None,
         };
         let w = f.where_sql(Slice { lo: -5, hi: 9 });
         assert_eq!(
@@ -185,6 +218,19 @@ mod tests {
             "id BETWEEN -5 AND 9 AND played_at >= (timestamptz 'epoch' + 0::int8 * interval '1 microsecond') \
              AND played_at < (timestamptz 'epoch' + 1000000::int8 * interval '1 microsecond') AND id IN (3,-4)"
         );
+        let open = Filter::id_ranges(vec![(1, 3), (10, 100), (i64::MAX, i64::MAX)]);
+        assert_eq!(
+            open.where_sql(Slice::ALL),
+            format!(
+                "id BETWEEN {} AND {} AND (id BETWEEN 10 AND 100 OR id IN (1,2,3,{}))",
+                i64::MIN,
+                i64::MAX,
+                i64::MAX
+            )
+        );
+        assert!(Filter::id_ranges(vec![])
+            .where_sql(Slice::ALL)
+            .ends_with("AND (false)"));
         assert_eq!(TimeRange::seconds(None, None).sql(), "true");
         assert!(TimeRange::seconds(Some(1), None)
             .sql()

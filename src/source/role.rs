@@ -1,0 +1,58 @@
+//! What the source role may do. scrobsync only reads (every statement in a read-only
+//! transaction that is rolled back), but SQL in a mapping is code and runs with the role's
+//! rights, and a ROLLBACK cannot undo everything: writes through `dblink` or `postgres_fdw` to
+//! another session, replication slots, `pg_stat_reset()`, sequences advanced by `nextval()`,
+//! signals to other backends. A role that cannot write is the only complete guard, so a role that
+//! can is named before reading (once per run), and `--require-read-only-role` refuses it.
+
+use super::conn::ReadOnlyClient;
+use anyhow::{bail, Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUIRE: AtomicBool = AtomicBool::new(false);
+static CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// `--require-read-only-role`: a role that can write is an error, not a warning.
+pub fn require_read_only(yes: bool) {
+    REQUIRE.store(yes, Ordering::SeqCst);
+}
+
+/// Warns (or, when required, fails) if the connected role can write; checked once per process.
+pub fn check(client: &mut ReadOnlyClient) -> Result<()> {
+    let require = REQUIRE.load(Ordering::SeqCst);
+    if !require && CHECKED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let row = client
+        .query_one(
+            "SELECT current_user::text, r.rolsuper,
+                    (SELECT string_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), ', ' ORDER BY n.nspname, c.relname)
+                       FROM (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                              WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
+                                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                                AND n.nspname !~ '^pg_toast'
+                                AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+                                     OR has_table_privilege(c.oid, 'DELETE'))
+                              ORDER BY n.nspname, c.relname LIMIT 3) w
+                       JOIN pg_class c ON c.oid = w.oid JOIN pg_namespace n ON n.oid = c.relnamespace)
+               FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .context("cannot read the source role's rights")?;
+    CHECKED.store(true, Ordering::SeqCst);
+    let (role, superuser, writable): (String, bool, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    let why = match (superuser, writable) {
+        (true, _) => "is a superuser".to_string(),
+        (false, Some(tables)) => format!("may write to tables ({tables}, …)"),
+        (false, None) => return Ok(()),
+    };
+    let fix = "connect as a role that can only read, e.g. CREATE ROLE reader LOGIN; GRANT pg_read_all_data TO reader;";
+    if require {
+        bail!("the source role '{role}' {why} and --require-read-only-role is set; {fix}");
+    }
+    tracing::warn!(
+        "the source role '{role}' {why}; scrobsync reads in read-only transactions, but SQL in a mapping runs with the role's rights and a ROLLBACK cannot undo everything (dblink, replication slots, pg_stat_reset()); {fix} (--require-read-only-role makes this an error)"
+    );
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! The read-only source session: every statement scrobsync reads the source with goes through
+//! [`ReadOnlyClient`], which guarantees three things a plain client does not:
+//!
+//! - **It cannot write.** Each statement runs inside `START TRANSACTION READ ONLY`: PostgreSQL
+//!   refuses to make a transaction read-write once its first query has started ("transaction
+//!   read-write mode must be set before any query"), so nothing inside the statement can turn
+//!   writing back on, whatever it did to the session before. Every such transaction ends with a
+//!   ROLLBACK, never a COMMIT: the few writes PostgreSQL still allows in a read-only transaction
+//!   (large objects through `lo_from_bytea`, for one) are undone as well.
+//! - **It leaves no session state behind.** A ROLLBACK undoes settings, but not session-level
+//!   advisory locks: a mapping that takes `pg_advisory_lock` would keep it on the planning
+//!   connection and make every reader connection wait for it for ever. Each transaction is
+//!   followed by `pg_advisory_unlock_all()`, in the same round trip as the ROLLBACK.
+//! - **It never waits for ever.** A server that stalls with the TCP connection alive (a stopped
+//!   backend, a hung proxy) sends nothing, and keepalives see nothing wrong. The socket is
+//!   wrapped so that a read that gets no byte for the read timeout (`--read-timeout`) while a
+//!   statement runs fails the connection with a transient error, which the driver retries on a
+//!   fresh connection. And every wait polls the Ctrl-C flag, so an interrupt ends it at once.
+//!
+//! Built on tokio-postgres with a runtime of its own per connection (the connection's I/O runs
+//! only while a statement waits, on the calling thread), like the synchronous `postgres` client,
+//! which offers no way to wrap the socket.
+
+use super::conn::SourceError;
+use anyhow::Result;
+use futures_core::Stream;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The read timeout in milliseconds (0: none), set once from `--read-timeout`.
+static READ_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_READ_TIMEOUT.as_millis() as u64);
+
+/// How long a statement may go without a byte from the server unless `--read-timeout` says.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Sets the read timeout of every source connection opened from now on (`None`: no limit).
+pub fn set_read_timeout(limit: Option<Duration>) {
+    let ms = limit.map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64);
+    READ_TIMEOUT_MS.store(ms, Ordering::SeqCst);
+}
+
+fn read_timeout() -> Option<Duration> {
+    match READ_TIMEOUT_MS.load(Ordering::SeqCst) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
+/// What the socket wrapper and the client share about the connection's waits.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Bumped whenever the client starts waiting (a new statement, the next chunk of a
+    /// stream): a read timer started before then is stale.
+    epoch: AtomicU64,
+    /// Set when the read timeout fired.
+    stalled: AtomicBool,
+}
+
+impl Watch {
+    fn touch(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's transport, TCP or a Unix socket.
+#[derive(Debug)]
+enum Transport {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// A transport whose reads fail after `limit` without a byte while the client waits.
+struct Watched {
+    inner: Transport,
+    limit: Option<Duration>,
+    watch: Arc<Watch>,
+    timer: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watched({:?})", self.inner)
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        };
+        if polled.is_ready() {
+            this.timer = None;
+            return polled;
+        }
+        let Some(limit) = this.limit else {
+            return Poll::Pending;
+        };
+        let epoch = this.watch.epoch.load(Ordering::Relaxed);
+        match &mut this.timer {
+            Some((e, _)) if *e == epoch => {}
+            t => *t = Some((epoch, Box::pin(tokio::time::sleep(limit)))),
+        }
+        let (_, sleep) = this.timer.as_mut().expect("set above");
+        if sleep.as_mut().poll(cx).is_ready() {
+            this.watch.stalled.store(true, Ordering::SeqCst);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                stall_message(limit),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+fn stall_message(limit: Duration) -> String {
+    format!(
+        "the server sent nothing for {} s while a statement ran (--read-timeout)",
+        limit.as_secs_f64()
+    )
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().inner {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a wait ended early.
+enum Stop {
+    Interrupted,
+    TimedOut,
+}
+
+/// Runs `fut` to completion on `rt`, checking the Ctrl-C flag every 100 ms, and giving up after
+/// `limit` if one is given.
+fn block_on<T>(
+    rt: &tokio::runtime::Runtime,
+    limit: Option<Duration>,
+    fut: impl Future<Output = T>,
+) -> Result<T, Stop> {
+    rt.block_on(async {
+        let mut fut = std::pin::pin!(fut);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let deadline = limit.map(|l| Box::pin(tokio::time::sleep(l)));
+        let mut deadline = deadline;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            if let Some(d) = deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Stop::TimedOut));
+                }
+            }
+            while tick.poll_tick(cx).is_ready() {
+                if crate::cancel::requested() {
+                    return Poll::Ready(Err(Stop::Interrupted));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    })
+}
+
+type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
+
+/// A source connection that can only read (see the module header).
+pub struct ReadOnlyClient {
+    client: tokio_postgres::Client,
+    rt: tokio::runtime::Runtime,
+    watch: Arc<Watch>,
+    limit: Option<Duration>,
+    /// The connection task's error, if it ended with one.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// How a source connection is made (from `SourceUrl`).
+pub struct Connect<'a> {
+    pub config: &'a tokio_postgres::Config,
+    pub host: &'a str,
+    pub port: u16,
+    /// `None`: plain; `Some`: TLS as the config's sslmode says.
+    pub tls: Option<postgres_openssl::MakeTlsConnector>,
+    pub keepalives: bool,
+    pub connect_limit: Option<Duration>,
+}
+
+/// Why a connection could not be made.
+pub enum Failure {
+    /// The server refused (authentication, database, …) or the protocol failed.
+    Pg(tokio_postgres::Error),
+    /// The socket could not be opened.
+    Io(io::Error),
+    /// No answer within the connect limit.
+    TimedOut,
+    Interrupted,
+}
+
+/// Connects to the server.
+pub fn connect(c: Connect<'_>) -> Result<ReadOnlyClient, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Failure::Io)?;
+    let watch = Arc::new(Watch::default());
+    let limit = read_timeout();
+    let failure = Arc::new(Mutex::new(None));
+    let attempt = async {
+        let inner = open_transport(c.host, c.port, c.keepalives)
+            .await
+            .map_err(Failure::Io)?;
+        let stream = Watched {
+            inner,
+            limit,
+            watch: watch.clone(),
+            timer: None,
+        };
+        let failure = failure.clone();
+        let client = match c.tls {
+            None => {
+                let (client, conn) = c
+                    .config
+                    .connect_raw(stream, tokio_postgres::NoTls)
+                    .await
+                    .map_err(Failure::Pg)?;
+                tokio::spawn(drive(conn, failure));
+                client
+            }
+            Some(mut tls) => {
+                let tls = tokio_postgres::tls::MakeTlsConnect::<Watched>::make_tls_connect(
+                    &mut tls, c.host,
+                )
+                .map_err(|e| Failure::Io(io::Error::other(e)))?;
+                let (client, conn) = c
+                    .config
+                    .connect_raw(stream, tls)
+                    .await
+                    .map_err(Failure::Pg)?;
+                tokio::spawn(drive(conn, failure));
+                client
+            }
+        };
+        Ok::<_, Failure>(client)
+    };
+    match block_on(&rt, c.connect_limit, attempt) {
+        Ok(Ok(client)) => Ok(ReadOnlyClient {
+            client,
+            rt,
+            watch,
+            limit,
+            failure,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(Stop::TimedOut) => Err(Failure::TimedOut),
+        Err(Stop::Interrupted) => Err(Failure::Interrupted),
+    }
+}
+
+/// Drives a connection until it ends, keeping its error for the client's messages.
+async fn drive<F>(conn: F, failure: Arc<Mutex<Option<String>>>)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "source connection ended");
+        if let Ok(mut f) = failure.lock() {
+            *f = Some(super::conn::describe_error(&e));
+        }
+    }
+}
+
+async fn open_transport(host: &str, port: u16, keepalives: bool) -> io::Result<Transport> {
+    if host.starts_with('/') || host.starts_with('@') {
+        let path = format!("{host}/.s.PGSQL.{port}");
+        return Ok(Transport::Unix(
+            tokio::net::UnixStream::connect(path).await?,
+        ));
+    }
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    if keepalives {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3);
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka)?;
+    }
+    Ok(Transport::Tcp(tcp))
+}
+
+impl ReadOnlyClient {
+    /// Waits for `fut`, turning a stall, a lost connection or an interrupt into the error to
+    /// report.
+    fn wait<T>(
+        &self,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, SourceError> {
+        self.watch.touch();
+        match block_on(&self.rt, None, fut) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.explain(e)),
+            Err(Stop::Interrupted) => Err(SourceError::interrupted()),
+            Err(Stop::TimedOut) => unreachable!("no deadline was set"),
+        }
+    }
+
+    fn explain(&self, e: tokio_postgres::Error) -> SourceError {
+        if self.watch.stalled.load(Ordering::SeqCst) {
+            let limit = self.limit.unwrap_or_default();
+            return SourceError::stalled(stall_message(limit));
+        }
+        let mut err = SourceError::from(e);
+        if err.transient {
+            if let Some(cause) = self.failure.lock().ok().and_then(|f| f.clone()) {
+                err.add_cause(&cause);
+            }
+        }
+        err
+    }
+
+    /// Runs `f` inside a read-only transaction that is rolled back, then frees the session.
+    fn in_read_only<'s, T, F>(
+        &'s self,
+        f: impl FnOnce(&'s tokio_postgres::Client) -> F,
+    ) -> Result<T, SourceError>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
+        let out = self.wait(f(&self.client));
+        let end = self.wait(self.client.batch_execute(END));
+        let out = out?;
+        end?;
+        Ok(out)
+    }
+
+    pub fn query(&mut self, sql: &str, params: Params) -> Result<Vec<postgres::Row>, SourceError> {
+        self.in_read_only(|c| c.query(sql, params))
+    }
+
+    pub fn query_one(&mut self, sql: &str, params: Params) -> Result<postgres::Row, SourceError> {
+        self.in_read_only(|c| c.query_one(sql, params))
+    }
+
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params,
+    ) -> Result<Option<postgres::Row>, SourceError> {
+        self.in_read_only(|c| c.query_opt(sql, params))
+    }
+
+    /// Prepares (parses and describes) a statement, for its column names and types.
+    pub fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, SourceError> {
+        self.in_read_only(|c| c.prepare(sql))
+    }
+
+    /// Runs a query and hands its rows to `f` one at a time, without holding them all.
+    pub fn for_each_row(
+        &mut self,
+        sql: &str,
+        mut f: impl FnMut(&postgres::Row) -> Result<()>,
+    ) -> Result<()> {
+        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
+        let out = (|| -> Result<()> {
+            let stream = self.wait(self.client.query_raw(
+                sql,
+                std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>(),
+            ))?;
+            let mut stream = Box::pin(stream);
+            while let Some(row) = self.next(&mut stream)? {
+                f(&row)?;
+            }
+            Ok(())
+        })();
+        let end = self.wait(self.client.batch_execute(END));
+        out?;
+        end?;
+        Ok(())
+    }
+
+    /// The next item of a stream of the server's answers.
+    fn next<S, T>(&self, stream: &mut Pin<Box<S>>) -> Result<Option<T>, SourceError>
+    where
+        S: Stream<Item = Result<T, tokio_postgres::Error>> + ?Sized,
+    {
+        self.wait(async {
+            std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))
+                .await
+                .transpose()
+        })
+    }
+
+    /// Runs `COPY (…) TO STDOUT` inside a read-only transaction and hands the stream to `read`.
+    pub fn copy_out<T>(
+        &mut self,
+        sql: &str,
+        read: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T>,
+    ) -> Result<T> {
+        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
+        let out = (|| -> Result<T> {
+            let stream = self.wait(self.client.copy_out(sql))?;
+            let mut reader = CopyReader {
+                client: self,
+                stream: Box::pin(stream),
+                chunk: bytes::Bytes::new(),
+            };
+            read(&mut reader)
+        })();
+        let end = self.wait(self.client.batch_execute(END));
+        let out = out?;
+        end?;
+        Ok(out)
+    }
+}
+
+/// What ends every read-only transaction: its ROLLBACK, and the release of any session-level
+/// advisory lock its statement took (one round trip).
+const END: &str = "ROLLBACK; SELECT pg_advisory_unlock_all()";
+
+/// A COPY stream as `BufRead`: each chunk is one message of the server.
+struct CopyReader<'c> {
+    client: &'c ReadOnlyClient,
+    stream: Pin<Box<tokio_postgres::CopyOutStream>>,
+    chunk: bytes::Bytes,
+}
+
+impl io::Read for CopyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = io::BufRead::fill_buf(self)?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl io::BufRead for CopyReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.chunk.is_empty() {
+            match self.client.next(&mut self.stream) {
+                Ok(Some(bytes)) => self.chunk = bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    let kind = if e.transient {
+                        io::ErrorKind::TimedOut
+                    } else {
+                        io::ErrorKind::Other
+                    };
+                    return Err(io::Error::new(kind, e));
+                }
+            }
+        }
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        bytes::Buf::advance(&mut self.chunk, amt);
+    }
+}
