@@ -368,6 +368,16 @@ fn an_id_drawn_before_a_sync_and_committed_after_it_arrives_with_the_next_sync()
         let s = sync(&db, &target, &[]);
         assert_eq!(s["rows"]["scrobbles"], 0);
         assert_eq!(s["late_rows"], 0);
+        // The run log records the time the summary reports.
+        let logged: f64 = Connection::open(&target)
+            .unwrap()
+            .query_row(
+                "SELECT seconds FROM _scrobsync_runs ORDER BY run_id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(logged, s["seconds"]["total"].as_f64().unwrap());
     }
     assert_lossless(&mut app, &target);
     assert_eq!(verify_code(&db, &target), 0);
@@ -421,4 +431,32 @@ fn a_row_held_in_a_slow_trigger_while_a_sync_runs_arrives_with_the_next_sync() {
     assert_eq!(s["rows"]["scrobbles"], 1, "{s}");
     assert_eq!(s["late_rows"], 1);
     assert_lossless(&mut app, &target);
+}
+
+#[test]
+fn a_source_that_became_empty_does_not_move_the_mark() {
+    let db = TestDb::new("emptied");
+    let mut c = db.client();
+    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .unwrap();
+    c.batch_execute(
+        "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+         SELECT -100 + g, 'u', '2024-01-01'::timestamptz, 'A', 'T' || g FROM generate_series(0, 40) g",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("e.sqlite");
+    sync(&db, &target, &[]);
+    c.batch_execute("DELETE FROM scrobbles").unwrap();
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["mark_after"], -60, "{s}");
+    // A new row above every id ever used, but below 0.
+    c.batch_execute(
+        "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+         VALUES (-50, 'u', '2024-02-01', 'A', 'New')",
+    )
+    .unwrap();
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 1, "{s}");
+    assert_eq!(s["mark_after"], -50);
 }

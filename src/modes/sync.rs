@@ -369,6 +369,11 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     });
     let mut s = result?;
     s.seconds.total = started.elapsed().as_secs_f64();
+    // The run log was written inside the transaction, before its commit: it gets the same
+    // total as the summary (a failure here leaves the slightly smaller one).
+    if let Err(e) = state::set_last_run_seconds(&target.conn, s.seconds.total) {
+        tracing::debug!(error = %e, "could not update the run log's time");
+    }
     Ok(s)
 }
 

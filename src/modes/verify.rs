@@ -17,7 +17,7 @@ use crate::sink::target;
 use crate::source::checks::explain_infinite;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{partition_slices, SourceTable};
+use crate::source::plan::{partition_slices, plan_full, SourceTable};
 use crate::source::query::{Filter, TimeRange};
 use crate::source::SourceUrl;
 use anyhow::{anyhow, Context, Result};
@@ -184,6 +184,9 @@ fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Ve
         .collect()
 }
 
+/// Rows a source hash query covers at most (about 5 s of PostgreSQL's time on 2 cores).
+const VERIFY_SLICE_ROWS: usize = 2_000_000;
+
 /// Per-window digests of the source, computed by PostgreSQL: `partitions` workers, each with
 /// its own connection, hash id slices in turn (a transient fault retries that slice).
 fn source_digests(
@@ -199,8 +202,15 @@ fn source_digests(
             if opts.from.is_some() || opts.to.is_some() {
                 crate::source::checks::warn_without_played_at_index(&mut client, table);
             }
-            // More slices than workers, so that a retry redoes little.
-            let slices = partition_slices(&mut client, table, workers * 4)?;
+            // More slices than workers, so that a retry redoes little, and none much larger than
+            // VERIFY_SLICE_ROWS: PostgreSQL sends a slice's digests only when it has hashed all
+            // of it, and a statement silent for longer than --read-timeout counts as stalled.
+            let by_size = plan_full(&mut client, table, VERIFY_SLICE_ROWS)?.slices;
+            let slices = if by_size.len() >= workers * 4 {
+                by_size
+            } else {
+                partition_slices(&mut client, table, workers * 4)?
+            };
             // Rows without a finite played_at belong to no window: they would be left out of both
             // sides' counts and look equal, so they are an error here as in every other mode.
             let infinite: i64 = client

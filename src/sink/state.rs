@@ -117,6 +117,15 @@ pub fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
+/// Sets the time of the newest run-log row (after its transaction committed).
+pub fn set_last_run_seconds(conn: &Connection, seconds: f64) -> Result<()> {
+    conn.execute(
+        "UPDATE _scrobsync_runs SET seconds = ?1 WHERE run_id = (SELECT max(run_id) FROM _scrobsync_runs)",
+        [seconds],
+    )?;
+    Ok(())
+}
+
 pub fn record_run(conn: &Connection, r: &RunRecord) -> Result<()> {
     conn.execute(
         "INSERT INTO _scrobsync_runs(mode, source, started_at, finished_at, outcome, hwm_before,

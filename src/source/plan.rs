@@ -287,8 +287,9 @@ pub fn plan(
         slices: Vec::new(),
         snapshot,
     };
+    // An empty source has no greatest id: the smallest, so that no mark moves on it.
     let Some(hwm) = hwm else {
-        return Ok(empty(0));
+        return Ok(empty(i64::MIN));
     };
     let lower = match scope.after_id {
         Some(a) => format!(" AND id > {a}"),
