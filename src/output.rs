@@ -515,7 +515,13 @@ fn print_verify_table(r: &VerifyReport) {
         );
     }
     if r.differing.is_empty() {
-        outln!("all windows match");
+        if r.attributes_compared {
+            outln!("all windows match");
+        } else {
+            outln!(
+                "all windows match (scrobbles and names; mbid and duration were not compared: add --attributes)"
+            );
+        }
         return;
     }
     outln!(

@@ -324,3 +324,79 @@ fn bad_backfill_and_verify_arguments() {
     }
     assert!(!t.exists(), "nothing was created");
 }
+
+/// Every scrobble's album belongs to its track's artist (as a fresh load gives it).
+fn album_artists_agree(conn: &Connection) -> i64 {
+    conn.query_row(
+        "SELECT count(*) FROM scrobbles s JOIN tracks t USING (track_id)
+           JOIN albums a ON a.album_id = t.album_id WHERE a.artist_id <> t.artist_id",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() {
+    let db = TestDb::new("albumart");
+    let mut c = db.client();
+    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .unwrap();
+    // Two artists with an album of the same title, a third with its own.
+    c.batch_execute(
+        "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name, loved)
+         SELECT g, 'u' || (g % 3), '2024-01-01'::timestamptz + g * interval '7 hours',
+                (ARRAY['X', 'Y', 'Z'])[1 + g % 3], CASE WHEN g % 3 = 2 THEN 'Other' ELSE 'Same' END,
+                'T' || (g % 4), g % 5 = 0
+           FROM generate_series(1, 400) g",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("a.sqlite");
+    let t = target.to_str().unwrap();
+    bin()
+        .args(["load", "--source", &db.url, "--target", t])
+        .assert()
+        .success();
+    assert_eq!(verify(&db, &target, &[]).0, 0);
+    let id =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let tamper: [&str; 3] = [
+        // a track of X pointed at Y's album of the same title
+        "UPDATE tracks SET album_id = (SELECT album_id FROM albums a JOIN artists r USING (artist_id) WHERE r.name = 'Y' AND a.title = 'Same')
+          WHERE track_id = (SELECT min(t.track_id) FROM tracks t JOIN artists r USING (artist_id) WHERE r.name = 'X')",
+        // Z's album moved to X
+        "UPDATE albums SET artist_id = (SELECT artist_id FROM artists WHERE name = 'X')
+          WHERE title = 'Other'",
+        // a stored loved outside 0/1
+        "UPDATE scrobbles SET loved = 2 WHERE scrobble_id = 10",
+    ];
+    for sql in tamper {
+        let conn = Connection::open(&target).unwrap();
+        conn.execute(sql, []).unwrap();
+        drop(conn);
+        let (code, report) = verify(&db, &target, &[]);
+        assert_eq!(code, 3, "{sql}: {report}");
+        let (code, report) = verify(&db, &target, &["--repair"]);
+        assert_eq!(code, 0, "{sql}: repaired: {report}");
+        let conn = Connection::open(&target).unwrap();
+        assert_eq!(album_artists_agree(&conn), 0, "{sql}");
+        assert_eq!(
+            id(
+                &conn,
+                "SELECT count(*) FROM scrobbles WHERE loved NOT IN (0, 1)"
+            ),
+            0
+        );
+        // Every scrobble as a fresh load gives it (the tampered rows stay, unreferenced).
+        assert_eq!(source_tuples(&mut c), target_tuples(&conn), "{sql}");
+    }
+    // Without --attributes the summary says what was not compared.
+    bin()
+        .args(["verify", "--source", &db.url, "--target", t])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "were not compared: add --attributes",
+        ));
+}

@@ -1,7 +1,8 @@
 //! Source-vs-target verification by UTC window, without moving rows across the network.
 //!
 //! For each window both sides compute the row count and an order-independent content hash of
-//! the lossless tuples (id, username, floor epoch second, artist, album-or-NULL, track, loved):
+//! the lossless tuples (id, username, floor epoch second, artist, album-or-NULL with the album's
+//! own artist, track, loved as stored):
 //! PostgreSQL in SQL (`md5` of a canonical text per row, summed), the target in Rust over its
 //! joined tables. The canonical text prefixes every string with its byte length and writes a
 //! NULL album as `N`, so `''` and NULL — and any shift of text between fields — hash apart.
@@ -82,6 +83,8 @@ pub struct VerifyReport {
     /// Dimensions whose attributes (mbid, duration) differ from what the source's rows give
     /// (checked when the whole time range is verified).
     pub attributes_differ: Vec<String>,
+    /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
+    pub attributes_compared: bool,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
     pub repaired: Vec<String>,
     /// With `--repair`: dimension rows whose attributes were set from the source.
@@ -110,9 +113,11 @@ pub struct Tuple<'a> {
     /// Floor of the epoch, seconds.
     pub epoch: i64,
     pub artist: &'a str,
-    pub album: Option<&'a str>,
+    /// The album's artist and title, or None.
+    pub album: Option<(&'a str, &'a str)>,
     pub track: &'a str,
-    pub loved: bool,
+    /// As stored: 0 or 1 (anything else hashes apart from every source value).
+    pub loved: i64,
 }
 
 /// The canonical text of one lossless tuple (see the module comment).
@@ -129,18 +134,19 @@ pub fn canonical(buf: &mut String, t: &Tuple) {
         t.artist
     );
     match t.album {
-        Some(a) => {
-            let _ = write!(buf, "{}:{a}", a.len());
+        Some((artist, title)) => {
+            let _ = write!(buf, "{}:{artist}/{}:{title}", artist.len(), title.len());
         }
         None => buf.push('N'),
     }
-    let _ = write!(
-        buf,
-        "|{}:{}|{}",
-        t.track.len(),
-        t.track,
-        if t.loved { '1' } else { '0' }
-    );
+    let _ = write!(buf, "|{}:{}|", t.track.len(), t.track);
+    match t.loved {
+        0 => buf.push('0'),
+        1 => buf.push('1'),
+        other => {
+            let _ = write!(buf, "?{other}");
+        }
+    }
 }
 
 /// The first 8 bytes of the md5 of `text`, as PostgreSQL's `('x'||substr(md5(t),1,16))::bit(64)::int8`.
@@ -155,7 +161,8 @@ pub fn row_hash(text: &str) -> u64 {
 const PG_CANONICAL: &str = "id::text || '|' || octet_length(username) || ':' || username || '|' \
     || date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC'))::int8 || '|' \
     || octet_length(artist_name) || ':' || artist_name || '|' \
-    || coalesce(octet_length(album_name) || ':' || album_name, 'N') || '|' \
+    || coalesce(octet_length(artist_name) || ':' || artist_name || '/' \
+                || octet_length(album_name) || ':' || album_name, 'N') || '|' \
     || octet_length(track_name) || ':' || track_name || '|' \
     || CASE WHEN loved THEN '1' WHEN NOT loved THEN '0' ELSE 'N' END";
 
@@ -351,9 +358,11 @@ fn target_digests(
     let artists = Dim::load(&conn, "SELECT artist_id, name FROM artists", |r| {
         Ok((r.get(0)?, r.get::<_, String>(1)?))
     })?;
-    let albums = Dim::load(&conn, "SELECT album_id, title FROM albums", |r| {
-        Ok((r.get(0)?, r.get::<_, String>(1)?))
-    })?;
+    let albums = Dim::load(
+        &conn,
+        "SELECT album_id, artist_id, title FROM albums",
+        |r| Ok((r.get(0)?, (r.get::<_, i64>(1)?, r.get::<_, String>(2)?))),
+    )?;
     let tracks = Dim::load(
         &conn,
         "SELECT track_id, artist_id, album_id, title FROM tracks",
@@ -416,7 +425,8 @@ fn target_digests(
 struct TargetDims {
     users: Dim<String>,
     artists: Dim<String>,
-    albums: Dim<String>,
+    /// artist_id, title
+    albums: Dim<(i64, String)>,
     tracks: Dim<(i64, Option<i64>, String)>,
 }
 
@@ -452,7 +462,13 @@ fn digest_range(
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
         let (artist, album, title) = dims.tracks.get(track, "track")?;
         let album = match album {
-            Some(a) => Some(dims.albums.get(*a, "album")?.as_str()),
+            Some(a) => {
+                let (album_artist, title) = dims.albums.get(*a, "album")?;
+                Some((
+                    dims.artists.get(*album_artist, "artist")?.as_str(),
+                    title.as_str(),
+                ))
+            }
             None => None,
         };
         canonical(
@@ -464,7 +480,7 @@ fn digest_range(
                 artist: dims.artists.get(*artist, "artist")?,
                 album,
                 track: title,
-                loved: loved != 0,
+                loved,
             },
         );
         let w = match last_window {
@@ -546,22 +562,23 @@ fn verify_once(
     // Attributes belong to whole entities, not windows: checked when the whole range is.
     // (A GROUP BY of the whole source per dimension: several times the cost of the window
     // hashes at 5M rows, so only when asked for or repairing.)
-    let attributes_differ =
-        if opts.from.is_none() && opts.to.is_none() && (opts.attributes || opts.repair) {
-            let t = Instant::now();
-            progress.stage("comparing attributes", None);
-            let src = pipeline::step(
-                opts.retry,
-                "reading the source's attributes",
-                progress,
-                || attributes::source_digests(&opts.source, table),
-            )?;
-            let dst = attributes::target_digests(&target::open_read_only(&opts.target)?)?;
-            tracing::info!(seconds = t.elapsed().as_secs_f64(), "attributes compared");
-            attributes::differing(&src, &dst)
-        } else {
-            Vec::new()
-        };
+    let attributes_compared =
+        opts.from.is_none() && opts.to.is_none() && (opts.attributes || opts.repair);
+    let attributes_differ = if attributes_compared {
+        let t = Instant::now();
+        progress.stage("comparing attributes", None);
+        let src = pipeline::step(
+            opts.retry,
+            "reading the source's attributes",
+            progress,
+            || attributes::source_digests(&opts.source, table),
+        )?;
+        let dst = attributes::target_digests(&target::open_read_only(&opts.target)?)?;
+        tracing::info!(seconds = t.elapsed().as_secs_f64(), "attributes compared");
+        attributes::differing(&src, &dst)
+    } else {
+        Vec::new()
+    };
     Ok(VerifyReport {
         mode: "verify",
         by: opts.by,
@@ -570,6 +587,7 @@ fn verify_once(
         target_rows: dst.values().map(|d| d.rows).sum(),
         differing,
         attributes_differ,
+        attributes_compared,
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,
@@ -674,16 +692,35 @@ mod tests {
             artist: "x",
             album: None,
             track: "t",
-            loved: false,
+            loved: 0,
         };
         canonical(&mut a, &t);
         canonical(
             &mut b,
             &Tuple {
-                album: Some(""),
+                album: Some(("x", "")),
                 ..t
             },
         );
+        assert_ne!(a, b);
+        // the album's own artist, and a stored loved outside 0/1, count
+        canonical(
+            &mut a,
+            &Tuple {
+                album: Some(("x", "A")),
+                ..t
+            },
+        );
+        canonical(
+            &mut b,
+            &Tuple {
+                album: Some(("y", "A")),
+                ..t
+            },
+        );
+        assert_ne!(a, b);
+        canonical(&mut a, &Tuple { loved: 1, ..t });
+        canonical(&mut b, &Tuple { loved: 2, ..t });
         assert_ne!(a, b);
         assert_ne!(row_hash(&a), row_hash(&b));
         // shifting text between fields changes the text

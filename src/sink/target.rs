@@ -244,6 +244,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     // Whole-table joins (verify) touch dimension pages at random: map the file instead of
     // reading it a page per system call.
     conn.execute_batch("PRAGMA mmap_size = 68719476736; PRAGMA cache_size = -65536;")?;
+    crate::cancel::interrupt_on_signal(&conn);
     Ok(conn)
 }
 
