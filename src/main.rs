@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let code: u8 = if e.downcast_ref::<clap::Error>().is_some() {
                 2
+            } else if e.downcast_ref::<scrobsync::sink::target::InUse>().is_some() {
+                // EX_TEMPFAIL: the target is busy; a script can try again later.
+                75
             } else if e.downcast_ref::<scrobsync::cancel::Interrupted>().is_some()
                 || scrobsync::cancel::requested()
             {

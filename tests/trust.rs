@@ -156,7 +156,7 @@ fn a_target_in_use_is_neither_replaced_nor_called_broken() {
         )
         .unwrap();
     let o = run(&["load", "--source", &db.url, "--target", t]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("is in use by another process (locked); retry when it finishes"),
         "{}",
@@ -207,7 +207,7 @@ fn a_target_in_use_is_neither_replaced_nor_called_broken() {
     });
     for (c, o) in commands.iter().zip(&outputs) {
         let e = stderr(o);
-        assert_eq!(o.status.code(), Some(1), "{c:?}: {e}");
+        assert_eq!(o.status.code(), Some(75), "{c:?}: {e}");
         assert!(
             e.contains("in use by another process (locked)"),
             "{c:?}: {e}"
@@ -233,7 +233,7 @@ fn a_target_in_use_is_neither_replaced_nor_called_broken() {
         .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
         .unwrap();
     let o = run(&["load", "--source", &db.url, "--target", t]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("in use by another process"),
         "{}",

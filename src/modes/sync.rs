@@ -249,7 +249,10 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
         // Another sync may have committed while this one planned (before its lock).
         if parse_mark(conn, mark_key)? != stored_mark {
-            bail!("another run changed the target's mark while this sync was planning; run it again");
+            return Err(target::InUse::new(
+                "another run changed the target's mark while this sync was planning; run it again",
+            )
+            .into());
         }
         let facts_before = present(conn)?;
         let late_before = open_ids::present_in(conn, &open)?;

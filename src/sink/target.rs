@@ -78,6 +78,12 @@ impl std::fmt::Display for InUse {
 
 impl std::error::Error for InUse {}
 
+impl InUse {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
 /// Turns an SQLite error on the target into one line that names the problem and the fix.
 pub fn explain(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
     let p = path.display();
@@ -145,10 +151,11 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<(Connection, FileId)> {
             return Ok((conn, before));
         }
     }
-    bail!(
+    Err(InUse(format!(
         "{} keeps being replaced by another process; retry when it finishes",
         path.display()
-    )
+    ))
+    .into())
 }
 
 /// An existing target opened for changes.
