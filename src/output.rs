@@ -187,7 +187,7 @@ pub trait Report: serde::Serialize {
 /// Prints a report in the form asked for. Nothing at all with `--quiet` and without `--json`.
 pub fn emit(r: &impl Report, json: bool, quiet: bool) -> Result<()> {
     if json {
-        outln!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string(r)?);
     } else if !quiet {
         r.text();
     }
@@ -579,7 +579,7 @@ pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
             "query": r.query,
             "fields": r.fields,
         });
-        outln!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string(&body)?);
         return Ok(());
     }
     outln!("mapping of {name} is valid");
