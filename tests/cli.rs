@@ -161,6 +161,8 @@ fn missing_table_and_column() {
         Some(dir.path()),
     );
     assert!(e.contains("source table 'scrobbles' not found"), "{e}");
+    // The advice never writes generated rows into somebody's database; it names --config.
+    assert!(e.contains("--config") && !e.contains("seed"), "{e}");
     db.client()
         .batch_execute(
             "CREATE TABLE scrobbles (id bigint primary key, username text not null,

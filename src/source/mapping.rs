@@ -184,7 +184,7 @@ fn unless_transient(
 
 fn missing_table(name: &str, url: &SourceUrl, msg: &str) -> anyhow::Error {
     anyhow!(
-        "source table '{name}' not found in database '{}' ({msg}); create it (e.g. `scrobsync seed`), fix the name, or point --source at the right database",
+        "source table '{name}' not found in database '{}' ({msg}); point --source at the right database, or describe your own table with --config (a target loaded through a mapping needs the same --config)",
         url.database()
     )
 }
