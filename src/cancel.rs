@@ -38,8 +38,9 @@ pub fn install() {
         .name("scrobsync-signal".into())
         .spawn(|| loop {
             if requested() {
-                if let Ok(handles) = SQLITE.lock() {
-                    for h in handles.iter() {
+                // Once each: the clean-up after the interrupt (a ROLLBACK) must not be cut too.
+                if let Ok(mut handles) = SQLITE.lock() {
+                    for h in handles.drain(..) {
                         h.interrupt();
                     }
                 }

@@ -207,7 +207,7 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct SourceArg {
-    /// PostgreSQL URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DB [env: SCROBSYNC_SOURCE, then DATABASE_URL]
+    /// PostgreSQL URL or key=value pairs, e.g. postgresql://USER@HOST:5432/DB (the password from ~/.pgpass, PGPASSWORD or --password-command) [env: SCROBSYNC_SOURCE, then DATABASE_URL]
     #[arg(
         long,
         env = "SCROBSYNC_SOURCE",

@@ -529,7 +529,13 @@ fn json_answers_even_on_errors_and_names_its_mode() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["mode"], "load");
     // One object on one line, for logs and `jq -c` pipelines.
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
     let hwm = v["high_water_mark_text"].as_str().unwrap();
     let exact: i64 = db
         .client()

@@ -424,12 +424,19 @@ fn a_row_held_in_a_slow_trigger_while_a_sync_runs_arrives_with_the_next_sync() {
     .unwrap();
     let first = sync(&db, &target, &[]);
     assert_eq!(first["mode"], "load");
-    assert_eq!(first["rows"]["scrobbles"], 301, "{first}");
     slow.join().unwrap();
 
     let s = sync(&db, &target, &[]);
-    assert_eq!(s["rows"]["scrobbles"], 1, "{s}");
-    assert_eq!(s["late_rows"], 1);
+    // nextval takes a transaction id when it writes the sequence's WAL (every 32 values, or
+    // after a checkpoint): then the load waits for the slow row and takes it itself.
+    let loaded = first["rows"]["scrobbles"].as_u64().unwrap();
+    assert!(loaded == 301 || loaded == 302, "{first}");
+    assert_eq!(
+        loaded + s["rows"]["scrobbles"].as_u64().unwrap(),
+        302,
+        "{s}"
+    );
+    assert_eq!(s["late_rows"].as_u64().unwrap(), 302 - loaded);
     assert_lossless(&mut app, &target);
 }
 

@@ -819,15 +819,25 @@ fn a_role_that_can_write_is_named_and_can_be_refused() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     assert!(!e.contains("can write") && !e.contains("superuser"), "{e}");
-    c.batch_execute(&format!("GRANT DELETE ON scrobbles TO \"{role}\""))
+    // A grant on one column is a write right too.
+    c.batch_execute(&format!("GRANT UPDATE (loved) ON scrobbles TO \"{role}\""))
         .unwrap();
     let o = run(&["verify", "--source", &reader, "--target", t]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     assert!(
-        e.contains("may write to tables") && e.contains("scrobbles"),
+        e.contains("may write or create objects") && e.contains("scrobbles"),
         "{e}"
     );
+    let o = run(&[
+        "verify",
+        "--source",
+        &reader,
+        "--target",
+        t,
+        "--require-read-only-role",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     c.batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"))
         .unwrap();
 }

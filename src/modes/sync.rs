@@ -22,8 +22,9 @@ use crate::sink::{open_ids, search, target, writer};
 use crate::source::checks::{check_unique_ids_in, explain_infinite};
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
+use crate::source::plan::id_range_windows;
 use crate::source::plan::{current_xmin, plan, ReadPlan, Recheck, Scope, SourceTable};
-use crate::source::query::{Filter, Slice, TimeRange, WindowSpec, PG_MIN_US};
+use crate::source::query::{TimeRange, PG_MIN_US};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
@@ -181,9 +182,6 @@ struct SyncPlan {
     open: Vec<(i64, i64)>,
 }
 
-/// Open id ranges read per window: each is an index probe, and the window's SQL lists them.
-const OPEN_RANGES_PER_WINDOW: usize = 2_000;
-
 /// Runs an incremental sync of an existing target (a missing target gets a full load first;
 /// the CLI does that with `load`).
 pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
@@ -233,16 +231,8 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         })
     };
     // Open ids first (they lie below every new id, so keys stay in id order), then the new rows.
-    let mut windows: Vec<WindowSpec> = open
-        .chunks(OPEN_RANGES_PER_WINDOW)
-        .map(|c| WindowSpec {
-            slices: vec![Slice {
-                lo: c[0].0,
-                hi: c[c.len() - 1].1,
-            }],
-            filter: Filter::id_ranges(c.to_vec()),
-        })
-        .collect();
+    let mut windows = id_range_windows(&open);
+    let open_windows = windows.len();
     windows.extend(plan.windows(opts.partitions));
     let result = target.write(|conn| -> Result<SyncSummary> {
         let other_source =
@@ -262,6 +252,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         progress.stage("rows synced", Some(plan.est_rows));
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
         let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
+        let mut open_rows_read = 0u64;
         let reading = Reading::new(&opts.source, &table, opts.reader, opts.batch_rows, opts.retry);
         let reader_rows = pipeline::run(reading, windows, progress, |window| {
                 read_s += window.read_time.as_secs_f64();
@@ -282,6 +273,9 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 fills += out.fills.fills();
                 write_s += t.elapsed().as_secs_f64();
                 rows_read += n as u64;
+                if window.index < open_windows {
+                    open_rows_read += n as u64;
+                }
                 progress.advance(n as u64);
                 windows_done += 1;
                 failpoint::in_transaction(windows_done, conn);
@@ -302,8 +296,9 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 // that the source has deleted since; sync does not delete.)
                 let now = present(conn)?;
                 let in_open = open_ids::present_in(conn, &open)?;
-                if now as u64 + in_open < reader_rows {
-                    bail!("the target holds {} scrobbles of the synced ids but {reader_rows} were read: rows were lost on the way; nothing was committed (please report this)", now as u64 + in_open);
+                let new_rows_read = reader_rows - open_rows_read;
+                if (now as u64) < new_rows_read || in_open < open_rows_read {
+                    bail!("the target holds {now} scrobbles of the new ids and {in_open} of the open ones, but {new_rows_read} and {open_rows_read} were read: rows were lost on the way; nothing was committed (please report this)");
                 }
                 (now - facts_before).max(0) as u64 + late_rows
             }

@@ -111,7 +111,11 @@ pub fn refresh(
     keep_s: i64,
 ) -> Result<usize> {
     let mut kept = Vec::new();
-    for r in load(conn)? {
+    let stored = load(conn)?;
+    // Every stored range, given up or not: a re-read of ids below the mark must neither renew
+    // a range given up nor record again one that is kept.
+    let old: Vec<(i64, i64)> = stored.iter().map(|r| (r.lo, r.hi)).collect();
+    for r in stored {
         if now.saturating_sub(r.since) > keep_s {
             continue;
         }
@@ -128,8 +132,6 @@ pub fn refresh(
             Some(s) => s,
             None => upto.saturating_add(1),
         };
-        // Ranges already kept inside the new range keep their age.
-        let old: Vec<(i64, i64)> = kept.iter().map(|r| (r.lo, r.hi)).collect();
         for (lo, hi) in gaps(conn, start, upto)? {
             for (lo, hi) in subtract(lo, hi, &old) {
                 kept.push(OpenRange { lo, hi, since: now });
@@ -179,9 +181,8 @@ fn store(conn: &Connection, mut ranges: Vec<OpenRange>) -> Result<usize> {
     ranges.sort_by_key(|r| r.lo);
     if ranges.len() > MAX_RANGES {
         let dropped = ranges.len() - MAX_RANGES;
-        tracing::info!(
-            dropped,
-            "more open id ranges than are kept; the ones with the smallest ids are given up"
+        tracing::warn!(
+            "{dropped} ranges of ids below the mark that no row has yet are given up (at most {MAX_RANGES} are kept, the newest): a row that commits into one of them later is found by `verify`, not by `sync`"
         );
         ranges.drain(..dropped);
     }

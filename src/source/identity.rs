@@ -36,27 +36,25 @@ pub struct SourceIdentity {
 pub struct ServerId(pub String);
 
 impl ServerId {
-    pub fn of(client: &mut ReadOnlyClient) -> Result<Self> {
-        let cluster: Option<String> = client
-            .query_one(
-                "SELECT system_identifier::text FROM pg_control_system()",
-                &[],
-            )
-            .ok()
-            .map(|r| r.get(0));
-        let row = client
-            .query_one(
-                "SELECT current_database()::text, host(inet_server_addr()), inet_server_port(), current_setting('port')",
-                &[],
-            )
-            .context("cannot ask the source which server it is")?;
-        let (db, addr, port, setting): (String, Option<String>, Option<i32>, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        let cluster = cluster.unwrap_or_else(|| match (addr, port) {
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            _ => format!("local:{setting}"),
-        });
-        Ok(Self(format!("{cluster}/{db}")))
+    /// `None` where the server does not tell its system identifier to this role (then the
+    /// spelling of the source decides, as for targets written before servers were recorded: an
+    /// address depends on the route taken, so it is no identity).
+    pub fn of(client: &mut ReadOnlyClient) -> Result<Option<Self>> {
+        let row = match client.query_one(
+            "SELECT system_identifier::text, current_database()::text FROM pg_control_system()",
+            &[],
+        ) {
+            Ok(row) => row,
+            Err(e) if e.transient => {
+                return Err(e).context("cannot ask the source which server it is")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no system identifier; the source is identified by its spelling");
+                return Ok(None);
+            }
+        };
+        let (cluster, db): (String, String) = (row.get(0), row.get(1));
+        Ok(Some(Self(format!("{cluster}/{db}"))))
     }
 }
 

@@ -177,6 +177,23 @@ impl ReadPlan {
     }
 }
 
+/// Id ranges read per window: each is an index probe, and the window's SQL lists them.
+const RANGES_PER_WINDOW: usize = 2_000;
+
+/// Windows that read the ids in `ranges` (inclusive, disjoint, in order): a sync's open ids.
+pub fn id_range_windows(ranges: &[(i64, i64)]) -> Vec<WindowSpec> {
+    ranges
+        .chunks(RANGES_PER_WINDOW)
+        .map(|c| WindowSpec {
+            slices: vec![Slice {
+                lo: c[0].0,
+                hi: c[c.len() - 1].1,
+            }],
+            filter: Filter::id_ranges(c.to_vec()),
+        })
+        .collect()
+}
+
 /// Cuts `[min, max]` at the given cut points into contiguous, non-overlapping slices.
 /// A cut `c` ends a slice at `c` (inclusive); cuts outside `[min, max)` and duplicates are
 /// ignored, so sampled quantiles can be passed as they are.

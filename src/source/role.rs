@@ -25,16 +25,25 @@ pub fn check(client: &mut ReadOnlyClient) -> Result<()> {
     }
     let row = client
         .query_one(
-            "SELECT current_user::text, r.rolsuper,
-                    (SELECT string_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), ', ' ORDER BY n.nspname, c.relname)
-                       FROM (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                              WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
-                                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                                AND n.nspname !~ '^pg_toast'
-                                AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
-                                     OR has_table_privilege(c.oid, 'DELETE'))
-                              ORDER BY n.nspname, c.relname LIMIT 3) w
-                       JOIN pg_class c ON c.oid = w.oid JOIN pg_namespace n ON n.oid = c.relnamespace)
+            "WITH w AS (
+               SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                  AND n.nspname !~ '^pg_toast'
+                  AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'UPDATE, USAGE')
+                           WHEN c.relkind IN ('r', 'p', 'f', 'v', 'm') THEN
+                                has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                                OR has_any_column_privilege(c.oid, 'INSERT, UPDATE')
+                           ELSE false END
+               UNION ALL
+               SELECT 'schema ' || quote_ident(nspname) FROM pg_namespace
+                WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_'
+                  AND has_schema_privilege(oid, 'CREATE')
+               UNION ALL
+               SELECT 'database ' || quote_ident(current_database())
+                WHERE has_database_privilege(current_database(), 'CREATE'))
+             SELECT current_user::text, r.rolsuper,
+                    (SELECT string_agg(name, ', ') FROM (SELECT name FROM w ORDER BY name LIMIT 3) f)
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -44,7 +53,7 @@ pub fn check(client: &mut ReadOnlyClient) -> Result<()> {
         (row.get(0), row.get(1), row.get(2));
     let why = match (superuser, writable) {
         (true, _) => "is a superuser".to_string(),
-        (false, Some(tables)) => format!("may write to tables ({tables}, …)"),
+        (false, Some(what)) => format!("may write or create objects ({what}, …)"),
         (false, None) => return Ok(()),
     };
     let fix = "connect as a role that can only read, e.g. CREATE ROLE reader LOGIN; GRANT pg_read_all_data TO reader;";

@@ -171,6 +171,16 @@ fn block_on<T>(
     limit: Option<Duration>,
     fut: impl Future<Output = T>,
 ) -> Result<T, Stop> {
+    block_on_with(rt, limit, true, fut)
+}
+
+/// [`block_on`], optionally deaf to Ctrl-C (for the clean-up a Ctrl-C itself asks for).
+fn block_on_with<T>(
+    rt: &tokio::runtime::Runtime,
+    limit: Option<Duration>,
+    interruptible: bool,
+    fut: impl Future<Output = T>,
+) -> Result<T, Stop> {
     rt.block_on(async {
         let mut fut = std::pin::pin!(fut);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -186,7 +196,7 @@ fn block_on<T>(
                 }
             }
             while tick.poll_tick(cx).is_ready() {
-                if crate::cancel::requested() {
+                if interruptible && crate::cancel::requested() {
                     return Poll::Ready(Err(Stop::Interrupted));
                 }
             }
@@ -200,12 +210,21 @@ type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
 
 /// A source connection that can only read (see the module header).
 pub struct ReadOnlyClient {
-    client: tokio_postgres::Client,
-    rt: tokio::runtime::Runtime,
+    /// `None` only while dropping.
+    client: Option<tokio_postgres::Client>,
+    /// `None` only while dropping (shut down without waiting for its blocking tasks, such as a
+    /// name lookup that hangs).
+    rt: Option<tokio::runtime::Runtime>,
+    /// The task that drives the connection.
+    task: Option<tokio::task::JoinHandle<()>>,
     watch: Arc<Watch>,
     limit: Option<Duration>,
     /// The connection task's error, if it ended with one.
     failure: Arc<Mutex<Option<String>>>,
+    /// Where to send a cancel request (see [`ReadOnlyClient::cancel_running`]).
+    host: String,
+    port: u16,
+    tls: Option<postgres_openssl::MakeTlsConnector>,
 }
 
 /// How a source connection is made (from `SourceUrl`).
@@ -237,6 +256,8 @@ pub fn connect(c: Connect<'_>) -> Result<ReadOnlyClient, Failure> {
         .enable_time()
         .build()
         .map_err(Failure::Io)?;
+    // As in libpq, a Unix socket is never encrypted, whatever sslmode says.
+    let tls = c.tls.filter(|_| !is_socket(c.host));
     let watch = Arc::new(Watch::default());
     let limit = read_timeout();
     let failure = Arc::new(Mutex::new(None));
@@ -251,15 +272,14 @@ pub fn connect(c: Connect<'_>) -> Result<ReadOnlyClient, Failure> {
             timer: None,
         };
         let failure = failure.clone();
-        let client = match c.tls {
+        let client = match tls.clone() {
             None => {
                 let (client, conn) = c
                     .config
                     .connect_raw(stream, tokio_postgres::NoTls)
                     .await
                     .map_err(Failure::Pg)?;
-                tokio::spawn(drive(conn, failure));
-                client
+                (client, tokio::spawn(drive(conn, failure)))
             }
             Some(mut tls) => {
                 let tls = tokio_postgres::tls::MakeTlsConnect::<Watched>::make_tls_connect(
@@ -271,24 +291,36 @@ pub fn connect(c: Connect<'_>) -> Result<ReadOnlyClient, Failure> {
                     .connect_raw(stream, tls)
                     .await
                     .map_err(Failure::Pg)?;
-                tokio::spawn(drive(conn, failure));
-                client
+                (client, tokio::spawn(drive(conn, failure)))
             }
         };
         Ok::<_, Failure>(client)
     };
-    match block_on(&rt, c.connect_limit, attempt) {
-        Ok(Ok(client)) => Ok(ReadOnlyClient {
-            client,
-            rt,
+    let out = block_on(&rt, c.connect_limit, attempt);
+    let failed = |rt: tokio::runtime::Runtime, f: Failure| {
+        rt.shutdown_background();
+        Err(f)
+    };
+    match out {
+        Ok(Ok((client, task))) => Ok(ReadOnlyClient {
+            client: Some(client),
+            rt: Some(rt),
+            task: Some(task),
             watch,
             limit,
             failure,
+            host: c.host.to_string(),
+            port: c.port,
+            tls,
         }),
-        Ok(Err(e)) => Err(e),
-        Err(Stop::TimedOut) => Err(Failure::TimedOut),
-        Err(Stop::Interrupted) => Err(Failure::Interrupted),
+        Ok(Err(e)) => failed(rt, e),
+        Err(Stop::TimedOut) => failed(rt, Failure::TimedOut),
+        Err(Stop::Interrupted) => failed(rt, Failure::Interrupted),
     }
+}
+
+fn is_socket(host: &str) -> bool {
+    host.starts_with('/') || host.starts_with('@')
 }
 
 /// Drives a connection until it ends, keeping its error for the client's messages.
@@ -305,8 +337,9 @@ where
 }
 
 async fn open_transport(host: &str, port: u16, keepalives: bool) -> io::Result<Transport> {
-    if host.starts_with('/') || host.starts_with('@') {
-        let path = format!("{host}/.s.PGSQL.{port}");
+    if is_socket(host) {
+        // libpq reads a leading `@` as Linux's abstract namespace.
+        let path = format!("{host}/.s.PGSQL.{port}").replacen('@', "\0", 1);
         return Ok(Transport::Unix(
             tokio::net::UnixStream::connect(path).await?,
         ));
@@ -331,12 +364,65 @@ impl ReadOnlyClient {
         fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, SourceError> {
         self.watch.touch();
-        match block_on(&self.rt, None, fut) {
+        match block_on(self.rt(), None, fut) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.explain(e)),
-            Err(Stop::Interrupted) => Err(SourceError::interrupted()),
+            Ok(Err(e)) => {
+                let e = self.explain(e);
+                if self.watch.stalled.load(Ordering::SeqCst) {
+                    self.cancel_running();
+                }
+                Err(e)
+            }
+            Err(Stop::Interrupted) => {
+                self.cancel_running();
+                Err(SourceError::interrupted())
+            }
             Err(Stop::TimedOut) => unreachable!("no deadline was set"),
         }
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the client")
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("the client lives until dropped")
+    }
+
+    /// Asks the server to stop what this connection's backend runs (a stalled, interrupted or
+    /// abandoned statement would otherwise go on computing; a retry would run it a second
+    /// time). Best effort, on a connection of its own, within two seconds.
+    fn cancel_running(&self) {
+        let token = self.client().cancel_token();
+        let (host, port, tls) = (self.host.as_str(), self.port, self.tls.clone());
+        let send = async {
+            let inner = open_transport(host, port, false).await.ok()?;
+            let stream = Watched {
+                inner,
+                limit: None,
+                watch: Arc::new(Watch::default()),
+                timer: None,
+            };
+            match tls {
+                None => token
+                    .cancel_query_raw(stream, tokio_postgres::NoTls)
+                    .await
+                    .ok(),
+                Some(mut tls) => {
+                    let tls = tokio_postgres::tls::MakeTlsConnect::<Watched>::make_tls_connect(
+                        &mut tls, host,
+                    )
+                    .ok()?;
+                    token.cancel_query_raw(stream, tls).await.ok()
+                }
+            }
+        };
+        let sent = block_on_with(self.rt(), Some(Duration::from_secs(2)), false, send);
+        tracing::debug!(sent = matches!(sent, Ok(Some(()))), "cancel request");
     }
 
     fn explain(&self, e: tokio_postgres::Error) -> SourceError {
@@ -361,9 +447,21 @@ impl ReadOnlyClient {
     where
         F: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
-        let out = self.wait(f(&self.client));
-        let end = self.wait(self.client.batch_execute(END));
+        self.in_read_only_as(BEGIN, f)
+    }
+
+    /// [`Self::in_read_only`], the transaction begun with `begin`.
+    fn in_read_only_as<'s, T, F>(
+        &'s self,
+        begin: &str,
+        f: impl FnOnce(&'s tokio_postgres::Client) -> F,
+    ) -> Result<T, SourceError>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        self.wait(self.client().batch_execute(begin))?;
+        let out = self.wait(f(self.client()));
+        let end = self.wait(self.client().batch_execute(END));
         let out = out?;
         end?;
         Ok(out)
@@ -375,6 +473,12 @@ impl ReadOnlyClient {
 
     pub fn query_one(&mut self, sql: &str, params: Params) -> Result<postgres::Row, SourceError> {
         self.in_read_only(|c| c.query_one(sql, params))
+    }
+
+    /// [`Self::query_one`] with a plan that gives rows in the same order each time a part of it
+    /// runs: no parallel workers, no scan joining another one midway.
+    pub fn query_one_repeatable(&mut self, sql: &str) -> Result<postgres::Row, SourceError> {
+        self.in_read_only_as(REPEATABLE, |c| c.query_one(sql, &[]))
     }
 
     pub fn query_opt(
@@ -396,19 +500,23 @@ impl ReadOnlyClient {
         sql: &str,
         mut f: impl FnMut(&postgres::Row) -> Result<()>,
     ) -> Result<()> {
-        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
+        self.wait(self.client().batch_execute(BEGIN))?;
         let out = (|| -> Result<()> {
-            let stream = self.wait(self.client.query_raw(
+            let stream = self.wait(self.client().query_raw(
                 sql,
                 std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>(),
             ))?;
             let mut stream = Box::pin(stream);
             while let Some(row) = self.next(&mut stream)? {
-                f(&row)?;
+                if let Err(e) = f(&row) {
+                    // The rest of the rows are not wanted: stop the server sending them.
+                    self.cancel_running();
+                    return Err(e);
+                }
             }
             Ok(())
         })();
-        let end = self.wait(self.client.batch_execute(END));
+        let end = self.wait(self.client().batch_execute(END));
         out?;
         end?;
         Ok(())
@@ -432,22 +540,36 @@ impl ReadOnlyClient {
         sql: &str,
         read: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T>,
     ) -> Result<T> {
-        self.wait(self.client.batch_execute("START TRANSACTION READ ONLY"))?;
+        self.wait(self.client().batch_execute(BEGIN))?;
         let out = (|| -> Result<T> {
-            let stream = self.wait(self.client.copy_out(sql))?;
+            let stream = self.wait(self.client().copy_out(sql))?;
             let mut reader = CopyReader {
                 client: self,
                 stream: Box::pin(stream),
                 chunk: bytes::Bytes::new(),
+                ended: false,
             };
-            read(&mut reader)
+            let out = read(&mut reader);
+            if out.is_err() && !reader.ended && !self.watch.stalled.load(Ordering::SeqCst) {
+                // Stopped early (a decoding error): stop the server sending the rest.
+                self.cancel_running();
+            }
+            out
         })();
-        let end = self.wait(self.client.batch_execute(END));
+        let end = self.wait(self.client().batch_execute(END));
         let out = out?;
         end?;
         Ok(out)
     }
 }
+
+/// What begins every transaction.
+const BEGIN: &str = "START TRANSACTION READ ONLY";
+
+/// [`BEGIN`], for plans that read rows in a repeatable order.
+const REPEATABLE: &str =
+    "START TRANSACTION READ ONLY; SET LOCAL max_parallel_workers_per_gather = 0; \
+     SET LOCAL synchronize_seqscans = off";
 
 /// What ends every read-only transaction: its ROLLBACK, and the release of any session-level
 /// advisory lock its statement took (one round trip).
@@ -458,6 +580,8 @@ struct CopyReader<'c> {
     client: &'c ReadOnlyClient,
     stream: Pin<Box<tokio_postgres::CopyOutStream>>,
     chunk: bytes::Bytes,
+    /// The stream ended (completely, or with an error of the server).
+    ended: bool,
 }
 
 impl io::Read for CopyReader<'_> {
@@ -475,8 +599,12 @@ impl io::BufRead for CopyReader<'_> {
         while self.chunk.is_empty() {
             match self.client.next(&mut self.stream) {
                 Ok(Some(bytes)) => self.chunk = bytes,
-                Ok(None) => break,
+                Ok(None) => {
+                    self.ended = true;
+                    break;
+                }
                 Err(e) => {
+                    self.ended = true;
                     let kind = if e.transient {
                         io::ErrorKind::TimedOut
                     } else {
@@ -491,5 +619,22 @@ impl io::BufRead for CopyReader<'_> {
 
     fn consume(&mut self, amt: usize) {
         bytes::Buf::advance(&mut self.chunk, amt);
+    }
+}
+
+impl Drop for ReadOnlyClient {
+    /// Says goodbye to the server (a Terminate message, as the synchronous client does, so the
+    /// server logs no broken connection), within a moment, then lets the runtime go without
+    /// waiting for anything it still runs.
+    fn drop(&mut self) {
+        drop(self.client.take());
+        if let (Some(rt), Some(task)) = (self.rt.as_ref(), self.task.take()) {
+            if !crate::cancel::requested() {
+                let _ = block_on_with(rt, Some(Duration::from_millis(200)), false, task);
+            }
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
