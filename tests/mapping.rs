@@ -307,6 +307,23 @@ fn a_null_in_a_not_null_field_is_an_error_naming_field_and_ids() {
          loved = \"CASE WHEN id % 97 = 3 THEN NULL ELSE loved END\"\n",
         &["NULL loved", "loved must not be NULL", "id "],
     );
+    // verify names them too, instead of counting the rows as missing.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.sqlite");
+    bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    let cfg = dir.path().join("n.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nquery = \"SELECT id, username, played_at, artist_name, album_name, track_name, CASE WHEN id % 97 = 3 THEN NULL ELSE loved END AS loved FROM scrobbles\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["verify", "--source", &db.url], &cfg, &target);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NULL loved") && err.contains("id "), "{err}");
 }
 
 /// Runs the binary and returns (exit code, stderr).
@@ -377,6 +394,21 @@ fn unstable_ids_are_refused_and_trailing_comments_work() {
         "[source]\nquery = \"SELECT (random() * 1e9)::int8 AS id, username, played_at, artist_name, track_name FROM scrobbles\"\n",
         &["field id", "gives other values each time it is read"],
     );
+    for id in [
+        // stable within a statement, not between statements
+        "id % 1000000000000 * 100 + extract(epoch FROM now())::int8 % 100",
+        "id % 1000000000000 * 100 + extract(epoch FROM clock_timestamp())::int8 % 100",
+        // always the ids 1..N, but given to other rows each time
+        "row_number() OVER (ORDER BY random())",
+    ] {
+        refused(
+            &db,
+            &format!(
+                "[source]\nquery = \"SELECT {id} AS id, username, played_at, artist_name, track_name FROM scrobbles\"\n"
+            ),
+            &["field id", "gives other values each time it is read"],
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     for tail in ["-- the end", "; -- the end", ";\n/* done; */\n"] {
         let cfg = dir.path().join("c.toml");

@@ -467,3 +467,38 @@ fn a_source_that_became_empty_does_not_move_the_mark() {
     assert_eq!(s["rows"]["scrobbles"], 1, "{s}");
     assert_eq!(s["mark_after"], -50);
 }
+
+#[test]
+fn more_open_ids_than_are_kept_are_merged_not_lost() {
+    let db = TestDb::new("manygaps");
+    let mut app = sequence_source(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("g.sqlite");
+    sync(&db, &target, &[]);
+    let held: i64 = app
+        .query_one("SELECT nextval('plays_seq')", &[])
+        .unwrap()
+        .get(0);
+    // A sequence shared with other tables leaves a gap after every row: 25,000 of them.
+    app.execute(
+        "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
+         SELECT $1::int8 + 2 * g, 'u', now(), 'A', 'T' || (g % 50) FROM generate_series(1, 25000) g",
+        &[&held],
+    )
+    .unwrap();
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["rows"]["scrobbles"], 25000);
+    let kept: i64 = Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT count(*) FROM _scrobsync_open_ids", [], |r| r.get(0))
+        .unwrap();
+    assert!(kept <= 20_000, "{kept}");
+    app.execute(ONE_PLAY, &[&held]).unwrap();
+    let s = sync(&db, &target, &[]);
+    assert_eq!(s["late_rows"], 1, "{s}");
+    assert_eq!(
+        s["rows"]["scrobbles"], 1,
+        "rows read again are not counted: {s}"
+    );
+    assert_lossless(&mut app, &target);
+}

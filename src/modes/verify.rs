@@ -191,6 +191,15 @@ fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Ve
         .collect()
 }
 
+/// The fields the contract declares NOT NULL besides the id.
+const NOT_NULL: [&str; 5] = [
+    "username",
+    "played_at",
+    "artist_name",
+    "track_name",
+    "loved",
+];
+
 /// Rows a source hash query covers at most (about 5 s of PostgreSQL's time on 2 cores).
 const VERIFY_SLICE_ROWS: usize = 2_000_000;
 
@@ -203,8 +212,11 @@ fn source_digests(
 ) -> Result<BTreeMap<i64, Digest64>> {
     let url = &opts.source;
     let workers = opts.partitions.max(1);
-    let (slices, row_md5) =
-        pipeline::step(opts.retry, "planning the verification", progress, || {
+    let (slices, row_md5) = pipeline::step(
+        opts.retry,
+        "planning the verification",
+        progress,
+        || {
             let mut client = url.connect_reader()?;
             if opts.from.is_some() || opts.to.is_some() {
                 crate::source::checks::warn_without_played_at_index(&mut client, table);
@@ -220,16 +232,35 @@ fn source_digests(
             };
             // Rows without a finite played_at belong to no window: they would be left out of both
             // sides' counts and look equal, so they are an error here as in every other mode.
-            let infinite: i64 = client
+            // So are NULLs in the fields the contract declares NOT NULL (one scan for both).
+            let row = client
                 .query_one(
                     &format!(
-                        "SELECT count(*) FROM {} WHERE NOT isfinite(played_at)",
+                        "SELECT count(*) FILTER (WHERE NOT isfinite(played_at)), {} FROM {}",
+                        NOT_NULL
+                            .iter()
+                            .map(|f| format!(
+                                "count(*) FILTER (WHERE {f} IS NULL), min(id::int8) FILTER (WHERE {f} IS NULL)"
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         table.sql_name()
                     ),
                     &[],
                 )
-                .context("verifying the source failed")?
-                .get(0);
+                .context("verifying the source failed")?;
+            for (i, field) in NOT_NULL.iter().enumerate() {
+                let n: i64 = row.get(1 + 2 * i);
+                if n > 0 {
+                    let id: Option<i64> = row.get(2 + 2 * i);
+                    anyhow::bail!(
+                        "{n} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
+                        id.map_or("NULL".into(), |i| i.to_string()),
+                        if n > 1 { ", …" } else { "" }
+                    );
+                }
+            }
+            let infinite: i64 = row.get(0);
             if infinite > 0 {
                 return Err(explain_infinite(
                     InfinitePlayedAt { ids: Vec::new() }.into(),
@@ -243,7 +274,8 @@ fn source_digests(
                 .context("verifying the source failed")?
                 .get(0);
             Ok((slices, pg_row_md5(encoding.eq_ignore_ascii_case("UTF8"))))
-        })?;
+        },
+    )?;
     let filter = Filter::played_at(TimeRange::seconds(opts.from, opts.to));
     progress.stage("hashing source and target", Some(slices.len() as u64));
     let next = AtomicUsize::new(0);

@@ -11,9 +11,11 @@
 //! PostgreSQL; rows already there are not read at all) and takes what arrived.
 //!
 //! What it does not do: an open id is given up once it is older than the retention (`--recheck-for`,
-//! default one day) and at least one later sync has re-read it; at most [`MAX_RANGES`] ranges
-//! are kept (the newest ids first). Rows that arrive in an id given up are found by `verify`
-//! (and restored by `verify --repair`), as before.
+//! default one day) and at least one later sync has re-read it. At most [`MAX_RANGES`] ranges
+//! are kept: beyond that the closest neighbours are merged, so some ids that rows have are read
+//! again too (a cost, not a loss). A full load records the gaps among its newest
+//! [`LOAD_TAIL_ROWS`] ids only. Rows that arrive in an id given up or never recorded are found
+//! by `verify` (and restored by `verify --repair`).
 
 use anyhow::Result;
 use rusqlite::{params, Connection};
@@ -27,13 +29,13 @@ CREATE TABLE IF NOT EXISTS _scrobsync_open_ids(
 );
 ";
 
-/// How many ranges are kept at most: a sync's re-read is one index probe per range, and this
-/// many cost PostgreSQL about a tenth of a second.
+/// How many ranges are kept at most: a sync's re-read is one index probe per range (measured
+/// in docs/BENCHMARKS.md, "Open ids").
 pub const MAX_RANGES: usize = 20_000;
 
 /// How many of the greatest ids a full load looks between for open ids: a row whose id was
 /// taken before the load and is still to commit has one of the newest ids.
-pub const LOAD_TAIL_ROWS: i64 = 10_000;
+pub const LOAD_TAIL_ROWS: i64 = 100_000;
 
 /// An inclusive range of ids that no scrobble has, open since `since` (Unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,16 +178,43 @@ fn subtract(lo: i64, hi: i64, sorted: &[(i64, i64)]) -> Vec<(i64, i64)> {
     out
 }
 
-/// Replaces the stored ranges with `ranges`, keeping the [`MAX_RANGES`] with the greatest ids.
+/// At most `max` ranges covering every id of `ranges` (sorted, disjoint): where there are more,
+/// the neighbours closest together are merged (the ids between them, which rows have, are then
+/// read again too and written unchanged — a cost, never a loss). A merged range is as young as
+/// its youngest part.
+fn merge_to(ranges: Vec<OpenRange>, max: usize) -> Vec<OpenRange> {
+    if ranges.len() <= max {
+        return ranges;
+    }
+    let excess = ranges.len() - max.max(1);
+    // Boundaries (between range i and i+1) by the number of ids between them, smallest first.
+    let mut by_gap: Vec<usize> = (0..ranges.len() - 1).collect();
+    by_gap.sort_by_key(|&i| (ranges[i + 1].lo as i128 - ranges[i].hi as i128, i));
+    let mut merge = vec![false; ranges.len()];
+    for &i in &by_gap[..excess] {
+        merge[i] = true;
+    }
+    let mut out: Vec<OpenRange> = Vec::with_capacity(max);
+    for (i, r) in ranges.into_iter().enumerate() {
+        match out.last_mut() {
+            Some(last) if i > 0 && merge[i - 1] => {
+                last.hi = r.hi;
+                last.since = last.since.max(r.since);
+            }
+            _ => out.push(r),
+        }
+    }
+    tracing::info!(
+        excess,
+        "open id ranges merged with their nearest neighbours to keep {max}"
+    );
+    out
+}
+
+/// Replaces the stored ranges with `ranges`, merged to at most [`MAX_RANGES`].
 fn store(conn: &Connection, mut ranges: Vec<OpenRange>) -> Result<usize> {
     ranges.sort_by_key(|r| r.lo);
-    if ranges.len() > MAX_RANGES {
-        let dropped = ranges.len() - MAX_RANGES;
-        tracing::warn!(
-            "{dropped} ranges of ids below the mark that no row has yet are given up (at most {MAX_RANGES} are kept, the newest): a row that commits into one of them later is found by `verify`, not by `sync`"
-        );
-        ranges.drain(..dropped);
-    }
+    let ranges = merge_to(ranges, MAX_RANGES);
     conn.execute("DELETE FROM _scrobsync_open_ids", [])?;
     let mut s =
         conn.prepare_cached("INSERT INTO _scrobsync_open_ids(lo, hi, since) VALUES (?1, ?2, ?3)")?;
@@ -266,13 +295,23 @@ mod tests {
     }
 
     #[test]
-    fn only_the_newest_ranges_are_kept() {
+    fn too_many_ranges_are_merged_never_dropped() {
         let ids: Vec<i64> = (0..(MAX_RANGES as i64 + 10)).map(|i| i * 2).collect();
         let c = target(&ids);
         let hi = *ids.last().unwrap();
         assert_eq!(refresh(&c, Some((-1, hi)), 1, 10).unwrap(), MAX_RANGES);
         let kept = load(&c).unwrap();
+        // Every open id is still covered: the first and the last, and all between.
+        assert_eq!(kept[0].lo, 1);
         assert_eq!(kept.last().unwrap().hi, hi - 1);
-        assert!(kept[0].lo > 1);
+        let covered = |id: i64| kept.iter().any(|r| r.lo <= id && id <= r.hi);
+        assert!((0..hi).filter(|i| i % 2 == 1).all(covered));
+        // The closest neighbours go together first.
+        let r = |lo, hi| OpenRange { lo, hi, since: 1 };
+        let merged = merge_to(vec![r(1, 1), r(3, 3), r(100, 100), r(1000, 1000)], 3);
+        assert_eq!(
+            merged.iter().map(|r| (r.lo, r.hi)).collect::<Vec<_>>(),
+            vec![(1, 3), (100, 100), (1000, 1000)]
+        );
     }
 }

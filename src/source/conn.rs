@@ -763,6 +763,22 @@ mod tests {
     }
 
     #[test]
+    fn bad_percent_encoding_is_refused_without_echo() {
+        for bad in [
+            "postgresql://u:Pw%zz@h/db",
+            "postgresql://u@h/d%4",
+            "postgresql://u@h/db?x=%",
+        ] {
+            let e = SourceUrl::resolve(bad, &|_| None)
+                .err()
+                .expect(bad)
+                .to_string();
+            assert!(e.contains("percent-encoding") && !e.contains("Pw"), "{e}");
+        }
+        assert!(SourceUrl::resolve("postgresql://u:a%25b@h/db", &|_| None).is_ok());
+    }
+
+    #[test]
     fn redacts_password_in_userinfo_and_query() {
         let u = parse("postgresql://bob:s3cr%40t@db.example:6543/music");
         assert_eq!(u.redacted(), "postgresql://bob:***@db.example:6543/music");

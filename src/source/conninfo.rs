@@ -130,8 +130,17 @@ impl Given {
 
 const EXPECTED: &str = "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or key=value pairs such as 'host=HOST dbname=DATABASE'";
 
-fn decode(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
+/// Decodes a URL part; like libpq, a `%` not followed by two hex digits is an error.
+fn decode(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            bail!("invalid percent-encoding in the source URL: a % must be followed by two hex digits (write %25 for a %)");
+        }
+    }
+    Ok(percent_decode_str(s).decode_utf8_lossy().into_owned())
 }
 
 /// Parses a `postgresql://` URL. Errors never echo the input (it may hold a password).
@@ -155,10 +164,10 @@ fn parse_url(input: &str) -> Result<Given> {
         Some((userinfo, hp)) => {
             match userinfo.split_once(':') {
                 Some((u, p)) => {
-                    g.user = Some(decode(u)).filter(|u| !u.is_empty());
-                    g.password = Some(decode(p));
+                    g.user = Some(decode(u)?).filter(|u| !u.is_empty());
+                    g.password = Some(decode(p)?);
                 }
-                None => g.user = Some(decode(userinfo)).filter(|u| !u.is_empty()),
+                None => g.user = Some(decode(userinfo)?).filter(|u| !u.is_empty()),
             }
             hp
         }
@@ -183,18 +192,18 @@ fn parse_url(input: &str) -> Result<Given> {
         (h.to_string(), after.strip_prefix(':').map(str::to_string))
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (decode(h), Some(p.to_string())),
-            None => (decode(hostport), None),
+            Some((h, p)) => (decode(h)?, Some(p.to_string())),
+            None => (decode(hostport)?, None),
         }
     };
     g.host = Some(host).filter(|h| !h.is_empty());
     g.port = port.filter(|p| !p.is_empty());
     if let Some(p) = path.filter(|p| !p.is_empty()) {
-        g.dbname = Some(decode(p));
+        g.dbname = Some(decode(p)?);
     }
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        g.set(&decode(k), decode(v));
+        g.set(&decode(k)?, decode(v)?);
     }
     Ok(g)
 }

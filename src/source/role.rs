@@ -43,17 +43,19 @@ pub fn check(client: &mut ReadOnlyClient) -> Result<()> {
                SELECT 'database ' || quote_ident(current_database())
                 WHERE has_database_privilege(current_database(), 'CREATE'))
              SELECT current_user::text, r.rolsuper,
-                    (SELECT string_agg(name, ', ') FROM (SELECT name FROM w ORDER BY name LIMIT 3) f)
+                    (SELECT string_agg(name, ', ') FROM (SELECT name FROM w ORDER BY name LIMIT 3) f),
+                    (SELECT count(*) FROM w)
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
         .context("cannot read the source role's rights")?;
     CHECKED.store(true, Ordering::SeqCst);
-    let (role, superuser, writable): (String, bool, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
+    let (role, superuser, writable, n): (String, bool, Option<String>, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let more = if n > 3 { ", …" } else { "" };
     let why = match (superuser, writable) {
         (true, _) => "is a superuser".to_string(),
-        (false, Some(what)) => format!("may write or create objects ({what}, …)"),
+        (false, Some(what)) => format!("may write or create objects ({what}{more})"),
         (false, None) => return Ok(()),
     };
     let fix = "connect as a role that can only read, e.g. CREATE ROLE reader LOGIN; GRANT pg_read_all_data TO reader;";
