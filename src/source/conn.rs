@@ -770,8 +770,7 @@ mod tests {
             "postgresql://u@h/db?x=%",
         ] {
             let e = SourceUrl::resolve(bad, &|_| None)
-                .err()
-                .expect(bad)
+                .expect_err(bad)
                 .to_string();
             assert!(e.contains("percent-encoding") && !e.contains("Pw"), "{e}");
         }
