@@ -6,6 +6,7 @@ pub mod conn;
 pub mod connectorx;
 pub mod conninfo;
 pub mod copy;
+pub mod error;
 pub mod identity;
 pub mod mapping;
 pub mod password;

@@ -178,7 +178,7 @@ impl ReadPlan {
 }
 
 /// Id ranges read per window: each is an index probe, and the window's SQL lists them.
-const RANGES_PER_WINDOW: usize = 2_000;
+const RANGES_PER_WINDOW: usize = 20_000;
 
 /// Windows that read the ids in `ranges` (inclusive, disjoint, in order): a sync's open ids.
 pub fn id_range_windows(ranges: &[(i64, i64)]) -> Vec<WindowSpec> {
