@@ -311,6 +311,24 @@ fn empty_source_gives_empty_target() {
         .query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0);
+    // Every foreign key names the column it refers to (Datasette and other browsers read
+    // `PRAGMA foreign_key_list` to expand keys into names).
+    let fks: Vec<(String, String, Option<String>)> = ["albums", "tracks", "scrobbles"]
+        .iter()
+        .flat_map(|t| {
+            let mut s = conn
+                .prepare(&format!("SELECT \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('{t}')"))
+                .unwrap();
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(fks.len(), 5, "{fks:?}");
+    for (table, from, to) in &fks {
+        assert_eq!(to.as_deref(), Some(from.as_str()), "{table}: {fks:?}");
+    }
 }
 
 #[test]

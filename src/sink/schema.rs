@@ -22,22 +22,22 @@ CREATE TABLE artists(
 );
 CREATE TABLE albums(
     album_id INTEGER PRIMARY KEY,
-    artist_id INTEGER NOT NULL REFERENCES artists,
+    artist_id INTEGER NOT NULL REFERENCES artists(artist_id),
     title TEXT NOT NULL,
     mbid TEXT
 );
 CREATE TABLE tracks(
     track_id INTEGER PRIMARY KEY,
-    artist_id INTEGER NOT NULL REFERENCES artists,
-    album_id INTEGER REFERENCES albums,
+    artist_id INTEGER NOT NULL REFERENCES artists(artist_id),
+    album_id INTEGER REFERENCES albums(album_id),
     title TEXT NOT NULL,
     mbid TEXT,
     duration_ms INTEGER
 );
 CREATE TABLE scrobbles(
     scrobble_id INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users,
-    track_id INTEGER NOT NULL REFERENCES tracks,
+    user_id INTEGER NOT NULL REFERENCES users(user_id),
+    track_id INTEGER NOT NULL REFERENCES tracks(track_id),
     played_at INTEGER NOT NULL,
     loved INTEGER NOT NULL
 );
