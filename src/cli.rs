@@ -164,6 +164,29 @@ impl Command {
         }
     }
 
+    /// What an interrupt leaves behind, for this command.
+    pub fn after_interrupt(&self) -> &'static str {
+        match self {
+            Command::Load(_) | Command::Demo(_) => {
+                "interrupted: the target is as it was, and the new file was removed"
+            }
+            Command::Sync(_) => {
+                "interrupted: nothing of this sync was committed; the next sync continues from the target's mark"
+            }
+            Command::Backfill(_) => {
+                "interrupted: the windows already finished are kept; run the same backfill with --resume to continue"
+            }
+            Command::Verify(a) if a.repair => {
+                "interrupted: the windows already repaired are kept; run verify --repair again to finish"
+            }
+            Command::Verify(_) => "interrupted: nothing was changed",
+            Command::Bench(_) => {
+                "interrupted: plays held aside are put back by the next bench, or by bench --restore"
+            }
+            _ => "interrupted",
+        }
+    }
+
     /// The source arguments of a command that reads the source.
     pub fn source(&self) -> Option<&SourceArg> {
         match self {

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     output::init_logging(cli.verbose, cli.quiet);
     scrobsync::cancel::install();
     let json = cli.command.json();
+    let after_interrupt = cli.command.after_interrupt();
     match run(cli.command, cli.quiet) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
             };
             let message = match e.downcast_ref::<clap::Error>() {
                 Some(usage) => usage_message(usage),
+                // What the stopped command leaves, not a list of every command's.
+                None if code == 130 => after_interrupt.to_string(),
                 None => output::one_line(&format!("{e:#}")),
             };
             match e.downcast_ref::<clap::Error>() {

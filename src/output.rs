@@ -369,7 +369,7 @@ impl Report for Status {
         outln!(
             "  high-water mark (id) {} · played_at mark {}",
             mark(self.high_water_mark),
-            mark(self.played_at_mark)
+            self.played_at_mark_rfc3339.as_deref().unwrap_or("-")
         );
         outln!(
             "  rows: scrobbles {} · users {} · artists {} · albums {} · tracks {}",

@@ -383,7 +383,12 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
+    // What the stopped load leaves, and nothing about other commands.
+    assert!(
+        err.contains("interrupted: the target is as it was"),
+        "{err}"
+    );
+    assert!(!err.contains("--resume") && !err.contains("next sync"), "{err}");
     assert_untouched(&t);
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

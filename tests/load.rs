@@ -317,7 +317,9 @@ fn empty_source_gives_empty_target() {
         .iter()
         .flat_map(|t| {
             let mut s = conn
-                .prepare(&format!("SELECT \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('{t}')"))
+                .prepare(&format!(
+                    "SELECT \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('{t}')"
+                ))
                 .unwrap();
             s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .unwrap()

@@ -231,6 +231,13 @@ fn played_at_cursor_upserts_overlap_without_duplicates() {
     let again = sync(&db, &target, &["--cursor", "played_at", "--lookback", "1d"]);
     assert_eq!(again["rows"]["scrobbles"], 0);
     assert_lossless(&mut client, &target);
+    // status shows the played_at mark as a time, not as microseconds.
+    let out = bin()
+        .args(["status", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("played_at mark 2026-11-02T"), "{text}");
 }
 
 #[test]
