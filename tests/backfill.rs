@@ -187,11 +187,39 @@ fn killed_backfill_leaves_whole_windows_and_resumes() {
         ["2018-03", "2018-04", "2018-05", "2018-06"]
     );
 
+    // Run again without --resume: it says that the interrupted one could be continued (and is
+    // killed at the same point again).
+    let out = bin()
+        .args(["backfill", "--source", &db.url, "--target"])
+        .arg(&target)
+        .args(range)
+        .env("SCROBSYNC_FAILPOINT", "abort-after-windows=2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("had finished 2 of 6 windows") && err.contains("--resume"),
+        "{err}"
+    );
+
     let mut args = range.to_vec();
     args.push("--resume");
     let s = backfill(&db, &target, &args);
     assert_eq!(s["windows_skipped"], 2);
     assert_eq!(s["windows_done"], 4);
+    // Nothing left: --resume says so.
+    let out = bin()
+        .args(["backfill", "--source", &db.url, "--target"])
+        .arg(&target)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, _) = verify(&db, &target, &[]);
     assert_eq!(code, 0);
     assert_lossless(&mut client, &target);

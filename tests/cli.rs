@@ -388,7 +388,10 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
         err.contains("interrupted: the target is as it was"),
         "{err}"
     );
-    assert!(!err.contains("--resume") && !err.contains("next sync"), "{err}");
+    assert!(
+        !err.contains("--resume") && !err.contains("next sync"),
+        "{err}"
+    );
     assert_untouched(&t);
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -179,16 +179,29 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
             &table,
             opts.allow_other_source,
         )?;
+        let done = state::backfill_done(conn, &job)?;
+        let finished = all.iter().filter(|w| done.contains(&w.0)).count();
         let pending: Vec<(i64, i64)> = if opts.resume {
-            let done = state::backfill_done(conn, &job)?;
             if done.is_empty() {
                 refuse_other_resume(conn, &job)?;
+            }
+            if finished == all.len() {
+                tracing::warn!(
+                    "nothing to resume: all {} windows of this backfill have finished; run it without --resume to load them again",
+                    all.len()
+                );
             }
             all.iter()
                 .copied()
                 .filter(|w| !done.contains(&w.0))
                 .collect()
         } else {
+            if finished > 0 && finished < all.len() {
+                tracing::warn!(
+                    "an interrupted backfill of these dates had finished {finished} of {} windows; this run loads them all again (--resume would continue with the rest)",
+                    all.len()
+                );
+            }
             state::backfill_clear(conn, &job)?;
             all.clone()
         };
