@@ -62,9 +62,9 @@ fn main() -> ExitCode {
                     .downcast_ref::<scrobsync::config::ConfigSyntaxError>()
                     .is_some() =>
                 {
-                    eprintln!("error: {e:#}")
+                    ewrite(format_args!("error: {e:#}"))
                 }
-                None => eprintln!("error: {message}"),
+                None => ewrite(format_args!("error: {message}")),
             }
             if json {
                 // A script reading stdout gets an answer, never nothing.
@@ -74,6 +74,12 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A line on stderr; a closed or full stderr is no reason to panic (`eprintln!` would).
+fn ewrite(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The first line of a clap error, without its `error: ` prefix and usage text.
@@ -162,7 +168,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             let json = a.json || quiet;
             let report = bench::run(&options::bench(&a)?, &mut |s| {
                 if !json {
-                    eprintln!("{s}");
+                    ewrite(format_args!("{s}"));
                 }
             })?;
             output::emit(&report, a.json, quiet)?;
@@ -219,7 +225,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             }
             let url = scrobsync::modes::demo::prepare(&admin, &a.database, a.rows, &mut |s| {
                 if !a.json && !quiet {
-                    eprintln!("{s}");
+                    ewrite(format_args!("{s}"));
                 }
             })?;
             let opts = LoadOptions {

@@ -208,7 +208,10 @@ pub fn write_line(args: std::fmt::Arguments) {
             std::process::exit(0);
         }
         // A full disk under `--json > file`: never exit 0 with half the output.
-        eprintln!("error: cannot write the output ({e}); free space or choose another place");
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot write the output ({e}); free space or choose another place"
+        );
         std::process::exit(1);
     }
 }

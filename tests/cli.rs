@@ -843,3 +843,20 @@ fn an_unknown_failpoint_is_refused() {
         assert_eq!(std::fs::read(&target).unwrap(), before, "{fp}");
     }
 }
+
+#[test]
+fn an_error_into_a_closed_stderr_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+            .args(["status", "--target"])
+            .arg(dir.path().join("none.sqlite"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let code = child.wait().unwrap().code();
+        assert_eq!(code, Some(1), "an error exit, not a panic (101)");
+    }
+}
