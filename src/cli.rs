@@ -7,14 +7,14 @@ const ABOUT: &str =
     "Move Last.fm scrobbles from PostgreSQL into a normalised SQLite database, fast.";
 
 const AFTER_HELP: &str = "Examples:
-  scrobsync demo                      # seed a local demo database and load it into scrobsync-demo.sqlite
+  scrobsync demo     # seeds a local demo database, loads scrobsync-demo.sqlite
   export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
   scrobsync seed --rows 10000
   scrobsync load --target scrobsync-demo.sqlite --json
 
-The source may be a postgresql:// URL or key=value pairs (host=… dbname=…); it may also come
-from SCROBSYNC_SOURCE or DATABASE_URL, and a service (service=NAME, PGSERVICE), PGHOST, PGPORT,
-PGUSER, PGDATABASE, PGPASSWORD, --password-command and ~/.pgpass fill in what it leaves out,
+The source may be a postgresql:// URL or key=value pairs (host=… dbname=…); it may also come \
+from SCROBSYNC_SOURCE or DATABASE_URL, and a service (service=NAME, PGSERVICE), PGHOST, PGPORT, \
+PGUSER, PGDATABASE, PGPASSWORD, --password-command and ~/.pgpass fill in what it leaves out, \
 as for psql.";
 
 #[derive(Debug, Parser)]
@@ -39,8 +39,8 @@ pub enum Command {
   export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
   scrobsync load --target scrobsync-demo.sqlite --fts --json
 
-The target is written to a temporary file beside it and renamed over it only after the load
-is complete and checked (keys, row counts; --check full adds SQLite's foreign-key and
+The target is written to a temporary file beside it and renamed over it only after the load \
+is complete and checked (keys, row counts; --check full adds SQLite's foreign-key and \
 integrity checks); on any failure the target is left exactly as it was.")]
     Load(LoadArgs),
 
@@ -49,7 +49,7 @@ integrity checks); on any failure the target is left exactly as it was.")]
   export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
   scrobsync seed --rows 10000 --users 200
 
-The same --rows/--users/--seed give the same rows. Seeding a table that already has rows
+The same --rows/--users/--seed give the same rows. Seeding a table that already has rows \
 appends new rows after its greatest id.")]
     Seed(SeedArgs),
 
@@ -59,29 +59,31 @@ appends new rows after its greatest id.")]
   scrobsync sync --target scrobsync-demo.sqlite
   scrobsync sync --target scrobsync-demo.sqlite --cursor played_at --lookback 2d
 
-With the default --cursor id, a run reads rows with mark < id <= the source's greatest id at
-the start of the run, so back-dated imports (old played_at, new id) are picked up. Existing
-surrogate keys never change. The whole run commits in one transaction: a failed or killed run
+With the default --cursor id, a run reads rows with mark < id <= the source's greatest id at \
+the start of the run, so back-dated imports (old played_at, new id) are picked up. Existing \
+surrogate keys never change. The whole run commits in one transaction: a failed or killed run \
 leaves the target at its previous mark, and the next run completes it.
 
---cursor played_at is for sources without a monotonic id: each run re-reads rows from
+--cursor played_at is for sources without a monotonic id: each run re-reads rows from \
 (mark - lookback) on and upserts them by id, so overlap rows are not duplicated.
 
-Updates or deletes of rows that were already synced are NOT picked up by sync; re-load the
+Updates or deletes of rows that were already synced are NOT picked up by sync; re-load the \
 affected date range with `scrobsync backfill`, or run a full `scrobsync load`.")]
     Sync(SyncArgs),
 
     /// Re-load date ranges: replace each UTC window's scrobbles with the source's rows.
     #[command(after_help = "Examples:
   export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
-  scrobsync backfill --target scrobsync-demo.sqlite --from 2024-01-01 --to 2024-04-01 --by month
-  scrobsync backfill --target scrobsync-demo.sqlite --from 2024-01-01 --to 2024-04-01 --resume
+  scrobsync backfill --target scrobsync-demo.sqlite \\
+      --from 2024-01-01 --to 2024-04-01 --by month
+  scrobsync backfill --target scrobsync-demo.sqlite \\
+      --from 2024-01-01 --to 2024-04-01 --resume
 
-Windows are half-open UTC ranges [from, to), cut at day / ISO-week (Monday) / month
-boundaries. Each window is replaced in one SQLite transaction: rows deleted in the source
-disappear, edited rows are replaced, nothing outside the window changes, and dimension keys
-stay stable. Finished windows are recorded, so --resume with the same arguments continues an
-interrupted backfill. Dimension rows no fact references any more are kept unless --prune.
+Windows are half-open UTC ranges [from, to), cut at day / ISO-week (Monday) / month \
+boundaries. Each window is replaced in one SQLite transaction: rows deleted in the source \
+disappear, edited rows are replaced, nothing outside the window changes, and dimension keys \
+stay stable. Finished windows are recorded, so --resume with the same arguments continues an \
+interrupted backfill. Dimension rows no fact references any more are kept unless --prune. \
 Dates: YYYY-MM-DD (UTC midnight) or RFC 3339 times such as 2024-03-01T12:00:00Z.")]
     Backfill(BackfillArgs),
 
@@ -89,12 +91,13 @@ Dates: YYYY-MM-DD (UTC midnight) or RFC 3339 times such as 2024-03-01T12:00:00Z.
     #[command(after_help = "Examples:
   export SCROBSYNC_SOURCE=postgresql://postgres@127.0.0.1:5432/scrobsync_demo
   scrobsync verify --target scrobsync-demo.sqlite
-  scrobsync verify --target scrobsync-demo.sqlite --from 2024-01-01 --to 2025-01-01 --repair
+  scrobsync verify --target scrobsync-demo.sqlite \\
+      --from 2024-01-01 --to 2025-01-01 --repair
 
-Both sides compute, per window, the row count and a hash of the lossless tuples (id,
-username, epoch second, artist, album or NULL, track, loved) — PostgreSQL in SQL, the target
-in scrobsync — so no rows cross the network. Without --from/--to every row is compared.
-Exit codes: 0 all windows match; 3 some windows differ (after --repair: still differ);
+Both sides compute, per window, the row count and a hash of the lossless tuples (id, \
+username, epoch second, artist, album or NULL, track, loved) — PostgreSQL in SQL, the target \
+in scrobsync — so no rows cross the network. Without --from/--to every row is compared. \
+Exit codes: 0 all windows match; 3 some windows differ (after --repair: still differ); \
 1 an error; 2 a command-line usage error.")]
     Verify(VerifyArgs),
 
@@ -105,11 +108,12 @@ Exit codes: 0 all windows match; 3 some windows differ (after --repair: still di
 
     /// End-to-end benchmark: read floor vs. full load (median of runs), peak RSS, sync cost.
     #[command(after_help = "Example:
-  scrobsync bench --source postgresql://postgres@127.0.0.1:5432/bench --rows 1000000 --repeat 3
+  scrobsync bench --source postgresql://postgres@127.0.0.1:5432/bench \\
+      --rows 1000000 --repeat 3
 
-Seeds the source table up to --rows if it has fewer. The read floor is a binary COPY of the
-same columns to nowhere over the same connection (one stream). Loads run as child processes so
-their peak RSS is measured alone. With --sync-rows N, N rows are added to the source, synced
+Seeds the source table up to --rows if it has fewer. The read floor is a binary COPY of the \
+same columns to nowhere over the same connection (one stream). Loads run as child processes so \
+their peak RSS is measured alone. With --sync-rows N, N rows are added to the source, synced \
 into the loaded target and then deleted from the source again.")]
     Bench(BenchArgs),
 
@@ -126,7 +130,7 @@ into the loaded target and then deleted from the source again.")]
     #[command(after_help = "Example:
   scrobsync demo --rows 200000 --target scrobsync-demo.sqlite
 
-Connects to --source (by default the local server's postgres database), creates the database
+Connects to --source (by default the local server's postgres database), creates the database \
 named by --database if needed, seeds it when its table is empty, then runs a full load.")]
     Demo(DemoArgs),
 

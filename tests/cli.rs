@@ -606,17 +606,41 @@ fn help_examples_run_as_written() {
     seed(&db, &["--rows", "3000"]);
     let dir = tempfile::tempdir().unwrap();
     for cmd in ["load", "sync", "backfill", "verify", "status", "search"] {
-        let o = bin().args([cmd, "--help"]).output().unwrap();
+        // As an 80-column terminal shows it: no example may be split by the wrapping.
+        let o = bin()
+            .args([cmd, "--help"])
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
         let help = String::from_utf8_lossy(&o.stdout).into_owned();
-        let examples: Vec<&str> = help
+        let block: Vec<&str> = help
             .lines()
             .skip_while(|l| !l.starts_with("Example"))
             .skip(1)
             .take_while(|l| !l.trim().is_empty())
-            .filter(|l| l.trim_start().starts_with("scrobsync "))
             .collect();
+        let mut examples: Vec<String> = Vec::new();
+        let mut continued = false;
+        for l in &block {
+            assert!(l.chars().count() <= 80, "{cmd}: {l}");
+            if continued {
+                examples
+                    .last_mut()
+                    .unwrap()
+                    .push_str(l.trim_end_matches('\\'));
+            } else {
+                assert!(
+                    l.starts_with("  scrobsync ") || l.starts_with("  export "),
+                    "{cmd}: an example split by wrapping: {l}"
+                );
+                if l.starts_with("  scrobsync ") {
+                    examples.push(l.trim_end_matches('\\').to_string());
+                }
+            }
+            continued = l.ends_with('\\') && (continued || l.starts_with("  scrobsync "));
+        }
         assert!(!examples.is_empty(), "{cmd} --help has an example");
-        for line in examples {
+        for line in &examples {
             let args: Vec<String> = shell_words(line.trim()).into_iter().skip(1).collect();
             let o = bin()
                 .current_dir(dir.path())
