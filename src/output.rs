@@ -7,7 +7,7 @@ use scrobsync::modes::load::LoadSummary;
 use scrobsync::modes::status::Status;
 use scrobsync::modes::sync::SyncSummary;
 use scrobsync::modes::verify::VerifyReport;
-use scrobsync::progress::Progress;
+use scrobsync::progress::{thousands, Progress, Total};
 use scrobsync::source::mapping::Resolved;
 use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
@@ -52,19 +52,31 @@ pub struct ProgressBar {
 /// The bar of this process, if any: log lines are printed through it (see [`BarWriter`]).
 static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
 
-/// Counted work: fixed-width numbers (the line does not jump as they grow), and `~` before the
-/// total, which is an estimate.
-fn bar_style() -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template(
-        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos:>11}/~{human_len:<11} ({rate}, eta {eta})",
-    )
-    .expect("valid template")
-    .with_key(
-        "rate",
-        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:>9}/s", rate(s.per_sec()));
-        },
-    )
+/// Counted work, in one line that fits the terminal (80 columns hold every stage with a
+/// billion rows): the count with its unit, `~` before a total that is an estimate, the rate and
+/// the time left; the bar takes what is left of the width.
+fn bar_style(total: Total) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("{spinner} {msg} {wide_bar} {count} {rate} eta {eta}")
+        .expect("valid template")
+        .with_key(
+            "count",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(
+                    w,
+                    "{}/{}{} {}",
+                    thousands(s.pos()),
+                    if total.estimated { "~" } else { "" },
+                    thousands(s.len().unwrap_or(total.n)),
+                    total.unit
+                );
+            },
+        )
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", rate(s.per_sec()));
+            },
+        )
 }
 
 /// Items per second: whole numbers with separators, and one decimal below 10 so that slow
@@ -126,16 +138,16 @@ impl std::io::Write for BarWriter {
 }
 
 impl Progress for ProgressBar {
-    fn stage(&self, name: &str, total: Option<u64>) {
+    fn stage(&self, name: &str, total: Option<Total>) {
         if let Ok(mut s) = self.stage.lock() {
             *s = name.to_string();
         }
         if let Some(b) = &self.bar {
             match total {
                 Some(t) => {
-                    if b.length() != Some(t) {
-                        b.set_style(bar_style());
-                        b.set_length(t);
+                    if b.length() != Some(t.n) {
+                        b.set_style(bar_style(t));
+                        b.set_length(t.n);
                     }
                 }
                 None => {
@@ -228,18 +240,6 @@ fn signed(n: i64) -> String {
 /// `1 window`, `2,000 windows`.
 fn count(n: u64, what: &str) -> String {
     format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The result of `scrobsync search`.

@@ -884,3 +884,74 @@ fn an_error_into_a_closed_stderr_is_no_panic() {
         assert_eq!(code, Some(1), "an error exit, not a panic (101)");
     }
 }
+
+/// The progress lines a terminal of 80 columns shows, from a run under `script` (a pty).
+fn progress_lines(cmd: &str, log: &Path) -> Vec<String> {
+    let bin = assert_cmd::cargo::cargo_bin("scrobsync");
+    let status = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("stty cols 80 rows 24; {} {cmd}", bin.display()))
+        .arg(log)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("`script` (util-linux) runs a command in a pty");
+    assert!(status.success(), "{cmd}");
+    let raw = String::from_utf8_lossy(&std::fs::read(log).unwrap()).into_owned();
+    let mut plain = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // an escape sequence: ESC [ params letter
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" eta "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn progress_lines_fit_80_columns_with_units() {
+    let db = TestDb::new("pbar");
+    seed(&db, &["--rows", "120000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("p.sqlite");
+    let log = dir.path().join("pty.log");
+    let src = format!("--source {} --target {}", db.url, t.display());
+    for (cmd, unit) in [
+        (format!("load {src} --batch-rows 1000 -q"), ""),
+        (format!("load {src} --batch-rows 1000"), " rows "),
+        (format!("verify {src}"), " slices "),
+        (
+            format!("backfill {src} --from 2015-01-01 --to 2017-01-01"),
+            " windows ",
+        ),
+    ] {
+        let lines = progress_lines(&cmd, &log);
+        if unit.is_empty() {
+            assert!(lines.is_empty(), "-q draws no bar: {lines:?}");
+            continue;
+        }
+        assert!(!lines.is_empty(), "{cmd}: a bar was drawn");
+        for l in &lines {
+            assert!(
+                l.chars().count() <= 80,
+                "{cmd}: {} columns: {l}",
+                l.chars().count()
+            );
+            assert!(l.contains(unit), "{cmd}: the count names its unit: {l}");
+        }
+    }
+}

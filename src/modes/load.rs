@@ -7,7 +7,7 @@ use crate::normalize::registry::NoResolver;
 use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total};
 use crate::sink::check::CheckLevel;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
@@ -269,7 +269,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let nwindows = windows.len();
     let mut writer = Writer::create(&temp.path)?;
 
-    progress.stage("rows loaded", Some(plan.est_rows));
+    progress.stage("loading", Some(Total::about(plan.est_rows, "rows")));
     let mut norm = Normalizer::default();
     let (mut read_secs, mut normalize_secs, mut write_secs) = (0.0, 0.0, 0.0);
     let mut facts_written = 0u64;

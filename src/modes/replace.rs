@@ -8,7 +8,7 @@
 use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, failpoint, Reading};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total};
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
 use crate::sink::{search, state};
@@ -84,7 +84,10 @@ pub fn replace_windows(
     let conn = &target.conn;
     let mut norm = Normalizer::new(target::registry_for(conn)?);
     let mut follow = Reader::new(read.reader, source.clone(), 1024);
-    progress.stage("windows backfilled", Some(windows.len() as u64));
+    progress.stage(
+        "backfilling",
+        Some(Total::exact(windows.len() as u64, "windows")),
+    );
     let reading = Reading::new(source, table, read.reader, 50_000, read.retry);
     let rows_read = pipeline::run(reading, specs, progress, |w| {
         let (start, end) = windows[w.index];
@@ -165,8 +168,11 @@ pub fn replace_windows(
         totals.moved_out += moved;
         tracing::info!(window = start, deleted, written, moved, "window replaced");
         progress.stage(
-            &format!("windows backfilled ({} rows written)", totals.written),
-            Some(windows.len() as u64),
+            &format!(
+                "backfilling ({} rows)",
+                crate::progress::thousands(totals.written)
+            ),
+            Some(Total::exact(windows.len() as u64, "windows")),
         );
         progress.advance(1);
         Ok(())

@@ -15,7 +15,7 @@ use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, failpoint, Reading};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{open_ids, search, target, writer};
@@ -249,7 +249,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
         let mut resolver = target::TargetResolver { conn };
-        progress.stage("rows synced", Some(plan.est_rows));
+        progress.stage("syncing", Some(Total::about(plan.est_rows, "rows")));
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
         let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
         let mut open_rows_read = 0u64;

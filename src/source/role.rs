@@ -58,12 +58,12 @@ pub fn check(client: &mut ReadOnlyClient) -> Result<()> {
         (false, Some(what)) => format!("may write or create objects ({what}{more})"),
         (false, None) => return Ok(()),
     };
-    let fix = "connect as a role that can only read, e.g. CREATE ROLE reader LOGIN; GRANT pg_read_all_data TO reader;";
+    let fix = "read as a role that can only read (GRANT pg_read_all_data TO reader);";
     if require {
         bail!("the source role '{role}' {why} and --require-read-only-role is set; {fix}");
     }
     tracing::warn!(
-        "the source role '{role}' {why}; scrobsync reads in read-only transactions, but SQL in a mapping runs with the role's rights and a ROLLBACK cannot undo everything (dblink, replication slots, pg_stat_reset()); {fix} (--require-read-only-role makes this an error)"
+        "the source role '{role}' {why}: SQL in a mapping runs with its rights, and a ROLLBACK cannot undo all of it (dblink, replication slots); {fix} --require-read-only-role refuses such roles"
     );
     Ok(())
 }

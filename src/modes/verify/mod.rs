@@ -15,7 +15,7 @@ use super::windows::By;
 use crate::normalize::frames::InfinitePlayedAt;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, failpoint};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total};
 use crate::sink::target;
 use crate::source::checks::explain_infinite;
 use crate::source::conn::ReadOnlyClient;
@@ -204,7 +204,7 @@ fn source_digests(
         },
     )?;
     let filter = Filter::played_at(TimeRange::seconds(opts.from, opts.to));
-    progress.stage("hashing source and target", Some(slices.len() as u64));
+    progress.stage("hashing", Some(Total::exact(slices.len() as u64, "slices")));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Vec<Result<Vec<(i64, i64, String)>>> = std::thread::scope(|s| {
