@@ -181,7 +181,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             let url = options::source(&a.source)?;
             let mut client = url.connect_reader()?;
             let (table, resolved) = SourceSpec::Config(cfg).resolve_verbose(&mut client, &url)?;
-            table.check_stable_ids(&mut client)?;
+            table.check_stable_ids(&mut client, &url)?;
             output::print_config_check(&table.name, &resolved, a.json)?;
         }
         Command::Seed(a) => {

@@ -739,8 +739,29 @@ fn the_same_server_spelled_otherwise_is_the_same_source_and_a_changed_mapping_sa
             "SKIPPED: no PostgreSQL socket in /var/run/postgresql; socket spellings untested"
         );
     }
+    if std::path::Path::new("/var/run/postgresql/.s.PGSQL.5432").exists() {
+        // As in libpq, a socket is never encrypted: sslmode=require does not stop it.
+        spellings.push(format!(
+            "host=/var/run/postgresql user=postgres dbname={} sslmode=require",
+            db.name
+        ));
+    }
     for s in &spellings {
         ok(&["sync", "--source", s, "--target", t]);
+    }
+    // target_session_attrs as libpq reads it, against this primary.
+    let with = |attrs: &str| format!("{}?target_session_attrs={attrs}", db.url);
+    for good in ["any", "primary", "read-write", "prefer-standby"] {
+        ok(&["sync", "--source", &with(good), "--target", t]);
+    }
+    for (bad, says) in [
+        ("standby", "is a primary"),
+        ("read-only", "is a primary"),
+        ("sideways", "invalid target_session_attrs"),
+    ] {
+        let o = run(&["sync", "--source", &with(bad), "--target", t]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(stderr(&o).contains(says), "{bad}: {}", stderr(&o));
     }
     // The same table through a mapping is another mapping: said in words.
     let cfg = dir.path().join("m.toml");

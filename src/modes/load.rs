@@ -242,7 +242,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         pipeline::step(opts.retry, "planning the read", progress, || {
             let mut client = opts.source.connect_reader()?;
             let table = opts.table.resolve(&mut client, &opts.source)?;
-            table.check_stable_ids(&mut client)?;
+            table.check_stable_ids(&mut client, &opts.source)?;
             // Rows of transactions still running when the mark is taken are re-checked by
             // the first sync (see `Recheck`); waiting briefly for the ones running now gives
             // that a tight bound.

@@ -147,7 +147,8 @@ pub fn refresh(
 pub fn record_after_load(conn: &Connection, now: i64) -> Result<usize> {
     let tail: Option<i64> = conn.query_row(
         "SELECT min(scrobble_id) FROM (SELECT scrobble_id FROM scrobbles ORDER BY scrobble_id DESC LIMIT ?1)",
-        [LOAD_TAIL_ROWS],
+        // One more than the tail: the gap below its oldest id counts too.
+        [LOAD_TAIL_ROWS + 1],
         |r| r.get(0),
     )?;
     let max: Option<i64> =

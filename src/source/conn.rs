@@ -256,7 +256,10 @@ impl SourceUrl {
                 "invalid sslmode in the source (or PGSSLMODE); use disable, prefer, require, verify-ca or verify-full"
             ),
         });
-        if mode.starts_with("verify") && self.root_certificate().is_none() {
+        // As in libpq, a Unix socket is never encrypted, whatever sslmode asks.
+        if i.host.starts_with('/') || i.host.starts_with('@') {
+            cfg.ssl_mode(SslMode::Disable);
+        } else if mode.starts_with("verify") && self.root_certificate().is_none() {
             bail!(
                 "sslmode={mode} needs the server's root certificate: give sslrootcert=FILE, or put it in ~/.postgresql/root.crt"
             );
@@ -273,17 +276,9 @@ impl SourceUrl {
                 _ => bail!("invalid channel_binding in the source; use disable, prefer or require"),
             });
         }
-        if let Some(t) = i.param("target_session_attrs") {
-            use postgres::config::TargetSessionAttrs;
-            cfg.target_session_attrs(match t {
-                "any" => TargetSessionAttrs::Any,
-                "read-write" => TargetSessionAttrs::ReadWrite,
-                "read-only" => TargetSessionAttrs::ReadOnly,
-                _ => bail!(
-                    "invalid target_session_attrs in the source; use any, read-write or read-only"
-                ),
-            });
-        }
+        // Checked after connecting (see `connect_reader`): the reader's own session is
+        // read-only, so only the server's recovery state says what the server is.
+        self.wanted_server()?;
         // A server that never answers must become an error, not a hang: a connect timeout
         // (`connect_timeout` in the source or PGCONNECT_TIMEOUT wins; as in libpq, 0 waits for
         // ever and 1 means 2) and TCP keepalives, so a dead peer is noticed.
@@ -298,6 +293,21 @@ impl SourceUrl {
                 .keepalives_retries(3);
         }
         Ok(cfg)
+    }
+
+    /// What `target_session_attrs` asks of the server: `Some(true)` a standby (`standby`,
+    /// `read-only`: the reader's own session is always read-only, so a read-only server is
+    /// one in recovery), `Some(false)` a primary (`primary`, `read-write`), `None` anything
+    /// (`any`, `prefer-standby`: with one host there is nothing to prefer).
+    fn wanted_server(&self) -> Result<Option<bool>> {
+        Ok(match self.info.param("target_session_attrs") {
+            None | Some("any") | Some("prefer-standby") => None,
+            Some("standby") | Some("read-only") => Some(true),
+            Some("primary") | Some("read-write") => Some(false),
+            Some(_) => bail!(
+                "invalid target_session_attrs in the source; use any, read-write, read-only, primary, standby or prefer-standby"
+            ),
+        })
     }
 
     /// How long a connection attempt may take; `None`: no limit.
@@ -352,13 +362,15 @@ impl SourceUrl {
         });
         let reason = match attempt {
             Ok(mut client) => {
-                use postgres::config::TargetSessionAttrs;
-                if cfg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+                if let Some(want_standby) = self.wanted_server()? {
                     let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
-                    if standby {
+                    if standby != want_standby {
                         bail!(
-                            "PostgreSQL at {} is a standby, and target_session_attrs=read-write asks for a primary; point the source at the primary or drop that parameter",
-                            self.host_port()
+                            "PostgreSQL at {} is {}, and target_session_attrs={} asks for {}; point the source at another server or drop that parameter",
+                            self.host_port(),
+                            if standby { "a standby" } else { "a primary (not read-only)" },
+                            self.info.param("target_session_attrs").unwrap_or_default(),
+                            if want_standby { "a standby" } else { "a primary" }
                         );
                     }
                 }
