@@ -3,6 +3,8 @@
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod command;
+
 const ABOUT: &str =
     "Move Last.fm scrobbles from PostgreSQL into a normalised SQLite database, fast.";
 
@@ -148,62 +150,6 @@ named by --database if needed, seeds it when its table is empty, then runs a ful
 
 Every word must match the start of a word of the name; case and accents do not matter.")]
     Search(SearchArgs),
-}
-
-impl Command {
-    /// Whether the command was asked for JSON (then an error is JSON on stdout too).
-    pub fn json(&self) -> bool {
-        match self {
-            Command::Load(a) => a.json,
-            Command::Seed(a) => a.json,
-            Command::Sync(a) => a.json,
-            Command::Backfill(a) => a.json,
-            Command::Verify(a) => a.json,
-            Command::Status(a) => a.json,
-            Command::Bench(a) => a.json,
-            Command::Config(ConfigCommand::Check(a)) => a.json,
-            Command::Demo(a) => a.json,
-            Command::Search(a) => a.json,
-            Command::Config(ConfigCommand::Example) | Command::Completions(_) => false,
-        }
-    }
-
-    /// What an interrupt leaves behind, for this command.
-    pub fn after_interrupt(&self) -> &'static str {
-        match self {
-            Command::Load(_) | Command::Demo(_) => {
-                "interrupted: the target is as it was, and the new file was removed"
-            }
-            Command::Sync(_) => {
-                "interrupted: nothing of this sync was committed; the next sync continues from the target's mark"
-            }
-            Command::Backfill(_) => {
-                "interrupted: the windows already finished are kept; run the same backfill with --resume to continue"
-            }
-            Command::Verify(a) if a.repair => {
-                "interrupted: the windows already repaired are kept; run verify --repair again to finish"
-            }
-            Command::Verify(_) => "interrupted: nothing was changed",
-            Command::Bench(_) => {
-                "interrupted: plays held aside are put back by the next bench, or by bench --restore"
-            }
-            _ => "interrupted",
-        }
-    }
-
-    /// The source arguments of a command that reads the source.
-    pub fn source(&self) -> Option<&SourceArg> {
-        match self {
-            Command::Load(a) => Some(&a.source),
-            Command::Seed(a) => Some(&a.source),
-            Command::Sync(a) => Some(&a.source),
-            Command::Backfill(a) => Some(&a.source),
-            Command::Verify(a) => Some(&a.source),
-            Command::Bench(a) => Some(&a.source),
-            Command::Config(ConfigCommand::Check(a)) => Some(&a.source),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
