@@ -389,7 +389,7 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
     assert_eq!(verify(&db, &target, &[]).0, 0);
     let id =
         |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let tamper: [&str; 3] = [
+    let tamper: [&str; 5] = [
         // a track of X pointed at Y's album of the same title
         "UPDATE tracks SET album_id = (SELECT album_id FROM albums a JOIN artists r USING (artist_id) WHERE r.name = 'Y' AND a.title = 'Same')
           WHERE track_id = (SELECT min(t.track_id) FROM tracks t JOIN artists r USING (artist_id) WHERE r.name = 'X')",
@@ -398,10 +398,14 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
           WHERE title = 'Other'",
         // a stored loved outside 0/1
         "UPDATE scrobbles SET loved = 2 WHERE scrobble_id = 10",
+        // dimension rows gone (foreign keys are not enforced by default)
+        "DELETE FROM users WHERE name = 'u1'",
+        "DELETE FROM artists WHERE name = 'Y'",
     ];
     for sql in tamper {
         let conn = Connection::open(&target).unwrap();
-        conn.execute(sql, []).unwrap();
+        conn.execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
+            .unwrap();
         drop(conn);
         let (code, report) = verify(&db, &target, &[]);
         assert_eq!(code, 3, "{sql}: {report}");

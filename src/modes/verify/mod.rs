@@ -28,6 +28,7 @@ use canonical::pg_row_md5;
 pub use canonical::{canonical, row_hash, Tuple};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -289,16 +290,12 @@ impl<T> Dim<T> {
         Ok(Dim(v))
     }
 
-    fn get(&self, id: i64, what: &str) -> Result<&T> {
+    /// The row of key `id`, if the target has it.
+    fn find(&self, id: i64) -> Option<&T> {
         usize::try_from(id)
             .ok()
             .and_then(|i| self.0.get(i))
             .and_then(|o| o.as_ref())
-            .ok_or_else(|| {
-                anyhow!(
-                    "the target has a dangling {what} key {id}; run `scrobsync load` to rebuild it"
-                )
-            })
     }
 }
 
@@ -419,29 +416,34 @@ fn digest_range(
     while let Some(r) = rows.next()? {
         let (id, user, track, epoch, loved): (i64, i64, i64, i64, i64) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        let (artist, album, title) = dims.tracks.get(track, "track")?;
-        let album = match album {
-            Some(a) => {
-                let (album_artist, title) = dims.albums.get(*a, "album")?;
-                Some((
-                    dims.artists.get(*album_artist, "artist")?.as_str(),
-                    title.as_str(),
-                ))
-            }
-            None => None,
-        };
-        canonical(
-            &mut buf,
-            &Tuple {
+        // A scrobble whose user, track, artist or album row is gone (a damaged target) hashes
+        // apart from every source row: its window differs, and a repair writes it anew.
+        let tuple = (|| {
+            let (artist, album, title) = dims.tracks.find(track)?;
+            let album = match album {
+                Some(a) => {
+                    let (album_artist, title) = dims.albums.find(*a)?;
+                    Some((dims.artists.find(*album_artist)?.as_str(), title.as_str()))
+                }
+                None => None,
+            };
+            Some(Tuple {
                 id,
-                user: dims.users.get(user, "user")?,
+                user: dims.users.find(user)?,
                 epoch,
-                artist: dims.artists.get(*artist, "artist")?,
+                artist: dims.artists.find(*artist)?,
                 album,
                 track: title,
                 loved,
-            },
-        );
+            })
+        })();
+        match tuple {
+            Some(t) => canonical(&mut buf, &t),
+            None => {
+                buf.clear();
+                let _ = write!(buf, "{id}|a dimension row is missing");
+            }
+        }
         let w = match last_window {
             Some((s, e, k)) if epoch >= s && epoch < e => k,
             _ => {
