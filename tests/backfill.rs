@@ -389,7 +389,7 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
     assert_eq!(verify(&db, &target, &[]).0, 0);
     let id =
         |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let tamper: [&str; 5] = [
+    let tamper: [&str; 8] = [
         // a track of X pointed at Y's album of the same title
         "UPDATE tracks SET album_id = (SELECT album_id FROM albums a JOIN artists r USING (artist_id) WHERE r.name = 'Y' AND a.title = 'Same')
           WHERE track_id = (SELECT min(t.track_id) FROM tracks t JOIN artists r USING (artist_id) WHERE r.name = 'X')",
@@ -401,6 +401,16 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
         // dimension rows gone (foreign keys are not enforced by default)
         "DELETE FROM users WHERE name = 'u1'",
         "DELETE FROM artists WHERE name = 'Y'",
+        // two scrobbles' tracks swapped
+        "UPDATE scrobbles SET track_id = CASE scrobble_id
+              WHEN 20 THEN (SELECT track_id FROM scrobbles WHERE scrobble_id = 21)
+              ELSE (SELECT track_id FROM scrobbles WHERE scrobble_id = 20) END
+          WHERE scrobble_id IN (20, 21)",
+        // a scrobble the source does not have (a duplicate under another id)
+        "INSERT INTO scrobbles SELECT scrobble_id + 100000, user_id, track_id, played_at, loved
+           FROM scrobbles WHERE scrobble_id = 30",
+        // a play moved by one second
+        "UPDATE scrobbles SET played_at = played_at + 1 WHERE scrobble_id = 40",
     ];
     for sql in tamper {
         let conn = Connection::open(&target).unwrap();
