@@ -517,6 +517,11 @@ fn print_verify_table(r: &VerifyReport) {
             r.attributes_differ.join(", ")
         );
     }
+    if r.search_index_differs {
+        outln!(
+            "the search index (names_fts) does not hold exactly the names of the target's rows (verify --repair rebuilds it)"
+        );
+    }
     if r.differing.is_empty() {
         if r.attributes_compared {
             outln!("all windows match");

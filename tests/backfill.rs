@@ -442,3 +442,41 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
             "were not compared: add --attributes",
         ));
 }
+
+#[test]
+fn verify_checks_the_search_index_and_repair_rebuilds_it() {
+    let db = TestDb::new("ftsverify");
+    seed(&db, &["--rows", "3000", "--seed", "12"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("f.sqlite");
+    bin()
+        .args(["load", "--fts", "--source", &db.url, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(verify(&db, &target, &[]).0, 0);
+    for sql in [
+        // a name gone from the index
+        "DELETE FROM names_fts WHERE rowid = (SELECT min(rowid) FROM names_fts)",
+        // a renamed artist: its scrobbles differ, and the index keeps the old name
+        "UPDATE artists SET name = name || ' (renamed)' WHERE artist_id = 1",
+    ] {
+        Connection::open(&target).unwrap().execute(sql, []).unwrap();
+        let (code, report) = verify(&db, &target, &[]);
+        assert_eq!(code, 3, "{sql}: {report}");
+        assert_eq!(report["search_index_differs"], true, "{sql}");
+        let (code, report) = verify(&db, &target, &["--repair"]);
+        assert_eq!(code, 0, "{sql}: {report}");
+        let conn = Connection::open(&target).unwrap();
+        let stale: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM names_fts WHERE name LIKE '%(renamed)%' AND kind = 'artist'
+                   AND ref NOT IN (SELECT artist_id FROM artists WHERE name LIKE '%(renamed)%')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stale, 0);
+    }
+    assert_eq!(verify(&db, &target, &[]).0, 0);
+}

@@ -62,6 +62,35 @@ pub fn add_after(conn: &Connection, after: [i64; 3]) -> Result<()> {
     Ok(())
 }
 
+/// Whether the index holds exactly the names of the dimension rows, each once (`None`: the
+/// target has no index).
+pub fn matches(conn: &Connection) -> Result<Option<bool>> {
+    if !exists(conn)? {
+        return Ok(None);
+    }
+    let n: i64 = conn.query_row(
+        "WITH dims AS (SELECT 'artist' AS kind, name, artist_id AS ref FROM artists
+                       UNION ALL SELECT 'album', title, album_id FROM albums
+                       UNION ALL SELECT 'track', title, track_id FROM tracks),
+              idx AS (SELECT kind, name, ref FROM names_fts)
+         SELECT (SELECT count(*) FROM (SELECT * FROM idx EXCEPT SELECT * FROM dims))
+              + (SELECT count(*) FROM (SELECT * FROM dims EXCEPT SELECT * FROM idx))
+              + abs((SELECT count(*) FROM idx) - (SELECT count(*) FROM dims))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(Some(n == 0))
+}
+
+/// Builds the index anew from the dimension rows, if the target has it.
+pub fn rebuild(conn: &Connection) -> Result<()> {
+    if !exists(conn)? {
+        return Ok(());
+    }
+    conn.execute("DELETE FROM names_fts", [])?;
+    add_after(conn, [0, 0, 0])
+}
+
 /// Drops index entries whose dimension row is gone (after `backfill --prune`).
 pub fn remove_missing(conn: &Connection) -> Result<()> {
     if !exists(conn)? {

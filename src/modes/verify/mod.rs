@@ -86,6 +86,8 @@ pub struct VerifyReport {
     /// Dimensions whose attributes (mbid, duration) differ from what the source's rows give
     /// (checked when the whole time range is verified).
     pub attributes_differ: Vec<String>,
+    /// The search index (`--fts`) does not hold exactly the dimension rows' names.
+    pub search_index_differs: bool,
     /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
     pub attributes_compared: bool,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
@@ -103,7 +105,11 @@ impl VerifyReport {
     pub fn all_equal(&self) -> bool {
         match &self.after_repair {
             Some(r) => r.all_equal(),
-            None => self.differing.is_empty() && self.attributes_differ.is_empty(),
+            None => {
+                self.differing.is_empty()
+                    && self.attributes_differ.is_empty()
+                    && !self.search_index_differs
+            }
         }
     }
 }
@@ -549,6 +555,8 @@ fn verify_once(
         differing,
         attributes_differ,
         attributes_compared,
+        search_index_differs: crate::sink::search::matches(&target::open_read_only(&opts.target)?)?
+            == Some(false),
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,
@@ -610,6 +618,9 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 pipeline::step(opts.retry, "repairing attributes", progress, || {
                     attributes::refresh(&target, &opts.source, &table)
                 })?;
+        }
+        if report.search_index_differs {
+            target.write(crate::sink::search::rebuild)?;
         }
         let facts_after = count(&target)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
