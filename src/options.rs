@@ -245,6 +245,7 @@ pub fn bench(a: &cli::BenchArgs) -> Result<BenchOptions> {
         reader: value_name(a.pipeline.reader),
         check: value_name(a.pipeline.check),
         sync_rows: a.sync_rows,
+        verify: !a.skip_verify,
         workdir: a.workdir.clone().unwrap_or_else(std::env::temp_dir),
     })
 }

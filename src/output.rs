@@ -439,6 +439,21 @@ impl Report for BenchReport {
             "| stages of the median run (s) | plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} · index {:.2} · check {:.2} |",
             st.plan, st.read, st.normalize, st.write, st.index, st.check
         );
+        if let Some(v) = &self.verify {
+            outln!(
+                "| verify (median) | {:.2} s = {:.2}× the load ({}) |",
+                v.seconds,
+                v.ratio_to_load,
+                runs(&v.runs)
+            );
+            outln!(
+                "| verify --attributes (median) | {:.2} s = {:.2}× the load ({}; peak RSS {:.0} MiB) |",
+                v.attributes_seconds,
+                v.attributes_ratio_to_load,
+                runs(&v.attributes_runs),
+                v.peak_rss_mib
+            );
+        }
         if let Some(s) = &self.sync {
             let t = &s.stages;
             outln!(

@@ -516,6 +516,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sync_rows: Option<u64>,
 
+    /// Do not time `verify` and `verify --attributes` against the loaded target.
+    #[arg(long)]
+    pub skip_verify: bool,
+
     /// Only put back the plays an interrupted bench holds aside (its timed sync moves the
     /// newest plays out of the table for a while), then stop.
     #[arg(long)]

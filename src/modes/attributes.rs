@@ -6,17 +6,15 @@
 //! deleted, or a lower id arrives later with an earlier value, they cannot know without reading
 //! every row of the entity. So `verify` compares, per dimension, a digest of (identity, values)
 //! of every entity the source's rows name with the same digest over the entities the target's
-//! scrobbles reference, and `verify --repair` recomputes the values from the source.
+//! scrobbles reference (computed in `modes::verify` as it streams the rows), and
+//! `verify --repair` recomputes the values from the source here.
 
 use crate::sink::target::Target;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::plan::SourceTable;
 use crate::source::SourceUrl;
 use anyhow::{Context, Result};
-use md5::{Digest, Md5};
-use rusqlite::Connection;
 use serde::Serialize;
-use std::fmt::Write as _;
 
 /// The three dimensions with attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,27 +61,6 @@ impl Dimension {
         }
     }
 
-    /// The same, for the entities the target's scrobbles reference.
-    fn target_sql(self) -> &'static str {
-        match self {
-            Dimension::Artists => {
-                "SELECT a.name, a.mbid FROM artists a WHERE a.artist_id IN
-                   (SELECT t.artist_id FROM tracks t WHERE t.track_id IN (SELECT track_id FROM scrobbles))"
-            }
-            Dimension::Albums => {
-                "SELECT a.name, al.title, al.mbid FROM albums al JOIN artists a USING (artist_id)
-                  WHERE al.album_id IN (SELECT t.album_id FROM tracks t
-                                         WHERE t.track_id IN (SELECT track_id FROM scrobbles))"
-            }
-            Dimension::Tracks => {
-                "SELECT a.name, al.title, t.title, t.mbid, CAST(t.duration_ms AS TEXT)
-                   FROM tracks t JOIN artists a ON a.artist_id = t.artist_id
-                   LEFT JOIN albums al ON al.album_id = t.album_id
-                  WHERE t.track_id IN (SELECT track_id FROM scrobbles)"
-            }
-        }
-    }
-
     fn width(self) -> usize {
         match self {
             Dimension::Artists => 2,
@@ -91,48 +68,6 @@ impl Dimension {
             Dimension::Tracks => 5,
         }
     }
-}
-
-/// Count and order-independent hash of a dimension's (identity, values) rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AttrDigest {
-    pub entities: u64,
-    pub hash: u64,
-}
-
-impl AttrDigest {
-    fn add(&mut self, fields: &[Option<String>], buf: &mut String) {
-        buf.clear();
-        for f in fields {
-            match f {
-                Some(s) => {
-                    let _ = write!(buf, "{}:{s}|", s.len());
-                }
-                None => buf.push_str("N|"),
-            }
-        }
-        let d = Md5::digest(buf.as_bytes());
-        self.entities += 1;
-        self.hash = self
-            .hash
-            .wrapping_add(u64::from_be_bytes(d[..8].try_into().expect("16 bytes")));
-    }
-}
-
-/// Digests of the source's dimensions (computed from all its rows).
-pub fn source_digests(url: &SourceUrl, table: &SourceTable) -> Result<Vec<AttrDigest>> {
-    let mut client = url.connect_reader()?;
-    let mut out = Vec::new();
-    for d in DIMENSIONS {
-        let mut digest = AttrDigest::default();
-        let mut buf = String::new();
-        for_each_source_entity(&mut client, table, d, |fields| {
-            digest.add(fields, &mut buf);
-            Ok(())
-        })?;
-        out.push(digest);
-    }
-    Ok(out)
 }
 
 fn for_each_source_entity(
@@ -148,26 +83,6 @@ fn for_each_source_entity(
             f(&fields)
         })
         .with_context(|| format!("reading the source's {} attributes failed", d.name()))
-}
-
-/// Digests of the target's dimensions (entities its scrobbles reference).
-pub fn target_digests(conn: &Connection) -> Result<Vec<AttrDigest>> {
-    let mut out = Vec::new();
-    for d in DIMENSIONS {
-        let mut digest = AttrDigest::default();
-        let mut buf = String::new();
-        let mut stmt = conn.prepare(d.target_sql())?;
-        let mut rows = stmt.query([])?;
-        let width = d.width();
-        while let Some(r) = rows.next()? {
-            let fields: Vec<Option<String>> = (0..width)
-                .map(|i| r.get::<_, Option<String>>(i))
-                .collect::<rusqlite::Result<_>>()?;
-            digest.add(&fields, &mut buf);
-        }
-        out.push(digest);
-    }
-    Ok(out)
 }
 
 /// Sets every dimension row's values to what the source's rows give (first non-NULL in id
@@ -204,14 +119,4 @@ pub fn refresh(target: &Target, url: &SourceUrl, table: &SourceTable) -> Result<
         }
         Ok(changed)
     })
-}
-
-/// The names of the dimensions whose digests differ.
-pub fn differing(src: &[AttrDigest], dst: &[AttrDigest]) -> Vec<String> {
-    DIMENSIONS
-        .iter()
-        .zip(src.iter().zip(dst))
-        .filter(|(_, (a, b))| a != b)
-        .map(|(d, _)| d.name().to_string())
-        .collect()
 }

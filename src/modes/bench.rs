@@ -1,7 +1,8 @@
 //! `scrobsync bench`: the end-to-end benchmark. Seeds the source if needed, measures the
 //! *read floor* (how fast PostgreSQL can emit the rows: a binary `COPY` of the same columns to
 //! nowhere, over the same connection parameters), runs full loads as child processes (so their
-//! peak RSS is their own), optionally an incremental sync of fresh rows, and reports medians.
+//! peak RSS is their own), `verify` with and without `--attributes` over the loaded target,
+//! optionally an incremental sync of fresh rows, and reports medians.
 
 use super::StageSeconds;
 use crate::source::conn::ReadOnlyClient;
@@ -37,6 +38,8 @@ pub struct BenchOptions {
     pub check: String,
     /// Newest plays held back and then synced (0: skip it; None: 1% of the rows).
     pub sync_rows: Option<u64>,
+    /// Time `verify` and `verify --attributes` against the loaded target.
+    pub verify: bool,
     /// Folder for the target files.
     pub workdir: PathBuf,
 }
@@ -62,6 +65,21 @@ pub struct SyncBench {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct VerifyBench {
+    /// Median wall seconds of `scrobsync verify` over the loaded target.
+    pub seconds: f64,
+    pub runs: Vec<f64>,
+    /// `seconds` over the median load's.
+    pub ratio_to_load: f64,
+    /// Median wall seconds of `scrobsync verify --attributes`.
+    pub attributes_seconds: f64,
+    pub attributes_runs: Vec<f64>,
+    pub attributes_ratio_to_load: f64,
+    /// Greatest peak RSS over the verify runs.
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub mode: &'static str,
     pub source: String,
@@ -81,6 +99,7 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// Stage seconds of the median load run.
     pub stages: StageSeconds,
+    pub verify: Option<VerifyBench>,
     pub sync: Option<SyncBench>,
 }
 
@@ -256,6 +275,50 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         serde_json::from_value(median_run.summary["seconds"].clone()).unwrap_or_default();
     let peak_rss_mib = loads.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
 
+    let verify = if opts.verify {
+        // verify over the last load's target (the source is as that load read it)
+        let mut args = vec![
+            "verify".to_string(),
+            "--target".into(),
+            target.display().to_string(),
+            "--partitions".into(),
+            opts.partitions.to_string(),
+            "--json".into(),
+        ];
+        if let Some(c) = &opts.config {
+            args.push("--config".into());
+            args.push(c.display().to_string());
+        }
+        let mut plain = Vec::new();
+        let mut attributes = Vec::new();
+        for i in 0..repeat {
+            status(&format!("verify run {}/{repeat} ...", i + 1));
+            plain.push(run_child(&opts.exe, &opts.source, &args)?);
+        }
+        args.push("--attributes".into());
+        for i in 0..repeat {
+            status(&format!("verify --attributes run {}/{repeat} ...", i + 1));
+            attributes.push(run_child(&opts.exe, &opts.source, &args)?);
+        }
+        let secs = |v: &[ChildRun]| v.iter().map(|r| r.seconds).collect::<Vec<_>>();
+        let (runs, attributes_runs) = (secs(&plain), secs(&attributes));
+        Some(VerifyBench {
+            seconds: median(&runs),
+            ratio_to_load: median(&runs) / load_seconds,
+            attributes_seconds: median(&attributes_runs),
+            attributes_ratio_to_load: median(&attributes_runs) / load_seconds,
+            runs,
+            attributes_runs,
+            peak_rss_mib: plain
+                .iter()
+                .chain(&attributes)
+                .map(|r| r.peak_rss_mib)
+                .fold(0.0, f64::max),
+        })
+    } else {
+        None
+    };
+
     let sync_rows = opts.sync_rows.unwrap_or(rows as u64 / 100);
     let sync = if sync_rows > 0 {
         let mut client = opts.source.connect()?;
@@ -307,6 +370,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         rows_per_second: rows as f64 / load_seconds,
         peak_rss_mib,
         stages,
+        verify,
         sync,
     })
 }

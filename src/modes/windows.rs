@@ -53,8 +53,7 @@ impl By {
     }
 
     /// A window's number: days or weeks since the epoch, or months since year 0 (astronomical
-    /// years: 1 BC is 0). Plain arithmetic that PostgreSQL reproduces exactly in SQL for every
-    /// value it can store — unlike `date_trunc`, which fails in the first month of 4714 BC.
+    /// years: 1 BC is 0). Both sides of `verify` number their rows' windows with it.
     pub fn key(self, t: i64) -> i64 {
         match self {
             By::Day => t.div_euclid(86_400),
@@ -72,25 +71,6 @@ impl By {
             By::Day => key * 86_400,
             By::Week => (key * 7 + 4) * 86_400,
             By::Month => month_start(key.div_euclid(12) as i32, key.rem_euclid(12) as u32 + 1),
-        }
-    }
-
-    /// SQL (PostgreSQL) computing [`By::key`] of `played_at`.
-    pub fn pg_key_expr(self) -> &'static str {
-        match self {
-            // date_part of a whole-second timestamp is exact in float8 (and cheap).
-            By::Day => {
-                "floor(date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC')) / 86400)::int8"
-            }
-            By::Week => {
-                "floor((floor(date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC')) / 86400) - 4) / 7)::int8"
-            }
-            // PostgreSQL counts 1 BC as year -1; astronomical years count it as 0.
-            By::Month => {
-                "((date_part('year', played_at AT TIME ZONE 'UTC') \
-                   + CASE WHEN date_part('year', played_at AT TIME ZONE 'UTC') < 0 THEN 1 ELSE 0 END) * 12 \
-                   + date_part('month', played_at AT TIME ZONE 'UTC') - 1)::int8"
-            }
         }
     }
 

@@ -36,7 +36,7 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// A source column type the decoder understands. The reader's queries cast every field to one
 /// of these (see `source::mapping`), so anything else is a bug or an unmapped custom query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     I16,
     I32,
     I64,
@@ -136,36 +136,34 @@ fn be_i64(b: &[u8]) -> i64 {
     i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
-/// Decodes the binary COPY stream of one query into one record batch.
-struct Decoder {
-    names: Vec<String>,
-    kinds: Vec<Kind>,
-    builders: Vec<Builder>,
-    /// (offset, length or -1) of each field of the tuple being decoded.
+/// Cuts a binary COPY stream into rows: the header, then tuples of length-prefixed fields, then
+/// the trailer. Each complete row is handed over as the (offset, length or -1) of its fields in
+/// the buffer; a unit split across buffers is left for the next call.
+struct Cutter {
+    columns: usize,
+    /// (offset, length or -1) of each field of the tuple being cut.
     fields: Vec<(usize, i32)>,
     header_done: bool,
     trailer_seen: bool,
-    sentinels: (i64, i64),
-    rows: usize,
 }
 
-impl Decoder {
-    fn new(names: &[String], kinds: &[Kind], rows_hint: usize) -> Self {
+impl Cutter {
+    fn new(columns: usize) -> Self {
         Self {
-            names: names.to_vec(),
-            kinds: kinds.to_vec(),
-            builders: kinds.iter().map(|k| Builder::new(*k, rows_hint)).collect(),
-            fields: Vec::with_capacity(kinds.len()),
+            columns,
+            fields: Vec::with_capacity(columns),
             header_done: false,
             trailer_seen: false,
-            sentinels: infinity_sentinels(),
-            rows: 0,
         }
     }
 
-    /// Decodes every complete unit (header, tuple, trailer) at the start of `buf`; returns how
-    /// many bytes were used. A partial unit is left for the next call.
-    fn feed(&mut self, buf: &[u8]) -> Result<usize> {
+    /// Cuts every complete unit (header, tuple, trailer) at the start of `buf`, calling `row`
+    /// for each tuple with the tuple's bytes and its fields; returns how many bytes were used.
+    fn feed(
+        &mut self,
+        buf: &[u8],
+        mut row: impl FnMut(&[u8], &[(usize, i32)]) -> Result<()>,
+    ) -> Result<usize> {
         let mut pos = 0;
         if !self.header_done {
             if buf.len() < SIGNATURE.len() + 8 {
@@ -183,15 +181,23 @@ impl Decoder {
             self.header_done = true;
         }
         while pos < buf.len() && !self.trailer_seen {
-            match self.tuple(&buf[pos..])? {
-                Some(used) => pos += used,
+            let b = &buf[pos..];
+            match self.tuple(b)? {
+                Some(0) => {}
+                Some(used) => {
+                    row(b, &self.fields)?;
+                    pos += used;
+                    continue;
+                }
                 None => break,
             }
+            pos += 2; // the trailer
         }
         Ok(pos)
     }
 
-    /// Decodes one tuple at the start of `b`, or returns None if it is not complete yet.
+    /// Cuts one tuple at the start of `b` into `self.fields`: Some(its length), Some(0) for the
+    /// trailer, None if it is not complete yet.
     fn tuple(&mut self, b: &[u8]) -> Result<Option<usize>> {
         if b.len() < 2 {
             return Ok(None);
@@ -199,15 +205,14 @@ impl Decoder {
         let n = be_i16(b);
         if n == -1 {
             self.trailer_seen = true;
-            return Ok(Some(2));
+            return Ok(Some(0));
         }
-        if n as usize != self.kinds.len() {
+        if n as usize != self.columns {
             bail!(
                 "a COPY row has {n} fields where {} were expected",
-                self.kinds.len()
+                self.columns
             );
         }
-        // Cut the fields first, so that a tuple split across messages appends nothing.
         self.fields.clear();
         let mut pos = 2;
         for _ in 0..n {
@@ -225,60 +230,51 @@ impl Decoder {
             }
             self.fields.push((start, len));
         }
-        for (col, &(start, len)) in self.fields.iter().enumerate() {
-            let v = (len >= 0).then(|| &b[start..start + len as usize]);
-            match (&mut self.builders[col], v) {
-                (Builder::I16(c), v) => c.append_option(v.map(be_i16)),
-                (Builder::I32(c), v) => c.append_option(v.map(be_i32)),
-                (Builder::I64(c), v) => c.append_option(v.map(be_i64)),
-                (Builder::Bool(c), v) => c.append_option(v.map(|x| x[0] != 0)),
-                (Builder::Text(c), None) => c.append_null(),
-                (Builder::Text(c), Some(x)) if self.kinds[col] == Kind::Uuid => {
-                    let mut s = [0u8; 36];
-                    let bytes: &[u8; 16] = x
-                        .try_into()
-                        .map_err(|_| anyhow!("a uuid field has {} bytes", x.len()))?;
-                    format_uuid(bytes, &mut s);
-                    c.append_value(std::str::from_utf8(&s).expect("hex digits are ASCII"));
-                }
-                (Builder::Text(c), Some(x)) => {
-                    let s = std::str::from_utf8(x).map_err(|_| {
-                        anyhow!(
-                            "source column {} holds text that is not UTF-8; set the database \
-                             encoding to UTF8 or convert the column",
-                            self.names[col]
-                        )
-                    })?;
-                    c.append_value(s);
-                }
-                (Builder::Ts(c), None) => c.append_null(),
-                (Builder::Ts(c), Some(x)) => {
-                    let pg = be_i64(x);
-                    let us = match pg {
-                        i64::MAX => self.sentinels.0,
-                        i64::MIN => self.sentinels.1,
-                        v => v.checked_add(PG_EPOCH_US).ok_or_else(|| {
-                            let id = match self.fields.first() {
-                                Some(&(s, 8)) => be_i64(&b[s..]).to_string(),
-                                _ => "?".into(),
-                            };
-                            anyhow!(
-                                "source row with id {id} has a {} after the year 294246, which \
-                                 has no Unix time in microseconds; fix or delete that row",
-                                self.names[col]
-                            )
-                        })?,
-                    };
-                    c.append_value(us);
-                }
-            }
-        }
-        self.rows += 1;
         Ok(Some(pos))
+    }
+}
+
+/// Decodes the binary COPY stream of one query into one record batch.
+struct Decoder {
+    names: Vec<String>,
+    kinds: Vec<Kind>,
+    builders: Vec<Builder>,
+    cutter: Cutter,
+    sentinels: (i64, i64),
+    rows: usize,
+}
+
+impl Decoder {
+    fn new(names: &[String], kinds: &[Kind], rows_hint: usize) -> Self {
+        Self {
+            names: names.to_vec(),
+            kinds: kinds.to_vec(),
+            builders: kinds.iter().map(|k| Builder::new(*k, rows_hint)).collect(),
+            cutter: Cutter::new(kinds.len()),
+            sentinels: infinity_sentinels(),
+            rows: 0,
+        }
+    }
+
+    /// Decodes every complete unit at the start of `buf`; returns how many bytes were used.
+    fn feed(&mut self, buf: &[u8]) -> Result<usize> {
+        let Decoder {
+            names,
+            kinds,
+            builders,
+            cutter,
+            sentinels,
+            rows,
+        } = self;
+        cutter.feed(buf, |b, fields| {
+            append_row(names, kinds, builders, *sentinels, b, fields)?;
+            *rows += 1;
+            Ok(())
+        })
     }
 
     fn finish(mut self) -> Result<RecordBatch> {
-        if !self.trailer_seen {
+        if !self.cutter.trailer_seen {
             bail!("the COPY stream ended without its trailer");
         }
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
@@ -292,6 +288,71 @@ impl Decoder {
             Arc::new(Schema::new(fields)),
             columns,
         )?)
+    }
+}
+
+/// Appends one cut row to the column builders.
+fn append_row(
+    names: &[String],
+    kinds: &[Kind],
+    builders: &mut [Builder],
+    sentinels: (i64, i64),
+    b: &[u8],
+    fields: &[(usize, i32)],
+) -> Result<()> {
+    for (col, &(start, len)) in fields.iter().enumerate() {
+        let v = (len >= 0).then(|| &b[start..start + len as usize]);
+        match (&mut builders[col], v) {
+            (Builder::I16(c), v) => c.append_option(v.map(be_i16)),
+            (Builder::I32(c), v) => c.append_option(v.map(be_i32)),
+            (Builder::I64(c), v) => c.append_option(v.map(be_i64)),
+            (Builder::Bool(c), v) => c.append_option(v.map(|x| x[0] != 0)),
+            (Builder::Text(c), None) => c.append_null(),
+            (Builder::Text(c), Some(x)) if kinds[col] == Kind::Uuid => {
+                let mut s = [0u8; 36];
+                let bytes: &[u8; 16] = x
+                    .try_into()
+                    .map_err(|_| anyhow!("a uuid field has {} bytes", x.len()))?;
+                format_uuid(bytes, &mut s);
+                c.append_value(std::str::from_utf8(&s).expect("hex digits are ASCII"));
+            }
+            (Builder::Text(c), Some(x)) => {
+                let s = std::str::from_utf8(x).map_err(|_| {
+                    anyhow!(
+                        "source column {} holds text that is not UTF-8; set the database \
+                         encoding to UTF8 or convert the column",
+                        names[col]
+                    )
+                })?;
+                c.append_value(s);
+            }
+            (Builder::Ts(c), None) => c.append_null(),
+            (Builder::Ts(c), Some(x)) => {
+                let us = unix_micros(be_i64(x), sentinels).ok_or_else(|| {
+                    let id = match fields.first() {
+                        Some(&(s, 8)) => be_i64(&b[s..]).to_string(),
+                        _ => "?".into(),
+                    };
+                    anyhow!(
+                        "source row with id {id} has a {} after the year 294246, which \
+                         has no Unix time in microseconds; fix or delete that row",
+                        names[col]
+                    )
+                })?;
+                c.append_value(us);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A binary timestamptz (microseconds from 2000-01-01 UTC) as Unix microseconds, with
+/// `infinity`/`-infinity` as the given sentinels; None past the year 294246.
+fn unix_micros(pg: i64, sentinels: (i64, i64)) -> Option<i64> {
+    match pg {
+        i64::MAX => Some(sentinels.0),
+        i64::MIN => Some(sentinels.1),
+        v => v.checked_add(PG_EPOCH_US),
     }
 }
 
@@ -324,15 +385,13 @@ pub fn decode_canonical(stream: &[u8]) -> Result<RecordBatch> {
     dec.finish()
 }
 
-/// Streams `COPY (query) TO STDOUT (FORMAT binary)` through a decoder.
-fn copy_query(
+/// Streams `COPY (query) TO STDOUT (FORMAT binary)` through `feed`, which uses what it can of
+/// each buffer and returns how many bytes that was.
+fn copy_stream(
     client: &mut ReadOnlyClient,
     query: &str,
-    names: &[String],
-    kinds: &[Kind],
-    rows_hint: usize,
-) -> Result<RecordBatch> {
-    let mut dec = Decoder::new(names, kinds, rows_hint);
+    mut feed: impl FnMut(&[u8]) -> Result<usize>,
+) -> Result<()> {
     client.copy_out(
         &format!("COPY ({query}) TO STDOUT (FORMAT binary)"),
         |reader| {
@@ -349,11 +408,11 @@ fn copy_query(
                 }
                 let len = chunk.len();
                 if pending.is_empty() {
-                    let used = dec.feed(chunk)?;
+                    let used = feed(chunk)?;
                     pending.extend_from_slice(&chunk[used..]);
                 } else {
                     pending.extend_from_slice(chunk);
-                    let used = dec.feed(&pending)?;
+                    let used = feed(&pending)?;
                     pending.drain(..used);
                 }
                 reader.consume(len);
@@ -363,8 +422,112 @@ fn copy_query(
             }
             Ok(())
         },
-    )?;
+    )
+}
+
+/// Streams `COPY (query) TO STDOUT (FORMAT binary)` through a decoder.
+fn copy_query(
+    client: &mut ReadOnlyClient,
+    query: &str,
+    names: &[String],
+    kinds: &[Kind],
+    rows_hint: usize,
+) -> Result<RecordBatch> {
+    let mut dec = Decoder::new(names, kinds, rows_hint);
+    copy_stream(client, query, |buf| dec.feed(buf))?;
     dec.finish()
+}
+
+/// One field of a streamed row (see [`for_each_row`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    /// Text as sent (UTF-8: the session's client encoding), not validated.
+    Text(&'a [u8]),
+    Uuid(&'a [u8; 16]),
+    /// A timestamptz in Unix microseconds; `infinity`/`-infinity` as `i64::MAX`/`i64::MIN`.
+    Micros(i64),
+    Bool(bool),
+}
+
+impl Value<'_> {
+    /// The field as text bytes (a uuid formatted as PostgreSQL prints it, into `scratch`).
+    pub fn text<'s>(&'s self, scratch: &'s mut [u8; 36]) -> Option<&'s [u8]> {
+        match self {
+            Value::Text(t) => Some(t),
+            Value::Uuid(u) => {
+                format_uuid(u, scratch);
+                Some(&scratch[..])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The column types of a query's select list, for [`for_each_row`].
+pub fn column_kinds(client: &mut ReadOnlyClient, query: &str) -> Result<Vec<Kind>> {
+    let stmt = client.prepare(query)?;
+    stmt.columns()
+        .iter()
+        .map(|c| Kind::of(c.name(), c.type_()))
+        .collect()
+}
+
+/// Streams the rows of `query` (whose columns have `kinds`) one at a time through `row`,
+/// without building batches: for work that only looks at each row once (verify's hashing).
+pub fn for_each_row(
+    client: &mut ReadOnlyClient,
+    query: &str,
+    kinds: &[Kind],
+    mut row: impl FnMut(&[Value]) -> Result<()>,
+) -> Result<()> {
+    const MAX_COLUMNS: usize = 16;
+    if kinds.len() > MAX_COLUMNS {
+        bail!("a streamed query has more than {MAX_COLUMNS} columns");
+    }
+    let mut cutter = Cutter::new(kinds.len());
+    let mut seen_trailer = false;
+    copy_stream(client, query, |buf| {
+        let used = cutter.feed(buf, |b, fields| {
+            let mut vals = [Value::Null; MAX_COLUMNS];
+            for ((&(start, len), kind), out) in fields.iter().zip(kinds).zip(vals.iter_mut()) {
+                let v = (len >= 0).then(|| &b[start..start + len as usize]);
+                *out = match (kind, v) {
+                    (_, None) => Value::Null,
+                    (Kind::I16, Some(x)) => Value::Int(be_i16(x).into()),
+                    (Kind::I32, Some(x)) => Value::Int(be_i32(x).into()),
+                    (Kind::I64, Some(x)) => Value::Int(be_i64(x)),
+                    (Kind::Text, Some(x)) => Value::Text(x),
+                    (Kind::Uuid, Some(x)) => Value::Uuid(
+                        x.try_into()
+                            .map_err(|_| anyhow!("a uuid field has {} bytes", x.len()))?,
+                    ),
+                    (Kind::TimestampTz, Some(x)) => Value::Micros(
+                        unix_micros(be_i64(x), (i64::MAX, i64::MIN)).ok_or_else(|| {
+                            let id = match fields.first() {
+                                Some(&(s, 8)) => be_i64(&b[s..]).to_string(),
+                                _ => "?".into(),
+                            };
+                            anyhow!(
+                                "source row with id {id} has a timestamp after the year \
+                                     294246, which has no Unix time in microseconds; fix or \
+                                     delete that row"
+                            )
+                        })?,
+                    ),
+                    (Kind::Bool, Some(x)) => Value::Bool(x[0] != 0),
+                };
+            }
+            row(&vals[..kinds.len()])
+        })?;
+        seen_trailer = cutter.trailer_seen;
+        Ok(used)
+    })?;
+    if !seen_trailer {
+        bail!("the COPY stream ended without its trailer");
+    }
+    Ok(())
 }
 
 /// The direct reader: one connection per parallel partition, kept for the whole run.

@@ -63,7 +63,12 @@ impl SourceTable {
 
     /// `SELECT <canonical columns> FROM <relation>`, the start of every read query.
     pub fn select_sql(&self) -> String {
-        format!("SELECT {} FROM {}", COLUMNS.join(", "), self.relation)
+        self.select_columns_sql(&COLUMNS)
+    }
+
+    /// `SELECT <some canonical columns> FROM <relation>`.
+    pub fn select_columns_sql(&self, columns: &[&str]) -> String {
+        format!("SELECT {} FROM {}", columns.join(", "), self.relation)
     }
 
     /// Refuses a mapping whose id is not stable. Rows each window reads are chosen by their id,

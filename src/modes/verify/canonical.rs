@@ -1,141 +1,167 @@
-//! The canonical text of a lossless tuple and its hash, built the same way by scrobsync (over
-//! the target) and by PostgreSQL (over the source): every string prefixed with its byte length,
-//! a NULL album written `N`, so `''` and NULL — and any shift of text between fields — hash
-//! apart.
+//! The canonical encoding of a lossless tuple and of a dimension entity, and their hashes,
+//! built the same way by scrobsync over both sides: the source's rows as PostgreSQL streams
+//! them, the target's as its tables join. Every string is prefixed with its byte length and a
+//! NULL album is its own tag, so `''` and NULL — and any shift of text between fields — encode
+//! apart. Both sides are hashed by this process in one run, so the hash (xxh3) only has to be
+//! the same function on both sides, not a stable format.
 
-use md5::{Digest, Md5};
-use std::fmt::Write as _;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// One lossless tuple, as both sides see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuple<'a> {
     pub id: i64,
-    pub user: &'a str,
+    pub user: &'a [u8],
     /// Floor of the epoch, seconds.
     pub epoch: i64,
-    pub artist: &'a str,
+    pub artist: &'a [u8],
     /// The album's artist and title, or None.
-    pub album: Option<(&'a str, &'a str)>,
-    pub track: &'a str,
+    pub album: Option<(&'a [u8], &'a [u8])>,
+    pub track: &'a [u8],
     /// As stored: 0 or 1 (anything else hashes apart from every source value).
     pub loved: i64,
 }
 
-/// The canonical text of one lossless tuple (see the module comment).
-pub fn canonical(buf: &mut String, t: &Tuple) {
+fn push_text(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    buf.extend_from_slice(s);
+}
+
+/// The canonical bytes of one lossless tuple (see the module comment).
+pub fn canonical(buf: &mut Vec<u8>, t: &Tuple) {
     buf.clear();
-    let _ = write!(
-        buf,
-        "{}|{}:{}|{}|{}:{}|",
-        t.id,
-        t.user.len(),
-        t.user,
-        t.epoch,
-        t.artist.len(),
-        t.artist
-    );
+    buf.extend_from_slice(&t.id.to_le_bytes());
+    push_text(buf, t.user);
+    buf.extend_from_slice(&t.epoch.to_le_bytes());
+    push_text(buf, t.artist);
     match t.album {
         Some((artist, title)) => {
-            let _ = write!(buf, "{}:{artist}/{}:{title}", artist.len(), title.len());
+            buf.push(1);
+            push_text(buf, artist);
+            push_text(buf, title);
         }
-        None => buf.push('N'),
+        None => buf.push(0),
     }
-    let _ = write!(buf, "|{}:{}|", t.track.len(), t.track);
-    match t.loved {
-        0 => buf.push('0'),
-        1 => buf.push('1'),
-        other => {
-            let _ = write!(buf, "?{other}");
-        }
-    }
+    push_text(buf, t.track);
+    buf.extend_from_slice(&t.loved.to_le_bytes());
 }
 
-/// The first 8 bytes of the md5 of `text`, as PostgreSQL's `('x'||substr(md5(t),1,16))::bit(64)::int8`.
-pub fn row_hash(text: &str) -> u64 {
-    let d = Md5::digest(text.as_bytes());
-    u64::from_be_bytes(d[..8].try_into().expect("16-byte digest"))
+/// The hash of one tuple's canonical bytes; a window's digest is the wrapping sum.
+pub fn row_hash(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
 }
 
-/// The same canonical text, built by PostgreSQL.
-/// (`date_part` of a timestamp truncated to whole seconds is exact in float8 and much cheaper
-/// than `extract`, which computes in numeric.)
-const PG_CANONICAL: &str = "id::text || '|' || octet_length(username) || ':' || username || '|' \
-    || date_part('epoch', date_trunc('second', played_at AT TIME ZONE 'UTC'))::int8 || '|' \
-    || octet_length(artist_name) || ':' || artist_name || '|' \
-    || coalesce(octet_length(artist_name) || ':' || artist_name || '/' \
-                || octet_length(album_name) || ':' || album_name, 'N') || '|' \
-    || octet_length(track_name) || ':' || track_name || '|' \
-    || CASE WHEN loved THEN '1' WHEN NOT loved THEN '0' ELSE 'N' END";
+/// The hash of a row that cannot be encoded (a damaged target whose scrobble names a missing
+/// dimension row): apart from every tuple's.
+pub fn broken_row_hash(id: i64) -> u64 {
+    let mut b = b"missing dimension row".to_vec();
+    b.extend_from_slice(&id.to_le_bytes());
+    xxh3_64(&b)
+}
 
-/// The md5 (hex) of the canonical text's UTF-8 bytes, as the target computes it. On a server
-/// whose encoding is not UTF-8 (LATIN1, …) lengths and bytes are taken of the text converted to
-/// UTF-8; on a UTF-8 server that conversion would only cost time.
-pub(super) fn pg_row_md5(utf8_server: bool) -> String {
-    if utf8_server {
-        format!("md5({PG_CANONICAL})")
-    } else {
-        let utf8 = PG_CANONICAL
-            .replace("octet_length(", "octet_length(convert_to(")
-            .replace(") || ':'", ", 'UTF8')) || ':'");
-        format!("md5(convert_to({utf8}, 'UTF8'))")
+/// The identity of a dimension entity, as both sides name it: an artist by name, an album by its
+/// artist's name and title, a track by artist name, album title (or none) and title.
+pub fn entity_key(buf: &mut Vec<u8>, parts: &[Option<&[u8]>]) -> u128 {
+    buf.clear();
+    for p in parts {
+        match p {
+            Some(s) => {
+                buf.push(1);
+                push_text(buf, s);
+            }
+            None => buf.push(0),
+        }
     }
+    xxh3_128(buf)
+}
+
+/// The hash of an attribute's text value (an mbid).
+pub fn text_hash(s: &[u8]) -> u64 {
+    xxh3_64(s)
+}
+
+/// The hash of one entity with its attribute values (mbid hash, duration); a dimension's digest
+/// is the wrapping sum over its entities.
+pub fn entity_hash(key: u128, mbid: Option<u64>, duration: Option<i64>) -> u64 {
+    let mut b = [0u8; 34];
+    b[..16].copy_from_slice(&key.to_le_bytes());
+    if let Some(m) = mbid {
+        b[16] = 1;
+        b[17..25].copy_from_slice(&m.to_le_bytes());
+    }
+    if let Some(d) = duration {
+        b[25] = 1;
+        b[26..34].copy_from_slice(&d.to_le_bytes());
+    }
+    xxh3_64(&b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn null_and_empty_album_hash_apart() {
-        let mut a = String::new();
-        let mut b = String::new();
-        let t = Tuple {
-            id: 1,
-            user: "u",
-            epoch: 0,
-            artist: "x",
-            album: None,
-            track: "t",
-            loved: 0,
-        };
-        canonical(&mut a, &t);
-        canonical(
-            &mut b,
-            &Tuple {
-                album: Some(("x", "")),
-                ..t
-            },
-        );
-        assert_ne!(a, b);
-        // the album's own artist, and a stored loved outside 0/1, count
-        canonical(
-            &mut a,
-            &Tuple {
-                album: Some(("x", "A")),
-                ..t
-            },
-        );
-        canonical(
-            &mut b,
-            &Tuple {
-                album: Some(("y", "A")),
-                ..t
-            },
-        );
-        assert_ne!(a, b);
-        canonical(&mut a, &Tuple { loved: 1, ..t });
-        canonical(&mut b, &Tuple { loved: 2, ..t });
-        assert_ne!(a, b);
-        assert_ne!(row_hash(&a), row_hash(&b));
-        // shifting text between fields changes the text
-        canonical(&mut a, &Tuple { user: "u|1", ..t });
-        canonical(&mut b, &Tuple { artist: "1|x", ..t });
-        assert_ne!(a, b);
+    fn enc(t: &Tuple) -> Vec<u8> {
+        let mut b = Vec::new();
+        canonical(&mut b, t);
+        b
     }
 
     #[test]
-    fn md5_prefix_matches_postgres_convention() {
-        // md5('abc') = 900150983cd24fb0d6963f7d28e17f72
-        assert_eq!(row_hash("abc"), 0x9001_5098_3cd2_4fb0);
+    fn null_and_empty_album_hash_apart() {
+        let t = Tuple {
+            id: 1,
+            user: b"u",
+            epoch: 0,
+            artist: b"x",
+            album: None,
+            track: b"t",
+            loved: 0,
+        };
+        assert_ne!(
+            enc(&t),
+            enc(&Tuple {
+                album: Some((b"x", b"")),
+                ..t
+            })
+        );
+        // the album's own artist, and a stored loved outside 0/1, count
+        assert_ne!(
+            enc(&Tuple {
+                album: Some((b"x", b"A")),
+                ..t
+            }),
+            enc(&Tuple {
+                album: Some((b"y", b"A")),
+                ..t
+            })
+        );
+        let (a, b) = (enc(&Tuple { loved: 1, ..t }), enc(&Tuple { loved: 2, ..t }));
+        assert_ne!(row_hash(&a), row_hash(&b));
+        // shifting text between fields changes the bytes
+        assert_ne!(
+            enc(&Tuple { user: b"u1", ..t }),
+            enc(&Tuple {
+                user: b"u",
+                artist: b"1x",
+                ..t
+            })
+        );
+        assert_ne!(row_hash(&enc(&t)), broken_row_hash(1));
+    }
+
+    #[test]
+    fn entity_keys_tell_parts_and_nulls_apart() {
+        let mut b = Vec::new();
+        let k = |b: &mut Vec<u8>, p: &[Option<&[u8]>]| entity_key(b, p);
+        assert_ne!(
+            k(&mut b, &[Some(b"a"), None, Some(b"t")]),
+            k(&mut b, &[Some(b"a"), Some(b""), Some(b"t")])
+        );
+        assert_ne!(
+            k(&mut b, &[Some(b"ab"), Some(b"c")]),
+            k(&mut b, &[Some(b"a"), Some(b"bc")])
+        );
+        assert_ne!(entity_hash(1, None, Some(0)), entity_hash(1, None, None));
+        assert_ne!(entity_hash(1, Some(0), None), entity_hash(1, None, None));
     }
 }

@@ -1,36 +1,33 @@
-//! Source-vs-target verification by UTC window, without moving rows across the network.
+//! Source-vs-target verification by UTC window.
 //!
-//! For each window both sides compute the row count and an order-independent content hash of
-//! the lossless tuples (id, username, floor epoch second, artist, album-or-NULL with the album's
-//! own artist, track, loved as stored):
-//! PostgreSQL in SQL (`md5` of a canonical text per row, summed), the target in Rust over its
-//! joined tables. The canonical text prefixes every string with its byte length and writes a
-//! NULL album as `N`, so `''` and NULL — and any shift of text between fields — hash apart.
+//! For each window both sides give the row count and an order-independent content hash of the
+//! lossless tuples (id, username, floor epoch second, artist, album-or-NULL with the album's own
+//! artist, track, loved as stored): PostgreSQL streams its rows as a load reads them
+//! (`source`), the target's tables are joined in memory (`target`), and this process hashes both
+//! the same way (`canonical`). With `--attributes` (and `--repair`) the same pass also digests
+//! every entity's attributes (first non-NULL mbid and duration in source-id order).
 
 mod canonical;
+mod source;
+mod target;
 
 use super::attributes;
 use super::replace::{job_key, replace_windows, ReadSettings};
 use super::windows::By;
 use crate::normalize::frames::InfinitePlayedAt;
+use crate::pipeline;
 use crate::pipeline::retry::RetryPolicy;
-use crate::pipeline::{self, failpoint};
-use crate::progress::{Progress, Total};
-use crate::sink::target;
+use crate::progress::Progress;
+use crate::sink::target as sink_target;
 use crate::source::checks::explain_infinite;
-use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{partition_slices, plan_full, SourceTable};
-use crate::source::query::{Filter, TimeRange};
+use crate::source::query::Slice;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, Context, Result};
-use canonical::pg_row_md5;
-pub use canonical::{canonical, row_hash, Tuple};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Exit code of `verify` when windows differ (errors exit with 1, usage errors with 2).
@@ -134,336 +131,93 @@ const NOT_NULL: [&str; 5] = [
     "loved",
 ];
 
-/// Rows a source hash query covers at most (about 5 s of PostgreSQL's time on 2 cores).
+/// Rows an id slice of the source covers at most (the unit a transient fault makes read again).
 const VERIFY_SLICE_ROWS: usize = 2_000_000;
 
-/// Per-window digests of the source, computed by PostgreSQL: `partitions` workers, each with
-/// its own connection, hash id slices in turn (a transient fault retries that slice).
-fn source_digests(
+/// Count and order-independent hash of a dimension's (identity, values) entities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrDigest {
+    pub entities: u64,
+    pub hash: u64,
+}
+
+impl AttrDigest {
+    fn add(&mut self, hash: u64) {
+        self.entities += 1;
+        self.hash = self.hash.wrapping_add(hash);
+    }
+}
+
+/// Checks the source's rows for what no window can hold and plans its id slices: more slices
+/// than workers, so that a retry redoes little, and none larger than VERIFY_SLICE_ROWS.
+fn plan_source(
     opts: &VerifyOptions,
     table: &SourceTable,
     progress: &dyn Progress,
-) -> Result<BTreeMap<i64, Digest64>> {
-    let url = &opts.source;
+) -> Result<Vec<Slice>> {
     let workers = opts.partitions.max(1);
-    let (slices, row_md5) = pipeline::step(
-        opts.retry,
-        "planning the verification",
-        progress,
-        || {
-            let mut client = url.connect_reader()?;
-            if opts.from.is_some() || opts.to.is_some() {
-                crate::source::checks::warn_without_played_at_index(&mut client, table);
-            }
-            // More slices than workers, so that a retry redoes little, and none much larger than
-            // VERIFY_SLICE_ROWS: PostgreSQL sends a slice's digests only when it has hashed all
-            // of it, and a statement silent for longer than --read-timeout counts as stalled.
-            let by_size = plan_full(&mut client, table, VERIFY_SLICE_ROWS)?.slices;
-            let slices = if by_size.len() >= workers * 4 {
-                by_size
-            } else {
-                partition_slices(&mut client, table, workers * 4)?
-            };
-            // Rows without a finite played_at belong to no window: they would be left out of both
-            // sides' counts and look equal, so they are an error here as in every other mode.
-            // So are NULLs in the fields the contract declares NOT NULL (one scan for both).
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FILTER (WHERE NOT isfinite(played_at)), {} FROM {}",
-                        NOT_NULL
-                            .iter()
-                            .map(|f| format!(
-                                "count(*) FILTER (WHERE {f} IS NULL), min(id::int8) FILTER (WHERE {f} IS NULL)"
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        table.sql_name()
-                    ),
-                    &[],
-                )
-                .context("verifying the source failed")?;
-            for (i, field) in NOT_NULL.iter().enumerate() {
-                let n: i64 = row.get(1 + 2 * i);
-                if n > 0 {
-                    let id: Option<i64> = row.get(2 + 2 * i);
-                    anyhow::bail!(
-                        "{n} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
-                        id.map_or("NULL".into(), |i| i.to_string()),
-                        if n > 1 { ", …" } else { "" }
-                    );
-                }
-            }
-            let infinite: i64 = row.get(0);
-            if infinite > 0 {
-                return Err(explain_infinite(
-                    InfinitePlayedAt { ids: Vec::new() }.into(),
-                    &mut client,
-                    table,
-                    i64::MAX,
-                ));
-            }
-            let encoding: String = client
-                .query_one("SELECT current_setting('server_encoding')", &[])
-                .context("verifying the source failed")?
-                .get(0);
-            Ok((slices, pg_row_md5(encoding.eq_ignore_ascii_case("UTF8"))))
-        },
-    )?;
-    let filter = Filter::played_at(TimeRange::seconds(opts.from, opts.to));
-    progress.stage("hashing", Some(Total::exact(slices.len() as u64, "slices")));
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results: Vec<Result<Vec<(i64, i64, String)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers.min(slices.len()))
-            .map(|_| {
-                s.spawn(|| -> Result<Vec<(i64, i64, String)>> {
-                    let mut client: Option<ReadOnlyClient> = None;
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(slice) = slices.get(i) else {
-                            return Ok(out);
-                        };
-                        let sql = format!(
-                            "SELECT {w} AS w, count(*), \
-                                    sum(('x' || substr({row_md5}, 1, 16))::bit(64)::int8::numeric)::text \
-                             FROM {t} WHERE {cond} AND isfinite(played_at) GROUP BY 1",
-                            w = opts.by.pg_key_expr(),
-                            t = table.sql_name(),
-                            cond = filter.where_sql(*slice),
-                        );
-                        let what = format!("hashing ids {} to {} of the source", slice.lo, slice.hi);
-                        let rows = pipeline::step(opts.retry, &what, progress, || {
-                            let r = (|| {
-                                if client.is_none() {
-                                    client = Some(url.connect_reader()?);
-                                }
-                                let c = client.as_mut().expect("connected above");
-                                c.query(&sql, &[]).context("verifying the source failed")
-                            })();
-                            if r.is_err() {
-                                client = None;
-                            }
-                            r
-                        })?;
-                        out.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
-                        progress.advance(1);
-                        failpoint::pause(done.fetch_add(1, Ordering::SeqCst) + 1);
-                    }
-                })
-            })
-            .collect();
-        join_all(handles)
-    });
-    let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
-    for part in results {
-        for (w, n, sum) in part? {
-            // The exact sum of signed 64-bit hashes, folded to 64 bits like the target's
-            // wrapping sum.
-            let sum: i128 = sum
-                .parse()
-                .map_err(|_| anyhow!("unexpected hash sum {sum}"))?;
-            let d = out.entry(w).or_default();
-            d.rows += n as u64;
-            d.hash = d.hash.wrapping_add(sum as u64);
+    pipeline::step(opts.retry, "planning the verification", progress, || {
+        let mut client = opts.source.connect_reader()?;
+        if opts.from.is_some() || opts.to.is_some() {
+            crate::source::checks::warn_without_played_at_index(&mut client, table);
         }
-    }
-    Ok(out)
-}
-
-/// A dimension table in memory, indexed by its (dense) surrogate key.
-struct Dim<T>(Vec<Option<T>>);
-
-impl<T> Dim<T> {
-    fn load(
-        conn: &rusqlite::Connection,
-        sql: &str,
-        row: impl Fn(&rusqlite::Row) -> rusqlite::Result<(i64, T)>,
-    ) -> Result<Self> {
-        let mut v: Vec<Option<T>> = Vec::new();
-        let mut stmt = conn.prepare(sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let (id, value) = row(r)?;
-            let i =
-                usize::try_from(id).map_err(|_| anyhow!("unexpected key {id} in the target"))?;
-            if i >= v.len() {
-                v.resize_with(i + 1, || None);
-            }
-            v[i] = Some(value);
-        }
-        Ok(Dim(v))
-    }
-
-    /// The row of key `id`, if the target has it.
-    fn find(&self, id: i64) -> Option<&T> {
-        usize::try_from(id)
-            .ok()
-            .and_then(|i| self.0.get(i))
-            .and_then(|o| o.as_ref())
-    }
-}
-
-/// Per-window digests of the target: the dimensions are read into memory once, then the facts
-/// are scanned in one pass (a join per row would cost four b-tree lookups each).
-fn target_digests(
-    path: &std::path::Path,
-    by: By,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<BTreeMap<i64, Digest64>> {
-    let conn = target::open_read_only(path)?;
-    let users = Dim::load(&conn, "SELECT user_id, name FROM users", |r| {
-        Ok((r.get(0)?, r.get::<_, String>(1)?))
-    })?;
-    let artists = Dim::load(&conn, "SELECT artist_id, name FROM artists", |r| {
-        Ok((r.get(0)?, r.get::<_, String>(1)?))
-    })?;
-    let albums = Dim::load(
-        &conn,
-        "SELECT album_id, artist_id, title FROM albums",
-        |r| Ok((r.get(0)?, (r.get::<_, i64>(1)?, r.get::<_, String>(2)?))),
-    )?;
-    let tracks = Dim::load(
-        &conn,
-        "SELECT track_id, artist_id, album_id, title FROM tracks",
-        |r| {
-            Ok((
-                r.get(0)?,
-                (
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, String>(3)?,
-                ),
-            ))
-        },
-    )?;
-    let dims = TargetDims {
-        users,
-        artists,
-        albums,
-        tracks,
-    };
-    // Two halves by scrobble_id, each on its own connection and thread: hashing is CPU work,
-    // and PostgreSQL's side usually finishes first, leaving a core free.
-    let total: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
-    let mid: Option<i64> = conn
-        .query_row(
-            "SELECT scrobble_id FROM scrobbles ORDER BY scrobble_id LIMIT 1 OFFSET ?1",
-            [total / 2],
-            |r| r.get(0),
-        )
-        .ok();
-    let ranges = match mid {
-        Some(m) if total > 100_000 => vec![(i64::MIN, m - 1), (m, i64::MAX)],
-        _ => vec![(i64::MIN, i64::MAX)],
-    };
-    let parts: Vec<Result<BTreeMap<i64, Digest64>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(lo, hi)| {
-                let dims = &dims;
-                s.spawn(move || -> Result<BTreeMap<i64, Digest64>> {
-                    let conn = target::open_read_only(path)?;
-                    digest_range(&conn, dims, by, (lo, hi), (from, to))
-                })
-            })
-            .collect();
-        join_all(handles)
-    });
-    let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
-    for part in parts {
-        for (k, d) in part? {
-            let e = out.entry(k).or_default();
-            e.rows += d.rows;
-            e.hash = e.hash.wrapping_add(d.hash);
-        }
-    }
-    Ok(out)
-}
-
-/// The target's dimension tables in memory.
-struct TargetDims {
-    users: Dim<String>,
-    artists: Dim<String>,
-    /// artist_id, title
-    albums: Dim<(i64, String)>,
-    tracks: Dim<(i64, Option<i64>, String)>,
-}
-
-/// Digests of the facts with scrobble_id in `ids` (inclusive) and played_at in `range`.
-fn digest_range(
-    conn: &rusqlite::Connection,
-    dims: &TargetDims,
-    by: By,
-    ids: (i64, i64),
-    range: (Option<i64>, Option<i64>),
-) -> Result<BTreeMap<i64, Digest64>> {
-    let (from, to) = range;
-    let sql = if from.is_some() || to.is_some() {
-        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
-         WHERE scrobble_id BETWEEN ?3 AND ?4 AND played_at >= ?1 AND played_at < ?2"
-    } else {
-        // the whole table: walking the rows beats walking the played_at index
-        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
-         WHERE scrobble_id BETWEEN ?3 AND ?4 AND ?1 <= ?2"
-    };
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([
-        from.unwrap_or(i64::MIN),
-        to.unwrap_or(i64::MAX),
-        ids.0,
-        ids.1,
-    ])?;
-    let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
-    let mut buf = String::with_capacity(256);
-    let mut last_window: Option<(i64, i64, i64)> = None; // (start, end, key) of the last window
-    while let Some(r) = rows.next()? {
-        let (id, user, track, epoch, loved): (i64, i64, i64, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        // A scrobble whose user, track, artist or album row is gone (a damaged target) hashes
-        // apart from every source row: its window differs, and a repair writes it anew.
-        let tuple = (|| {
-            let (artist, album, title) = dims.tracks.find(track)?;
-            let album = match album {
-                Some(a) => {
-                    let (album_artist, title) = dims.albums.find(*a)?;
-                    Some((dims.artists.find(*album_artist)?.as_str(), title.as_str()))
-                }
-                None => None,
-            };
-            Some(Tuple {
-                id,
-                user: dims.users.find(user)?,
-                epoch,
-                artist: dims.artists.find(*artist)?,
-                album,
-                track: title,
-                loved,
-            })
-        })();
-        match tuple {
-            Some(t) => canonical(&mut buf, &t),
-            None => {
-                buf.clear();
-                let _ = write!(buf, "{id}|a dimension row is missing");
-            }
-        }
-        let w = match last_window {
-            Some((s, e, k)) if epoch >= s && epoch < e => k,
-            _ => {
-                let s = by.floor(epoch);
-                let k = by.key(epoch);
-                last_window = Some((s, by.next(s), k));
-                k
-            }
+        let by_size = plan_full(&mut client, table, VERIFY_SLICE_ROWS)?.slices;
+        let slices = if by_size.len() >= workers * 4 {
+            by_size
+        } else {
+            partition_slices(&mut client, table, workers * 4)?
         };
-        let d = out.entry(w).or_default();
-        d.rows += 1;
-        d.hash = d.hash.wrapping_add(row_hash(&buf));
-    }
-    Ok(out)
+        // Rows without a finite played_at belong to no window: they would be left out of both
+        // sides' counts and look equal, so they are an error here as in every other mode.
+        // So are NULLs in the fields the contract declares NOT NULL (one scan for both).
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE NOT isfinite(played_at)), {} FROM {}",
+                    NOT_NULL
+                        .iter()
+                        .map(|f| format!(
+                            "count(*) FILTER (WHERE {f} IS NULL), min(id::int8) FILTER (WHERE {f} IS NULL)"
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    table.sql_name()
+                ),
+                &[],
+            )
+            .context("verifying the source failed")?;
+        for (i, field) in NOT_NULL.iter().enumerate() {
+            let n: i64 = row.get(1 + 2 * i);
+            if n > 0 {
+                let id: Option<i64> = row.get(2 + 2 * i);
+                anyhow::bail!(
+                    "{n} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
+                    id.map_or("NULL".into(), |i| i.to_string()),
+                    if n > 1 { ", …" } else { "" }
+                );
+            }
+        }
+        let infinite: i64 = row.get(0);
+        if infinite > 0 {
+            return Err(explain_infinite(
+                InfinitePlayedAt { ids: Vec::new() }.into(),
+                &mut client,
+                table,
+                i64::MAX,
+            ));
+        }
+        Ok(slices)
+    })
+}
+
+/// The names of the dimensions whose digests differ.
+fn attributes_differing(src: &[AttrDigest], dst: &[AttrDigest]) -> Vec<String> {
+    attributes::DIMENSIONS
+        .iter()
+        .zip(src.iter().zip(dst))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(d, _)| d.name().to_string())
+        .collect()
 }
 
 fn compare(
@@ -507,16 +261,26 @@ fn verify_once(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let t = Instant::now();
-    // Both sides at once: PostgreSQL works in its backends while this process hashes the target.
+    // Attributes belong to whole entities, not windows: compared when the whole range is.
+    let attributes_compared =
+        opts.from.is_none() && opts.to.is_none() && (opts.attributes || opts.repair);
+    let slices = plan_source(opts, table, progress)?;
+    // Both sides at once: PostgreSQL streams the source while this process hashes the target.
     let (src, dst) = std::thread::scope(|s| {
         let src = s.spawn(|| {
             let t = Instant::now();
-            let r = source_digests(opts, table, progress);
+            let r = source::digests(opts, table, &slices, attributes_compared, progress);
             tracing::info!(seconds = t.elapsed().as_secs_f64(), "source hashed");
             r
         });
         let t = Instant::now();
-        let dst = target_digests(&opts.target, opts.by, opts.from, opts.to);
+        let dst = target::digests(
+            &opts.target,
+            opts.by,
+            opts.from,
+            opts.to,
+            attributes_compared,
+        );
         tracing::info!(seconds = t.elapsed().as_secs_f64(), "target hashed");
         (
             src.join()
@@ -525,27 +289,12 @@ fn verify_once(
         )
     });
     let (src, dst) = (src?, dst?);
-    let (checked, differing) = compare(opts.by, &src, &dst, opts.from, opts.to);
-    // Attributes belong to whole entities, not windows: checked when the whole range is.
-    // (A GROUP BY of the whole source per dimension: several times the cost of the window
-    // hashes at 5M rows, so only when asked for or repairing.)
-    let attributes_compared =
-        opts.from.is_none() && opts.to.is_none() && (opts.attributes || opts.repair);
-    let attributes_differ = if attributes_compared {
-        let t = Instant::now();
-        progress.stage("comparing attributes", None);
-        let src = pipeline::step(
-            opts.retry,
-            "reading the source's attributes",
-            progress,
-            || attributes::source_digests(&opts.source, table),
-        )?;
-        let dst = attributes::target_digests(&target::open_read_only(&opts.target)?)?;
-        tracing::info!(seconds = t.elapsed().as_secs_f64(), "attributes compared");
-        attributes::differing(&src, &dst)
-    } else {
-        Vec::new()
+    let (checked, differing) = compare(opts.by, &src.windows, &dst.windows, opts.from, opts.to);
+    let attributes_differ = match (&src.entities, &dst.attributes) {
+        (Some(s), Some(d)) => attributes_differing(&s.digests(), d),
+        _ => Vec::new(),
     };
+    let (src, dst) = (src.windows, dst.windows);
     Ok(VerifyReport {
         mode: "verify",
         by: opts.by,
@@ -555,8 +304,9 @@ fn verify_once(
         differing,
         attributes_differ,
         attributes_compared,
-        search_index_differs: crate::sink::search::matches(&target::open_read_only(&opts.target)?)?
-            == Some(false),
+        search_index_differs: crate::sink::search::matches(&sink_target::open_read_only(
+            &opts.target,
+        )?)? == Some(false),
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,
@@ -579,7 +329,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
     if opts.repair && !report.all_equal() {
         let started = Instant::now();
         let started_at = crate::sink::state::now_iso();
-        let target = target::open(&opts.target)?;
+        let target = sink_target::open(&opts.target)?;
         let other_source = target.write(|conn| {
             super::check_source(
                 conn,
@@ -589,7 +339,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 opts.allow_other_source,
             )
         })?;
-        let count = |t: &target::Target| -> Result<i64> {
+        let count = |t: &sink_target::Target| -> Result<i64> {
             Ok(t.conn
                 .query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?)
         };
