@@ -213,6 +213,13 @@ pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
 
 pub fn verify(a: &cli::VerifyArgs) -> Result<VerifyOptions> {
     range(a.from, a.to)?;
+    if a.attributes && (a.from.is_some() || a.to.is_some()) {
+        return Err(usage(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--attributes compares whole artists, albums and tracks, over the whole range: \
+             leave out --from and --to",
+        ));
+    }
     Ok(VerifyOptions {
         source: source(&a.source)?,
         table: spec(&a.mapping)?,

@@ -374,7 +374,8 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
     c.batch_execute(
         "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name, loved)
          SELECT g, 'u' || (g % 3), '2024-01-01'::timestamptz + g * interval '7 hours',
-                (ARRAY['X', 'Y', 'Z'])[1 + g % 3], CASE WHEN g % 3 = 2 THEN 'Other' ELSE 'Same' END,
+                (ARRAY['X', 'Y', 'Z'])[1 + g % 3],
+                CASE WHEN g % 3 = 2 THEN 'Other' WHEN g % 11 = 0 THEN NULL ELSE 'Same' END,
                 'T' || (g % 4), g % 5 = 0
            FROM generate_series(1, 400) g",
     )
@@ -389,7 +390,7 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
     assert_eq!(verify(&db, &target, &[]).0, 0);
     let id =
         |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let tamper: [&str; 8] = [
+    let tamper: [&str; 11] = [
         // a track of X pointed at Y's album of the same title
         "UPDATE tracks SET album_id = (SELECT album_id FROM albums a JOIN artists r USING (artist_id) WHERE r.name = 'Y' AND a.title = 'Same')
           WHERE track_id = (SELECT min(t.track_id) FROM tracks t JOIN artists r USING (artist_id) WHERE r.name = 'X')",
@@ -411,6 +412,11 @@ fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() 
            FROM scrobbles WHERE scrobble_id = 30",
         // a play moved by one second
         "UPDATE scrobbles SET played_at = played_at + 1 WHERE scrobble_id = 40",
+        // a track without album given album_id 0, which the tracks' unique index reads as none
+        "UPDATE tracks SET album_id = 0 WHERE track_id = (SELECT min(track_id) FROM tracks WHERE album_id IS NULL AND track_id IN (SELECT track_id FROM scrobbles))",
+        // microseconds written as seconds, and a time before any calendar: outside every window
+        "UPDATE scrobbles SET played_at = played_at * 1000000 WHERE scrobble_id = 50",
+        "UPDATE scrobbles SET played_at = -9000000000000 WHERE scrobble_id = 60",
     ];
     for sql in tamper {
         let conn = Connection::open(&target).unwrap();

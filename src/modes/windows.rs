@@ -94,6 +94,49 @@ fn month_start(year: i32, month: u32) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
+/// The first second of the windows: PostgreSQL's first timestamp (4714-11-24 BC).
+pub const FIRST_WINDOW_SECOND: i64 = -210_866_803_200;
+
+/// The last second of the windows: the end of the year 200000, far beyond any play, and well
+/// within what the calendar and a window's bounds in microseconds can express. (A target's
+/// `played_at` beyond it is damage: a load refuses timestamps past the year 294246.)
+pub const LAST_WINDOW_SECOND: i64 = 6_249_254_803_199;
+
+/// The key of the seconds outside every window (see [`DayKeys::key`]).
+pub const OUTSIDE: i64 = i64::MAX;
+
+/// [`By::key`] of many epoch seconds in no particular order (a stream's rows come in id order),
+/// cached per UTC day: every window is a run of whole days, so the day decides the key.
+pub struct DayKeys {
+    by: By,
+    /// (day, key), direct-mapped by the day's low bits.
+    slots: Vec<(i64, i64)>,
+}
+
+impl DayKeys {
+    const SLOTS: usize = 4096;
+
+    pub fn new(by: By) -> Self {
+        Self {
+            by,
+            slots: vec![(i64::MIN, 0); Self::SLOTS],
+        }
+    }
+
+    /// The window key of `epoch`, or [`OUTSIDE`] for a second outside the windows.
+    pub fn key(&mut self, epoch: i64) -> i64 {
+        if !(FIRST_WINDOW_SECOND..=LAST_WINDOW_SECOND).contains(&epoch) {
+            return OUTSIDE;
+        }
+        let day = epoch.div_euclid(86_400);
+        let slot = &mut self.slots[(day as u64 as usize) & (Self::SLOTS - 1)];
+        if slot.0 != day {
+            *slot = (day, self.by.key(epoch));
+        }
+        slot.1
+    }
+}
+
 /// Parses `YYYY-MM-DD` (UTC midnight), `YYYY-MM-DDTHH:MM:SS` (UTC) or an RFC 3339 time with
 /// an offset, into Unix seconds.
 pub fn parse_date(flag: &str, s: &str) -> Result<i64> {
@@ -156,6 +199,43 @@ mod tests {
 
     fn d(s: &str) -> i64 {
         parse_date("--from", s).unwrap()
+    }
+
+    /// The cache gives By::key for any second, also when days collide in its slots.
+    #[test]
+    fn day_keys_equal_by_key() {
+        for by in [By::Day, By::Week, By::Month] {
+            let mut cache = DayKeys::new(by);
+            let mut t: i64 = -210_000_000_000; // about 4700 BC
+            let mut x: u64 = 7;
+            for _ in 0..200_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // jumps of up to ~3 years either way, and seconds at day edges
+                t += (x % 200_000_000) as i64 - 99_000_000;
+                for s in [
+                    t,
+                    t.div_euclid(86_400) * 86_400,
+                    t.div_euclid(86_400) * 86_400 - 1,
+                ] {
+                    let want = if (FIRST_WINDOW_SECOND..=LAST_WINDOW_SECOND).contains(&s) {
+                        by.key(s)
+                    } else {
+                        OUTSIDE
+                    };
+                    assert_eq!(cache.key(s), want, "{by:?} at {s}");
+                }
+            }
+            assert_eq!(cache.key(LAST_WINDOW_SECOND + 1), OUTSIDE);
+            assert_eq!(cache.key(i64::MIN), OUTSIDE);
+            let last = by.floor(LAST_WINDOW_SECOND);
+            assert_eq!(cache.key(LAST_WINDOW_SECOND), by.key(last));
+            assert!(
+                by.next(last) > LAST_WINDOW_SECOND,
+                "{by:?}: the last window is whole"
+            );
+        }
     }
 
     #[test]

@@ -225,6 +225,8 @@ pub struct ReadOnlyClient {
     host: String,
     port: u16,
     tls: Option<postgres_openssl::MakeTlsConnector>,
+    /// An exported snapshot that this client's COPYs read in (see [`SnapshotHolder`]).
+    snapshot: Option<String>,
 }
 
 /// How a source connection is made (from `SourceUrl`).
@@ -312,6 +314,7 @@ pub fn connect(c: Connect<'_>) -> Result<ReadOnlyClient, Failure> {
             host: c.host.to_string(),
             port: c.port,
             tls,
+            snapshot: None,
         }),
         Ok(Err(e)) => failed(rt, e),
         Err(Stop::TimedOut) => failed(rt, Failure::TimedOut),
@@ -527,10 +530,43 @@ impl ReadOnlyClient {
     where
         S: Stream<Item = Result<T, tokio_postgres::Error>> + ?Sized,
     {
+        // An answer the connection task has already parsed is taken without entering the
+        // runtime (which costs a timer, locks and clock reads: per row of a COPY, a large
+        // share of the reader's time). Only when none is waiting does the runtime run the
+        // connection until one arrives; that poll registers the real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(item) = stream.as_mut().poll_next(&mut cx) {
+            self.watch.touch();
+            return match item.transpose() {
+                Ok(v) => Ok(v),
+                Err(e) => self.wait(std::future::ready(Err(e))),
+            };
+        }
         self.wait(async {
             std::future::poll_fn(|cx| stream.as_mut().poll_next(cx))
                 .await
                 .transpose()
+        })
+    }
+
+    /// Makes this client's COPYs read in the snapshot another connection exported (None: each
+    /// in a snapshot of its own).
+    pub fn set_snapshot(&mut self, id: Option<&str>) {
+        self.snapshot = id.map(str::to_string);
+    }
+
+    /// Begins a repeatable-read transaction on this connection and exports its snapshot, so
+    /// that statements on other connections see exactly the same rows (`SET TRANSACTION
+    /// SNAPSHOT`). The transaction stays open for as long as the holder lives.
+    pub fn export_snapshot(self) -> Result<SnapshotHolder, SourceError> {
+        self.wait(
+            self.client()
+                .batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        )?;
+        let row = self.wait(self.client().query_one("SELECT pg_export_snapshot()", &[]))?;
+        Ok(SnapshotHolder {
+            id: row.get(0),
+            client: self,
         })
     }
 
@@ -540,7 +576,15 @@ impl ReadOnlyClient {
         sql: &str,
         read: impl FnOnce(&mut dyn std::io::BufRead) -> Result<T>,
     ) -> Result<T> {
-        self.wait(self.client().batch_execute(BEGIN))?;
+        let begin = match &self.snapshot {
+            Some(id) => format!(
+                "START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET TRANSACTION SNAPSHOT '{}'",
+                id.replace('\'', "''")
+            ),
+            None => BEGIN.to_string(),
+        };
+        self.wait(self.client().batch_execute(&begin))?;
         let out = (|| -> Result<T> {
             let stream = self.wait(self.client().copy_out(sql))?;
             let mut reader = CopyReader {
@@ -560,6 +604,22 @@ impl ReadOnlyClient {
         let out = out?;
         end?;
         Ok(out)
+    }
+}
+
+/// A connection holding a transaction open whose snapshot other connections read in (see
+/// [`ReadOnlyClient::export_snapshot`]). Dropping it ends the transaction with the connection.
+pub struct SnapshotHolder {
+    client: ReadOnlyClient,
+    pub id: String,
+}
+
+impl SnapshotHolder {
+    /// Whether the transaction is still open (an import fails once it has ended).
+    pub fn alive(&self) -> bool {
+        self.client
+            .wait(self.client.client().simple_query("SELECT 1"))
+            .is_ok()
     }
 }
 

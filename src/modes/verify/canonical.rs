@@ -5,7 +5,7 @@
 //! apart. Both sides are hashed by this process in one run, so the hash (xxh3) only has to be
 //! the same function on both sides, not a stable format.
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64, xxh3_64_with_seed};
 
 /// One lossless tuple, as both sides see it.
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +27,22 @@ fn push_text(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
-/// The canonical bytes of one lossless tuple (see the module comment).
-pub fn canonical(buf: &mut Vec<u8>, t: &Tuple) {
+/// The hash of a user name (a part of [`row_hash`]).
+pub fn user_hash(user: &[u8]) -> u64 {
+    xxh3_64_with_seed(user, 1)
+}
+
+/// The hash of what a scrobble's track determines: the track's artist, its album (the album's
+/// own artist and title, or none) and its title (a part of [`row_hash`]).
+pub fn track_hash(
+    buf: &mut Vec<u8>,
+    artist: &[u8],
+    album: Option<(&[u8], &[u8])>,
+    track: &[u8],
+) -> u64 {
     buf.clear();
-    buf.extend_from_slice(&t.id.to_le_bytes());
-    push_text(buf, t.user);
-    buf.extend_from_slice(&t.epoch.to_le_bytes());
-    push_text(buf, t.artist);
-    match t.album {
+    push_text(buf, artist);
+    match album {
         Some((artist, title)) => {
             buf.push(1);
             push_text(buf, artist);
@@ -42,13 +50,34 @@ pub fn canonical(buf: &mut Vec<u8>, t: &Tuple) {
         }
         None => buf.push(0),
     }
-    push_text(buf, t.track);
-    buf.extend_from_slice(&t.loved.to_le_bytes());
+    push_text(buf, track);
+    xxh3_64_with_seed(buf, 2)
 }
 
-/// The hash of one tuple's canonical bytes; a window's digest is the wrapping sum.
-pub fn row_hash(bytes: &[u8]) -> u64 {
-    xxh3_64(bytes)
+/// The hash of one lossless tuple, from the hashes of its user and its track: the target hashes
+/// each user and track once, and then every scrobble with no text at hand. A window's digest is
+/// the wrapping sum.
+pub fn row_hash(id: i64, user: u64, epoch: i64, track: u64, loved: i64) -> u64 {
+    let mut b = [0u8; 40];
+    b[..8].copy_from_slice(&id.to_le_bytes());
+    b[8..16].copy_from_slice(&user.to_le_bytes());
+    b[16..24].copy_from_slice(&epoch.to_le_bytes());
+    b[24..32].copy_from_slice(&track.to_le_bytes());
+    b[32..].copy_from_slice(&loved.to_le_bytes());
+    xxh3_64(&b)
+}
+
+impl Tuple<'_> {
+    /// [`row_hash`] of the tuple.
+    pub fn hash(&self, buf: &mut Vec<u8>) -> u64 {
+        row_hash(
+            self.id,
+            user_hash(self.user),
+            self.epoch,
+            track_hash(buf, self.artist, self.album, self.track),
+            self.loved,
+        )
+    }
 }
 
 /// The hash of a row that cannot be encoded (a damaged target whose scrobble names a missing
@@ -100,10 +129,8 @@ pub fn entity_hash(key: u128, mbid: Option<u64>, duration: Option<i64>) -> u64 {
 mod tests {
     use super::*;
 
-    fn enc(t: &Tuple) -> Vec<u8> {
-        let mut b = Vec::new();
-        canonical(&mut b, t);
-        b
+    fn enc(t: &Tuple) -> u64 {
+        t.hash(&mut Vec::new())
     }
 
     #[test]
@@ -135,9 +162,8 @@ mod tests {
                 ..t
             })
         );
-        let (a, b) = (enc(&Tuple { loved: 1, ..t }), enc(&Tuple { loved: 2, ..t }));
-        assert_ne!(row_hash(&a), row_hash(&b));
-        // shifting text between fields changes the bytes
+        assert_ne!(enc(&Tuple { loved: 1, ..t }), enc(&Tuple { loved: 2, ..t }));
+        // shifting text between fields, or a value between tuples, changes the hash
         assert_ne!(
             enc(&Tuple { user: b"u1", ..t }),
             enc(&Tuple {
@@ -146,7 +172,20 @@ mod tests {
                 ..t
             })
         );
-        assert_ne!(row_hash(&enc(&t)), broken_row_hash(1));
+        assert_ne!(
+            enc(&Tuple {
+                artist: b"ab",
+                track: b"c",
+                ..t
+            }),
+            enc(&Tuple {
+                artist: b"a",
+                track: b"bc",
+                ..t
+            })
+        );
+        assert_ne!(enc(&Tuple { id: 2, ..t }), enc(&Tuple { epoch: 2, ..t }));
+        assert_ne!(enc(&t), broken_row_hash(1));
     }
 
     #[test]

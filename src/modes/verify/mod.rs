@@ -13,13 +13,14 @@ mod target;
 
 use super::attributes;
 use super::replace::{job_key, replace_windows, ReadSettings};
-use super::windows::By;
+use super::windows::{By, DayKeys, FIRST_WINDOW_SECOND, LAST_WINDOW_SECOND, OUTSIDE};
 use crate::normalize::frames::InfinitePlayedAt;
 use crate::pipeline;
 use crate::pipeline::retry::RetryPolicy;
 use crate::progress::Progress;
 use crate::sink::target as sink_target;
 use crate::source::checks::explain_infinite;
+use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::{partition_slices, plan_full, SourceTable};
 use crate::source::query::Slice;
@@ -70,6 +71,10 @@ pub struct WindowDiff {
     pub target_rows: u64,
     pub source_hash: String,
     pub target_hash: String,
+    /// The rows outside every window (a damaged target's `played_at`): a repair deletes the
+    /// target's, and the windows their ids belong in are repaired as usual.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outside: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,8 +153,21 @@ impl AttrDigest {
     }
 }
 
-/// Checks the source's rows for what no window can hold and plans its id slices: more slices
-/// than workers, so that a retry redoes little, and none larger than VERIFY_SLICE_ROWS.
+/// A source row that no window can hold (a NULL in a NOT NULL field, a `played_at` of
+/// ±infinity), met while streaming: [`check_rows`] then names all such rows.
+#[derive(Debug)]
+pub(crate) struct UnfitRow(pub String);
+
+impl std::fmt::Display for UnfitRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnfitRow {}
+
+/// Plans the source's id slices: more slices than workers, so that a retry redoes little, and
+/// none larger than VERIFY_SLICE_ROWS.
 fn plan_source(
     opts: &VerifyOptions,
     table: &SourceTable,
@@ -160,54 +178,60 @@ fn plan_source(
         let mut client = opts.source.connect_reader()?;
         if opts.from.is_some() || opts.to.is_some() {
             crate::source::checks::warn_without_played_at_index(&mut client, table);
+            // A range's stream does not see the rows outside it: check the whole table first.
+            check_rows(&mut client, table)?;
         }
         let by_size = plan_full(&mut client, table, VERIFY_SLICE_ROWS)?.slices;
-        let slices = if by_size.len() >= workers * 4 {
+        Ok(if by_size.len() >= workers * 4 {
             by_size
         } else {
             partition_slices(&mut client, table, workers * 4)?
-        };
-        // Rows without a finite played_at belong to no window: they would be left out of both
-        // sides' counts and look equal, so they are an error here as in every other mode.
-        // So are NULLs in the fields the contract declares NOT NULL (one scan for both).
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT count(*) FILTER (WHERE NOT isfinite(played_at)), {} FROM {}",
-                    NOT_NULL
-                        .iter()
-                        .map(|f| format!(
-                            "count(*) FILTER (WHERE {f} IS NULL), min(id::int8) FILTER (WHERE {f} IS NULL)"
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    table.sql_name()
-                ),
-                &[],
-            )
-            .context("verifying the source failed")?;
-        for (i, field) in NOT_NULL.iter().enumerate() {
-            let n: i64 = row.get(1 + 2 * i);
-            if n > 0 {
-                let id: Option<i64> = row.get(2 + 2 * i);
-                anyhow::bail!(
-                    "{n} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
-                    id.map_or("NULL".into(), |i| i.to_string()),
-                    if n > 1 { ", …" } else { "" }
-                );
-            }
-        }
-        let infinite: i64 = row.get(0);
-        if infinite > 0 {
-            return Err(explain_infinite(
-                InfinitePlayedAt { ids: Vec::new() }.into(),
-                &mut client,
-                table,
-                i64::MAX,
-            ));
-        }
-        Ok(slices)
+        })
     })
+}
+
+/// Rows without a finite played_at belong to no window: they would be left out of both sides'
+/// counts and look equal, so they are an error here as in every other mode. So are NULLs in
+/// the fields the contract declares NOT NULL. One scan of the whole source finds them all (a
+/// whole-range verify meets them in its stream, and then runs this to name them).
+fn check_rows(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<()> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FILTER (WHERE NOT isfinite(played_at)), {} FROM {}",
+                NOT_NULL
+                    .iter()
+                    .map(|f| format!(
+                        "count(*) FILTER (WHERE {f} IS NULL), min(id::int8) FILTER (WHERE {f} IS NULL)"
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                table.sql_name()
+            ),
+            &[],
+        )
+        .context("verifying the source failed")?;
+    for (i, field) in NOT_NULL.iter().enumerate() {
+        let n: i64 = row.get(1 + 2 * i);
+        if n > 0 {
+            let id: Option<i64> = row.get(2 + 2 * i);
+            anyhow::bail!(
+                "{n} source row(s) have a NULL {field} (id {}{}); {field} must not be NULL: fix those rows, or map {field} to a non-NULL expression with --config",
+                id.map_or("NULL".into(), |i| i.to_string()),
+                if n > 1 { ", …" } else { "" }
+            );
+        }
+    }
+    let infinite: i64 = row.get(0);
+    if infinite > 0 {
+        return Err(explain_infinite(
+            InfinitePlayedAt { ids: Vec::new() }.into(),
+            client,
+            table,
+            i64::MAX,
+        ));
+    }
+    Ok(())
 }
 
 /// The names of the dimensions whose digests differ.
@@ -234,7 +258,20 @@ fn compare(
             src.get(&k).copied().unwrap_or_default(),
             dst.get(&k).copied().unwrap_or_default(),
         );
-        if a != b {
+        if a != b && k == OUTSIDE {
+            diffs.push(WindowDiff {
+                window: "outside 4714 BC to 200000 AD".into(),
+                start: i64::MIN,
+                end: i64::MAX,
+                start_rfc3339: None,
+                end_rfc3339: None,
+                source_rows: a.rows,
+                target_rows: b.rows,
+                source_hash: format!("{:016x}", a.hash),
+                target_hash: format!("{:016x}", b.hash),
+                outside: true,
+            });
+        } else if a != b {
             let w = by.key_start(k);
             // clip the window to the verified range, so a repair touches nothing outside it
             let start = from.map_or(w, |f| w.max(f));
@@ -249,6 +286,7 @@ fn compare(
                 target_rows: b.rows,
                 source_hash: format!("{:016x}", a.hash),
                 target_hash: format!("{:016x}", b.hash),
+                outside: false,
             });
         }
     }
@@ -264,31 +302,63 @@ fn verify_once(
     // Attributes belong to whole entities, not windows: compared when the whole range is.
     let attributes_compared =
         opts.from.is_none() && opts.to.is_none() && (opts.attributes || opts.repair);
-    let slices = plan_source(opts, table, progress)?;
-    // Both sides at once: PostgreSQL streams the source while this process hashes the target.
+    // Both sides at once: the target reads its dimensions while the source is planned, then
+    // PostgreSQL streams the source while this process hashes the target.
+    let (split_tx, split_rx) = std::sync::mpsc::channel::<Option<i64>>();
     let (src, dst) = std::thread::scope(|s| {
-        let src = s.spawn(|| {
+        let dst = s.spawn(move || {
+            let t = Instant::now();
+            let r = target::digests(
+                &opts.target,
+                opts.by,
+                opts.from,
+                opts.to,
+                attributes_compared,
+                // None when the source failed: nothing more to do
+                || split_rx.recv().ok(),
+            );
+            tracing::info!(seconds = t.elapsed().as_secs_f64(), "target hashed");
+            r
+        });
+        let src = (|| {
+            let slices = plan_source(opts, table, progress);
+            let slices = match slices {
+                Ok(s) => s,
+                Err(e) => {
+                    drop(split_tx);
+                    return Err(e);
+                }
+            };
+            // the middle of the source's balanced slices, unless there is little to split
+            let _ = split_tx.send((slices.len() >= 2).then(|| slices[slices.len() / 2].lo));
+            drop(split_tx);
             let t = Instant::now();
             let r = source::digests(opts, table, &slices, attributes_compared, progress);
             tracing::info!(seconds = t.elapsed().as_secs_f64(), "source hashed");
-            r
-        });
-        let t = Instant::now();
-        let dst = target::digests(
-            &opts.target,
-            opts.by,
-            opts.from,
-            opts.to,
-            attributes_compared,
-        );
-        tracing::info!(seconds = t.elapsed().as_secs_f64(), "target hashed");
+            match r {
+                Err(e) if e.downcast_ref::<UnfitRow>().is_some() => {
+                    // name every such row, not only the first one met
+                    let mut client = opts.source.connect_reader()?;
+                    check_rows(&mut client, table)?;
+                    Err(e)
+                }
+                r => r,
+            }
+        })();
         (
-            src.join()
+            src,
+            dst.join()
                 .unwrap_or_else(|_| Err(anyhow!("the verify thread panicked"))),
-            dst,
         )
     });
-    let (src, dst) = (src?, dst?);
+    let src = src?;
+    let dst = dst.with_context(|| {
+        format!(
+            "reading the target {} failed (if a value has a type scrobsync never writes, the file \
+             was changed by other software: a fresh `scrobsync load` rebuilds it)",
+            opts.target.display()
+        )
+    })?;
     let (checked, differing) = compare(opts.by, &src.windows, &dst.windows, opts.from, opts.to);
     let attributes_differ = match (&src.entities, &dst.attributes) {
         (Some(s), Some(d)) => attributes_differing(&s.digests(), d),
@@ -344,7 +414,27 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 .query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?)
         };
         let facts_before = count(&target)?;
-        let windows: Vec<(i64, i64)> = report.differing.iter().map(|d| (d.start, d.end)).collect();
+        // Repairs that the windows' backfill cannot make: rows outside every window, and a
+        // track whose album_id is 0 (which the tracks' unique index reads as "no album", so a
+        // backfill would take it for the album-less track and leave it as it is).
+        let outside = report.differing.iter().any(|d| d.outside);
+        target.write(|conn| {
+            if outside {
+                let n = conn.execute(
+                    "DELETE FROM scrobbles WHERE played_at < ?1 OR played_at > ?2",
+                    [FIRST_WINDOW_SECOND, LAST_WINDOW_SECOND],
+                )?;
+                tracing::info!(rows = n, "deleted scrobbles outside every window");
+            }
+            conn.execute("UPDATE tracks SET album_id = NULL WHERE album_id = 0", [])?;
+            Ok(())
+        })?;
+        let windows: Vec<(i64, i64)> = report
+            .differing
+            .iter()
+            .filter(|d| !d.outside)
+            .map(|d| (d.start, d.end))
+            .collect();
         let mut new_rows = [0u64; 4];
         if let (Some(first), Some(last)) = (windows.first(), windows.last()) {
             let job = format!("repair:{}", job_key(first.0, last.1, opts.by));

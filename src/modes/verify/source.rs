@@ -2,15 +2,15 @@
 //! encoding, in parallel id slices); this process computes the per-window digests and, when
 //! asked, the dimension attributes, as the rows go by.
 
-use super::canonical::{canonical, entity_hash, entity_key, row_hash, text_hash, Tuple};
-use super::{join_all, AttrDigest, Digest64, VerifyOptions};
+use super::canonical::{entity_hash, entity_key, text_hash, Tuple};
+use super::{join_all, AttrDigest, Digest64, UnfitRow, VerifyOptions};
 use crate::pipeline::{self, failpoint};
 use crate::progress::{Progress, Total};
-use crate::source::conn::ReadOnlyClient;
+use crate::source::conn::{is_transient, ReadOnlyClient};
 use crate::source::copy::{self, Value};
 use crate::source::plan::SourceTable;
 use crate::source::query::{Filter, Slice, TimeRange};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -124,13 +124,74 @@ pub(super) struct SourceDigests {
     pub entities: Option<SourceEntities>,
 }
 
-/// Reads the whole scope of `opts` from the source with `opts.partitions` workers, each on its
-/// own connection taking id slices in turn (a transient fault redoes that slice).
+/// Reads the whole scope of `opts` from the source in one snapshot: a connection exports it and
+/// holds it while every slice is read in it, so a transaction that commits meanwhile is seen
+/// whole or not at all, and a slice read again after a fault gives the same rows. If the holding
+/// connection is lost, the source is read again in a new snapshot.
 pub(super) fn digests(
     opts: &VerifyOptions,
     table: &SourceTable,
     slices: &[Slice],
     attributes: bool,
+    progress: &dyn Progress,
+) -> Result<SourceDigests> {
+    let mut restarts = 0;
+    // Slices done over all attempts (the failpoints count them).
+    let done = AtomicUsize::new(0);
+    loop {
+        let holder = match pipeline::step(
+            opts.retry,
+            "exporting the source's snapshot",
+            progress,
+            || Ok(opts.source.connect_reader()?.export_snapshot()?),
+        ) {
+            Ok(h) => Some(h),
+            Err(e) if !is_transient(&e) => {
+                tracing::warn!(
+                    "the source cannot export a snapshot ({e:#}): each id slice is read in a \
+                     snapshot of its own, so a transaction that commits during the verification \
+                     may be seen in part; verify again if it reports differences"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let r = read_in(
+            opts,
+            table,
+            slices,
+            attributes,
+            holder.as_ref().map(|h| h.id.as_str()),
+            &done,
+            progress,
+        );
+        match r {
+            Err(e)
+                if restarts < opts.retry.retries
+                    && !crate::cancel::requested()
+                    && holder.as_ref().is_some_and(|h| !h.alive()) =>
+            {
+                restarts += 1;
+                tracing::warn!(
+                    "the connection holding the source's snapshot was lost ({e:#}); reading the \
+                     source again in a new snapshot (restart {restarts} of {})",
+                    opts.retry.retries
+                );
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Reads the whole scope of `opts` with `opts.partitions` workers, each on its own connection
+/// taking id slices in turn (a transient fault redoes that slice), in `snapshot` if given.
+fn read_in(
+    opts: &VerifyOptions,
+    table: &SourceTable,
+    slices: &[Slice],
+    attributes: bool,
+    snapshot: Option<&str>,
+    done: &AtomicUsize,
     progress: &dyn Progress,
 ) -> Result<SourceDigests> {
     let url = &opts.source;
@@ -155,7 +216,6 @@ pub(super) fn digests(
     };
     progress.stage("hashing", Some(Total::exact(slices.len() as u64, "slices")));
     let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
     type Part = (BTreeMap<i64, Digest64>, Option<SourceEntities>);
     let parts: Vec<Result<Part>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers.min(slices.len()))
@@ -177,7 +237,9 @@ pub(super) fn digests(
                         let got = pipeline::step(opts.retry, &what, progress, || {
                             let r = (|| {
                                 if client.is_none() {
-                                    client = Some(url.connect_reader()?);
+                                    let mut c = url.connect_reader()?;
+                                    c.set_snapshot(snapshot);
+                                    client = Some(c);
                                 }
                                 let c = client.as_mut().expect("connected above");
                                 let mut hasher = RowHasher::new(opts.by, entities.as_mut());
@@ -223,13 +285,11 @@ pub(super) fn digests(
 
 /// Hashes the streamed rows of one slice.
 struct RowHasher<'e> {
-    by: super::By,
     windows: BTreeMap<i64, Digest64>,
     entities: Option<&'e mut SourceEntities>,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
-    /// (start, end, key) of the last row's window.
-    last_window: Option<(i64, i64, i64)>,
+    keys: super::DayKeys,
 }
 
 fn text<'a>(v: &Value<'a>, id: i64, field: &str) -> Result<Option<&'a [u8]>> {
@@ -240,40 +300,50 @@ fn text<'a>(v: &Value<'a>, id: i64, field: &str) -> Result<Option<&'a [u8]>> {
     }
 }
 
+/// The error for a NULL in a field the contract declares NOT NULL.
+fn null(id: i64, field: &str) -> anyhow::Error {
+    UnfitRow(format!(
+        "source row with id {id} has a NULL {field}; {field} must not be NULL: fix that row, or \
+         map {field} to a non-NULL expression with --config"
+    ))
+    .into()
+}
+
 fn required<'a>(v: &Value<'a>, id: i64, field: &str) -> Result<&'a [u8]> {
-    text(v, id, field)?.ok_or_else(|| {
-        anyhow!(
-            "source row {id} has a NULL {field}; {field} must not be NULL: fix that row, or map \
-             {field} to a non-NULL expression with --config"
-        )
-    })
+    text(v, id, field)?.ok_or_else(|| null(id, field))
 }
 
 impl<'e> RowHasher<'e> {
     fn new(by: super::By, entities: Option<&'e mut SourceEntities>) -> Self {
         Self {
-            by,
             windows: BTreeMap::new(),
             entities,
             buf: Vec::with_capacity(256),
             key_buf: Vec::with_capacity(256),
-            last_window: None,
+            keys: super::DayKeys::new(by),
         }
     }
 
     fn row(&mut self, v: &[Value]) -> Result<()> {
         let Value::Int(id) = v[0] else {
-            bail!("a source row has the id {:?}", v[0]);
+            bail!(
+                "a source row has a NULL id; ids must be unique, non-NULL integers: fix that row, \
+                 or map id to such a column with --config"
+            );
         };
         let us = match v[2] {
             Value::Micros(us) => us,
-            Value::Null => bail!("source row {id} has a NULL played_at; fix that row"),
+            Value::Null => return Err(null(id, "played_at")),
             other => bail!("source row {id}: played_at is {other:?}"),
         };
         if us == i64::MAX || us == i64::MIN {
-            // not finite: in no window (planning refuses such rows; one written since is left
-            // out on both sides, as every mode leaves it out)
-            return Ok(());
+            // not finite: in no window, so it could not differ; an error as in every mode
+            return Err(UnfitRow(format!(
+                "source row with id {id} has played_at = {}infinity, which no window holds; fix \
+                 or delete that row",
+                if us == i64::MIN { "-" } else { "" }
+            ))
+            .into());
         }
         let epoch = us.div_euclid(1_000_000);
         let user = required(&v[1], id, "username")?;
@@ -282,36 +352,23 @@ impl<'e> RowHasher<'e> {
         let track = required(&v[5], id, "track_name")?;
         let loved = match v[6] {
             Value::Bool(b) => i64::from(b),
-            Value::Null => bail!(
-                "source row {id} has a NULL loved; loved must not be NULL: fix that row, or map \
-                 loved to a non-NULL expression with --config"
-            ),
+            Value::Null => return Err(null(id, "loved")),
             other => bail!("source row {id}: loved is {other:?}"),
         };
-        canonical(
-            &mut self.buf,
-            &Tuple {
-                id,
-                user,
-                epoch,
-                artist,
-                album: album.map(|a| (artist, a)),
-                track,
-                loved,
-            },
-        );
-        let w = match self.last_window {
-            Some((s, e, k)) if epoch >= s && epoch < e => k,
-            _ => {
-                let s = self.by.floor(epoch);
-                let k = self.by.key(epoch);
-                self.last_window = Some((s, self.by.next(s), k));
-                k
-            }
-        };
+        let hash = Tuple {
+            id,
+            user,
+            epoch,
+            artist,
+            album: album.map(|a| (artist, a)),
+            track,
+            loved,
+        }
+        .hash(&mut self.buf);
+        let w = self.keys.key(epoch);
         let d = self.windows.entry(w).or_default();
         d.rows += 1;
-        d.hash = d.hash.wrapping_add(row_hash(&self.buf));
+        d.hash = d.hash.wrapping_add(hash);
         if let Some(entities) = self.entities.as_deref_mut() {
             let mut scratch = [0u8; 36];
             let mbid = |v: &Value, scratch: &mut [u8; 36]| v.text(scratch).map(text_hash);

@@ -2,11 +2,11 @@
 //! scanned in one pass on two threads (a join per row would cost four b-tree lookups each).
 
 use super::canonical::{
-    broken_row_hash, canonical, entity_hash, entity_key, row_hash, text_hash, Tuple,
+    broken_row_hash, entity_hash, entity_key, row_hash, text_hash, track_hash, user_hash,
 };
 use super::{join_all, AttrDigest, By, Digest64};
 use crate::sink::target;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -18,7 +18,7 @@ impl<T> Dim<T> {
         conn: &rusqlite::Connection,
         sql: &str,
         with_attributes: bool,
-        row: impl Fn(&rusqlite::Row) -> rusqlite::Result<(i64, T)>,
+        mut row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<(i64, T)>,
     ) -> Result<Self> {
         let mut v: Vec<Option<T>> = Vec::new();
         let mut stmt = conn.prepare(sql)?;
@@ -64,27 +64,35 @@ struct Album {
 struct Track {
     artist_id: i64,
     album_id: Option<i64>,
-    title: String,
+    /// The part of the row hash the track determines (None: its artist, album or album artist
+    /// row is missing).
+    hash: Option<u64>,
+    /// The entity key as the source names the track (with attributes only).
+    key: u128,
     mbid: Option<u64>,
     duration: Option<i64>,
 }
 
-/// The target's dimension tables in memory (attributes only when they are compared).
+/// The target's dimension tables in memory (attributes only when they are compared), and the
+/// hashes each scrobble needs of its user and track, computed once per row of those.
 struct TargetDims {
-    users: Dim<String>,
     artists: Dim<Artist>,
     albums: Dim<Album>,
     tracks: Dim<Track>,
+    user_hashes: Dim<u64>,
 }
 
 impl TargetDims {
     fn load(conn: &rusqlite::Connection, attributes: bool) -> Result<Self> {
-        Ok(Self {
-            users: Dim::load(
+        let mut dims = Self {
+            user_hashes: Dim::load(
                 conn,
                 "SELECT user_id, name FROM users WHERE ?1 IS NOT NULL",
                 attributes,
-                |r| Ok((r.get(0)?, r.get::<_, String>(1)?)),
+                |r| {
+                    let name: String = r.get(1)?;
+                    Ok((r.get(0)?, user_hash(name.as_bytes())))
+                },
             )?,
             artists: Dim::load(
                 conn,
@@ -115,25 +123,68 @@ impl TargetDims {
                     ))
                 },
             )?,
-            tracks: Dim::load(
-                conn,
-                "SELECT track_id, artist_id, album_id, title, CASE WHEN ?1 THEN mbid END,
-                        CASE WHEN ?1 THEN duration_ms END FROM tracks",
-                attributes,
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        Track {
-                            artist_id: r.get(1)?,
-                            album_id: r.get(2)?,
-                            title: r.get(3)?,
-                            mbid: mbid_hash(r, 4)?,
-                            duration: r.get(5)?,
-                        },
-                    ))
-                },
-            )?,
-        })
+            tracks: Dim(Vec::new()),
+        };
+        // The tracks last: each one's hash and key are computed from its row as it is read,
+        // with the artists and albums at hand (no title is kept).
+        let mut buf = Vec::with_capacity(256);
+        let (artists, albums) = (&dims.artists, &dims.albums);
+        let tracks = Dim::load(
+            conn,
+            "SELECT track_id, artist_id, album_id, title, CASE WHEN ?1 THEN mbid END,
+                    CASE WHEN ?1 THEN duration_ms END FROM tracks",
+            attributes,
+            |r| {
+                let (artist_id, album_id): (i64, Option<i64>) = (r.get(1)?, r.get(2)?);
+                let title = r.get_ref(3)?.as_bytes().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
+                let artist = artists.find(artist_id).map(|a| a.name.as_bytes());
+                let album = album_id.map(|a| albums.find(a));
+                let hash = (|| {
+                    let album = match album {
+                        Some(al) => {
+                            let al = al?;
+                            Some((
+                                artists.find(al.artist_id)?.name.as_bytes(),
+                                al.title.as_bytes(),
+                            ))
+                        }
+                        None => None,
+                    };
+                    Some(track_hash(&mut buf, artist?, album, title))
+                })();
+                let key = if attributes {
+                    entity_key(
+                        &mut buf,
+                        &[
+                            artist,
+                            album.flatten().map(|a| a.title.as_bytes()),
+                            Some(title),
+                        ],
+                    )
+                } else {
+                    0
+                };
+                Ok((
+                    r.get(0)?,
+                    Track {
+                        artist_id,
+                        album_id,
+                        hash,
+                        key,
+                        mbid: mbid_hash(r, 4)?,
+                        duration: r.get(5)?,
+                    },
+                ))
+            },
+        )?;
+        dims.tracks = tracks;
+        Ok(dims)
     }
 
     /// The per-dimension attribute digests (artists, albums, tracks) of the entities the
@@ -154,21 +205,14 @@ impl TargetDims {
             {
                 *seen = true;
             }
-            let album = t.album_id.and_then(|a| {
-                if let Some(seen) = usize::try_from(a).ok().and_then(|i| albums.get_mut(i)) {
-                    *seen = true;
-                }
-                self.albums.find(a)
-            });
-            let key = entity_key(
-                &mut kb,
-                &[
-                    artist_name(t.artist_id),
-                    album.map(|a| a.title.as_bytes()),
-                    Some(t.title.as_bytes()),
-                ],
-            );
-            digests[2].add(entity_hash(key, t.mbid, t.duration));
+            if let Some(seen) = t
+                .album_id
+                .and_then(|a| usize::try_from(a).ok())
+                .and_then(|i| albums.get_mut(i))
+            {
+                *seen = true;
+            }
+            digests[2].add(entity_hash(t.key, t.mbid, t.duration));
         }
         for (id, _) in artists.iter().enumerate().filter(|(_, r)| **r) {
             if let Some(a) = self.artists.find(id as i64) {
@@ -195,27 +239,31 @@ pub(super) struct TargetDigests {
     pub attributes: Option<Vec<AttrDigest>>,
 }
 
-/// Per-window digests of the target (and its attribute digests with `attributes`).
+/// Per-window digests of the target (and its attribute digests with `attributes`). `split`
+/// waits for the scrobble_id where the scan's two halves meet (None: one scan), or says that
+/// the source side failed.
 pub(super) fn digests(
     path: &Path,
     by: By,
     from: Option<i64>,
     to: Option<i64>,
     attributes: bool,
+    split: impl FnOnce() -> Option<Option<i64>>,
 ) -> Result<TargetDigests> {
+    let t = std::time::Instant::now();
     let conn = target::open_read_only(path)?;
     let dims = TargetDims::load(&conn, attributes)?;
-    // Two halves by scrobble_id, each on its own connection and thread.
-    let total: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
-    let mid: Option<i64> = conn
-        .query_row(
-            "SELECT scrobble_id FROM scrobbles ORDER BY scrobble_id LIMIT 1 OFFSET ?1",
-            [total / 2],
-            |r| r.get(0),
-        )
-        .ok();
-    let ranges = match mid {
-        Some(m) if total > 100_000 => vec![(i64::MIN, m - 1), (m, i64::MAX)],
+    tracing::debug!(
+        seconds = t.elapsed().as_secs_f64(),
+        "target dimensions read"
+    );
+    // Two halves by scrobble_id, each on its own connection and thread, split where the
+    // source's balanced id slices have their middle (the target's ids are the source's).
+    let Some(split) = split() else {
+        bail!("the source side stopped");
+    };
+    let ranges = match split {
+        Some(mid) if mid > i64::MIN => vec![(i64::MIN, mid - 1), (mid, i64::MAX)],
         _ => vec![(i64::MIN, i64::MAX)],
     };
     type Part = (BTreeMap<i64, Digest64>, Vec<bool>);
@@ -249,6 +297,10 @@ pub(super) fn digests(
             }
         }
     }
+    tracing::debug!(
+        seconds = t.elapsed().as_secs_f64(),
+        "target scrobbles hashed"
+    );
     Ok(TargetDigests {
         windows,
         attributes: attributes.then(|| dims.attribute_digests(&referenced)),
@@ -283,8 +335,7 @@ fn digest_range(
     ])?;
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     let mut referenced = vec![false; if attributes { dims.tracks.0.len() } else { 0 }];
-    let mut buf = Vec::with_capacity(256);
-    let mut last_window: Option<(i64, i64, i64)> = None; // (start, end, key) of the last window
+    let mut keys = super::DayKeys::new(by);
     while let Some(r) = rows.next()? {
         let (id, user, track, epoch, loved): (i64, i64, i64, i64, i64) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
@@ -296,44 +347,12 @@ fn digest_range(
         }
         // A scrobble whose user, track, artist or album row is gone (a damaged target) hashes
         // apart from every source row: its window differs, and a repair writes it anew.
-        let tuple = (|| {
-            let t = dims.tracks.find(track)?;
-            let album = match t.album_id {
-                Some(a) => {
-                    let album = dims.albums.find(a)?;
-                    Some((
-                        dims.artists.find(album.artist_id)?.name.as_bytes(),
-                        album.title.as_bytes(),
-                    ))
-                }
-                None => None,
-            };
-            Some(Tuple {
-                id,
-                user: dims.users.find(user)?.as_bytes(),
-                epoch,
-                artist: dims.artists.find(t.artist_id)?.name.as_bytes(),
-                album,
-                track: t.title.as_bytes(),
-                loved,
-            })
-        })();
-        let hash = match tuple {
-            Some(t) => {
-                canonical(&mut buf, &t);
-                row_hash(&buf)
-            }
-            None => broken_row_hash(id),
+        let track_hash = dims.tracks.find(track).and_then(|t| t.hash);
+        let hash = match (dims.user_hashes.find(user), track_hash) {
+            (Some(&u), Some(t)) => row_hash(id, u, epoch, t, loved),
+            _ => broken_row_hash(id),
         };
-        let w = match last_window {
-            Some((s, e, k)) if epoch >= s && epoch < e => k,
-            _ => {
-                let s = by.floor(epoch);
-                let k = by.key(epoch);
-                last_window = Some((s, by.next(s), k));
-                k
-            }
-        };
+        let w = keys.key(epoch);
         let d = out.entry(w).or_default();
         d.rows += 1;
         d.hash = d.hash.wrapping_add(hash);
