@@ -389,6 +389,7 @@ fn null_and_duplicate_ids_are_errors() {
             t,
         ],
         vec!["load", "--source", &db.url, "--target", t],
+        vec!["verify", "--source", &db.url, "--target", t],
         vec![
             "backfill",
             "--source",

@@ -234,6 +234,32 @@ fn check_rows(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a source with a repeated id, naming a few.
+fn check_unique_ids(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<()> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id::int8 FROM {} GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5",
+                table.sql_name()
+            ),
+            &[],
+        )
+        .context("verifying the source failed")?;
+    if !rows.is_empty() {
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<_, i64>(0).to_string())
+            .collect();
+        anyhow::bail!(
+            "the source has duplicate ids ({}{}); ids must be unique: fix those rows, or map id to \
+             a unique column with --config",
+            ids.join(", "),
+            if rows.len() == 5 { ", …" } else { "" }
+        );
+    }
+    Ok(())
+}
+
 /// The names of the dimensions whose digests differ.
 fn attributes_differing(src: &[AttrDigest], dst: &[AttrDigest]) -> Vec<String> {
     attributes::DIMENSIONS
@@ -360,6 +386,13 @@ fn verify_once(
         )
     })?;
     let (checked, differing) = compare(opts.by, &src.windows, &dst.windows, opts.from, opts.to);
+    if differing.iter().any(|d| d.source_rows > d.target_rows) {
+        // More source rows than target rows may be a repeated id, which no target can hold: an
+        // error, as in every mode, rather than a difference that no repair could remove.
+        pipeline::step(opts.retry, "checking the source's ids", progress, || {
+            check_unique_ids(&mut opts.source.connect_reader()?, table)
+        })?;
+    }
     let attributes_differ = match (&src.entities, &dst.attributes) {
         (Some(s), Some(d)) => attributes_differing(&s.digests(), d),
         _ => Vec::new(),
