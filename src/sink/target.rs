@@ -182,9 +182,8 @@ pub fn open(path: &Path) -> Result<Target> {
     }
     conn.execute_batch(INCREMENTAL_PRAGMAS)
         .map_err(|e| explain(path, &e))?;
-    // Targets written before the views existed get them.
-    conn.execute_batch(super::schema::VIEWS)
-        .map_err(|e| explain(path, &e))?;
+    // Targets written before the views existed, or with an older version's, get this one's.
+    super::schema::ensure_views(&conn).map_err(|e| explain(path, &e))?;
     super::state::create(&conn).map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
         Some(s) => explain(path, s),
         None => e,

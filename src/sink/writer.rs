@@ -2,7 +2,7 @@
 //! the data, and the checks that must pass before a file may replace the user's target.
 
 use super::check::{self, CheckLevel, KeyBounds};
-use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, TABLES, USER_TABLES, VIEWS};
+use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, TABLES, USER_TABLES};
 use super::state;
 use crate::normalize::frames::Normalized;
 use crate::normalize::registry::Delta;
@@ -133,7 +133,7 @@ impl Writer {
             .with_context(|| format!("cannot create SQLite file {}", path.display()))?;
         conn.execute_batch(BULK_PRAGMAS)?;
         conn.execute_batch(TABLES)?;
-        conn.execute_batch(VIEWS)?;
+        super::schema::ensure_views(&conn)?;
         crate::cancel::interrupt_on_signal(&conn);
         state::create(&conn)?;
         conn.execute_batch("BEGIN")?;
