@@ -469,6 +469,19 @@ impl Report for BenchReport {
                 t.plan, t.read, t.normalize, t.write
             );
         }
+        if !self.questions.is_empty() {
+            let p = &self.question_params;
+            outln!("");
+            outln!(
+                "questions of docs/queries.sql over the loaded target (user '{}', artist '{}', track '{}', year {}, month {}):",
+                p.user, p.artist, p.track, p.year, p.month
+            );
+            outln!("| question | seconds | rows |");
+            outln!("|---|---:|---:|");
+            for q in &self.questions {
+                outln!("| {} | {:.2} | {} |", q.question, q.seconds, q.rows);
+            }
+        }
     }
 }
 
@@ -535,6 +548,11 @@ fn print_verify_table(r: &VerifyReport) {
     if r.search_index_differs {
         outln!(
             "the search index (names_fts) does not hold exactly the names of the target's rows (verify --repair rebuilds it)"
+        );
+    }
+    if r.summaries_differ {
+        outln!(
+            "the summary tables (artist_plays, album_plays, track_plays, hourly_plays) do not match the scrobbles (verify --repair recounts them)"
         );
     }
     if r.differing.is_empty() {

@@ -132,13 +132,15 @@ fn search_finds_names_and_stays_current() {
 }
 
 /// The query plan of `sql` (the detail column of EXPLAIN QUERY PLAN).
+/// Named parameters stay unbound (NULL): the plan does not depend on their values.
 fn plan(c: &Connection, sql: &str) -> Vec<String> {
-    c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-        .unwrap()
-        .query_map([], |r| r.get::<_, String>(3))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        out.push(r.get::<_, String>(3).unwrap());
+    }
+    out
 }
 
 /// Datasette counts a view's rows with `select count(*) from (select <columns> from view)`,
@@ -269,6 +271,10 @@ fn datasette_opens_every_table_and_view() {
             "plays",
             "loved_tracks",
             "names_fts",
+            "artist_plays",
+            "album_plays",
+            "track_plays",
+            "hourly_plays",
         ] {
             let (code, body) = get(&format!("/music/{page}")).unwrap();
             assert_eq!(
@@ -304,4 +310,268 @@ fn datasette_opens_every_table_and_view() {
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+/// The summary tables, counted afresh from the scrobbles: (table, want, have) queries.
+const SUMMARIES: [(&str, &str); 4] = [
+    (
+        "SELECT track_id, count(*) FROM scrobbles GROUP BY 1 ORDER BY 1",
+        "SELECT track_id, plays FROM track_plays ORDER BY 1",
+    ),
+    (
+        "SELECT t.artist_id, count(*) FROM scrobbles s JOIN tracks t USING (track_id) GROUP BY 1 ORDER BY 1",
+        "SELECT artist_id, plays FROM artist_plays ORDER BY 1",
+    ),
+    (
+        "SELECT t.album_id, count(*) FROM scrobbles s JOIN tracks t USING (track_id)
+          WHERE t.album_id IS NOT NULL GROUP BY 1 ORDER BY 1",
+        "SELECT album_id, plays FROM album_plays ORDER BY 1",
+    ),
+    (
+        "SELECT strftime('%Y-%m-%d %H', played_at, 'unixepoch'), count(*) FROM scrobbles GROUP BY 1 ORDER BY 1",
+        "SELECT strftime('%Y-%m-%d %H', hour, 'unixepoch'), plays FROM hourly_plays ORDER BY 1",
+    ),
+];
+
+fn assert_summaries_exact(t: &std::path::Path, what: &str) {
+    let c = Connection::open(t).unwrap();
+    for (want, have) in SUMMARIES {
+        let (w, h) = (dump(&c, want), dump(&c, have));
+        assert!(!w.is_empty(), "{what}: {want}");
+        assert!(w == h, "{what}: {have} differs from counting the scrobbles");
+    }
+}
+
+fn verify_json(db: &TestDb, ts: &str, repair: bool) -> (i32, Value) {
+    let mut args = vec!["verify", "--json", "--source", &db.url, "--target", ts];
+    if repair {
+        args.push("--repair");
+    }
+    let o = bin().args(&args).output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// Plays per artist, album, track and hour are in tables that every mode keeps exact, and
+/// `verify` compares them with the scrobbles: damage is reported and `--repair` recounts.
+#[test]
+fn summary_tables_answer_like_the_scrobbles_and_verify_guards_them() {
+    let db = TestDb::new("summary");
+    seed(&db, &["--rows", "6000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("s.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts]);
+    assert_summaries_exact(&t, "after the load");
+
+    // sync (new plays, new names), a repair of changed windows, a backfill that deletes, prune
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (9100000000000000001, 'new user', '2021-03-01 00:59:59Z', 'New Artist', 'New Album', 'New Track'),
+                    (9100000000000000002, 'new user', '2021-03-01 01:00:00Z', 'New Artist', NULL, 'Other');
+             UPDATE scrobbles SET track_name = track_name || ' (live)'
+              WHERE id IN (SELECT id FROM scrobbles ORDER BY id LIMIT 40);
+             DELETE FROM scrobbles WHERE id IN (SELECT id FROM scrobbles ORDER BY id DESC OFFSET 2 LIMIT 30);",
+        )
+        .unwrap();
+    ok(&["sync", "--source", &db.url, "--target", ts]);
+    assert_summaries_exact(&t, "after the sync");
+    let (code, v) = verify_json(&db, ts, true);
+    assert_eq!(code, 0, "{v}");
+    assert_summaries_exact(&t, "after the repair of changed windows");
+    db.client()
+        .batch_execute("DELETE FROM scrobbles WHERE id = 9100000000000000001")
+        .unwrap();
+    ok(&[
+        "backfill",
+        "--prune",
+        "--source",
+        &db.url,
+        "--target",
+        ts,
+        "--from",
+        "2021-03-01",
+        "--to",
+        "2021-04-01",
+    ]);
+    assert_summaries_exact(&t, "after the backfill");
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(
+        (code, &v["summaries_differ"]),
+        (0, &Value::Bool(false)),
+        "{v}"
+    );
+    assert_eq!(v["summaries_compared"], true);
+
+    for damage in [
+        "UPDATE artist_plays SET plays = plays + 1 WHERE artist_id = (SELECT min(artist_id) FROM artist_plays)",
+        "DELETE FROM hourly_plays WHERE hour = (SELECT max(hour) FROM hourly_plays)",
+        "DROP TRIGGER tracks_counted_delete",
+        // A summary table gone (every write then fails in its triggers) and a count as text.
+        "DROP TABLE album_plays",
+        "UPDATE track_plays SET plays = 'many' WHERE track_id = (SELECT min(track_id) FROM track_plays)",
+    ] {
+        Connection::open(&t).unwrap().execute_batch(damage).unwrap();
+        let (code, v) = verify_json(&db, ts, false);
+        assert_eq!(code, 3, "{damage}: {v}");
+        assert_eq!(v["summaries_differ"], true, "{damage}: {v}");
+        assert!(v["differing"].as_array().unwrap().is_empty(), "{v}");
+        let o = bin()
+            .args(["verify", "--source", &db.url, "--target", ts])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("verify --repair recounts them"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let (code, v) = verify_json(&db, ts, true);
+        assert_eq!(code, 0, "{damage}: {v}");
+        assert_eq!(v["after_repair"]["summaries_differ"], false);
+        assert_summaries_exact(&t, damage);
+    }
+}
+
+/// A target written before the summary tables existed (schema version 1) gets them, with the
+/// query indexes, on its next write; a read-only command leaves it as it is.
+#[test]
+fn a_target_of_schema_version_1_gets_its_summaries_on_the_next_write() {
+    let db = TestDb::new("upgrade");
+    seed(&db, &["--rows", "4000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("u.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts]);
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE artist_plays; DROP TABLE album_plays; DROP TABLE track_plays;
+             DROP TABLE hourly_plays; DROP INDEX scrobbles_track_played;
+             DROP INDEX scrobbles_user_played; DROP INDEX scrobbles_played_at; DROP INDEX scrobbles_loved;
+             CREATE INDEX scrobbles_played_at ON scrobbles(played_at);
+             CREATE INDEX scrobbles_track ON scrobbles(track_id);
+             DROP TRIGGER scrobbles_counted_insert; DROP TRIGGER scrobbles_counted_delete;
+             DROP TRIGGER scrobbles_counted_update; DROP TRIGGER tracks_counted_insert;
+             DROP TRIGGER tracks_counted_delete; DROP TRIGGER tracks_counted_update;
+             UPDATE _scrobsync_state SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["summaries_compared"], false, "{v}");
+    let version = |t: &std::path::Path| -> String {
+        Connection::open(t)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM _scrobsync_state WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(version(&t), "1", "verify only reads");
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (9100000000000000009, 'u', '2030-05-05Z', 'Upgraded', 'A', 'T')",
+        )
+        .unwrap();
+    ok(&["sync", "--source", &db.url, "--target", ts]);
+    assert_eq!(version(&t), "2");
+    assert_summaries_exact(&t, "after the upgrade");
+    let c = Connection::open(&t).unwrap();
+    let indexes = dump(
+        &c,
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'scrobbles' ORDER BY name",
+    );
+    let want: Vec<String> = [
+        "CREATE INDEX scrobbles_loved ON scrobbles(user_id, track_id, played_at) WHERE loved = 1",
+        "CREATE INDEX scrobbles_played_at ON scrobbles(played_at, track_id)",
+        "CREATE INDEX scrobbles_track_played ON scrobbles(track_id, played_at)",
+        "CREATE INDEX scrobbles_user_played ON scrobbles(user_id, played_at)",
+    ]
+    .iter()
+    .map(|s| format!("Text({s:?})|"))
+    .collect();
+    assert_eq!(indexes, want);
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(
+        (code, &v["summaries_compared"]),
+        (0, &Value::Bool(true)),
+        "{v}"
+    );
+}
+
+/// With the statistics a load writes, SQLite answers an artist's questions through the track
+/// index and a user's through the user index (the wrong index made such questions 10–40×
+/// slower), and the questions over all plays read the summary tables, not the scrobbles.
+#[test]
+fn questions_use_the_index_made_for_them() {
+    let db = TestDb::new("plans");
+    seed(&db, &["--rows", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("q.sqlite");
+    ok(&["load", "--source", &db.url, "--target", t.to_str().unwrap()]);
+    let c = Connection::open(&t).unwrap();
+    let qs = scrobsync::sink::questions::parse(scrobsync::sink::questions::QUERIES);
+    let find = |title: &str| -> String {
+        qs.iter()
+            .find(|q| q.title == title)
+            .unwrap_or_else(|| panic!("no question '{title}'"))
+            .sql
+            .clone()
+    };
+    let uses = |title: &str, index: &str| {
+        let p = plan(&c, &find(title));
+        assert!(p.iter().any(|l| l.contains(index)), "{title}: {p:?}");
+        p
+    };
+    uses("first and last play of an artist", "scrobbles_track_played");
+    uses("an artist's plays per year", "scrobbles_track_played");
+    for q in ["top artists of a user", "a user's first plays"] {
+        let p = uses(q, "scrobbles_user_played");
+        assert!(
+            p.iter().all(|l| !l.contains("scrobbles_track_played")),
+            "{q}: {p:?}"
+        );
+    }
+    // loved plays come from the partial index of loved plays, through the view too
+    uses("a user's loved tracks", "scrobbles_loved");
+    uses(
+        "a user's loved tracks through the loved_tracks view",
+        "scrobbles_loved",
+    );
+    let p = plan(&c, "SELECT count(*) FROM loved_tracks");
+    assert!(p.iter().any(|l| l.contains("scrobbles_loved")), "{p:?}");
+    uses("top artists of a year", "scrobbles_played_at");
+    for q in [
+        "top artists overall",
+        "top tracks overall",
+        "plays per month",
+    ] {
+        let p = plan(&c, &find(q));
+        assert!(p.iter().all(|l| !l.contains("scrobbles")), "{q}: {p:?}");
+    }
+    // and the answers are those of the plain tables
+    let p = scrobsync::sink::questions::params(&c).unwrap();
+    assert!(!p.user.is_empty() && !p.artist.is_empty() && !p.year.is_empty());
+    let top: Vec<String> = dump(&c, &find("top artists overall"));
+    let plain = dump(
+        &c,
+        "SELECT a.name, count(*) AS n FROM scrobbles s JOIN tracks t USING (track_id)
+           JOIN artists a ON a.artist_id = t.artist_id GROUP BY t.artist_id ORDER BY n DESC LIMIT 10",
+    );
+    let counts = |v: &[String]| {
+        v.iter()
+            .map(|r| {
+                r.trim_end_matches('|')
+                    .rsplit('|')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&top), counts(&plain));
 }

@@ -113,6 +113,33 @@ fn assert_same_as_full_load(db: &TestDb, target: &Path, what: &str) {
     assert!(a == b, "{what}: the target differs from a full load");
     let fk: i64 = one(target, "SELECT count(*) FROM pragma_foreign_key_check");
     assert_eq!(fk, 0, "{what}: dangling keys");
+    assert_eq!(summary_drift(target), 0, "{what}: summary tables drifted");
+}
+
+/// Rows in which the summary tables differ from counting the scrobbles afresh.
+fn summary_drift(target: &Path) -> i64 {
+    let both = |have: &str, want: &str| {
+        format!(
+            "(SELECT count(*) FROM (SELECT * FROM {have} EXCEPT {want})) + \
+             (SELECT count(*) FROM ({want} EXCEPT SELECT * FROM {have}))"
+        )
+    };
+    let per = |key: &str, filter: &str| {
+        format!(
+            "SELECT t.{key}, count(*) FROM scrobbles s JOIN tracks t USING (track_id) {filter} GROUP BY 1"
+        )
+    };
+    let sql = [
+        both("track_plays", "SELECT track_id, count(*) FROM scrobbles GROUP BY 1"),
+        both("artist_plays", &per("artist_id", "")),
+        both("album_plays", &per("album_id", "WHERE t.album_id IS NOT NULL")),
+        both(
+            "hourly_plays",
+            "SELECT played_at - ((played_at % 3600) + 3600) % 3600, count(*) FROM scrobbles GROUP BY 1",
+        ),
+    ]
+    .join(" + ");
+    one(target, &format!("SELECT {sql}"))
 }
 
 const INSERT: &str =
@@ -840,6 +867,25 @@ fn tamper(target: &Path, rng: &mut Rng) -> String {
         format!(
             "UPDATE artists SET mbid = 'not-the-mbid' WHERE artist_id = \
              (SELECT artist_id FROM tracks WHERE track_id = {track_of})"
+        ),
+        format!("UPDATE track_plays SET plays = plays + 1 WHERE track_id = {track_of}"),
+        format!(
+            "DELETE FROM hourly_plays WHERE hour = (SELECT played_at - ((played_at % 3600) + 3600) \
+             % 3600 FROM scrobbles WHERE scrobble_id = {a})"
+        ),
+        format!(
+            "DROP TRIGGER scrobbles_counted_insert; INSERT INTO scrobbles SELECT \
+             (SELECT max(scrobble_id) FROM scrobbles) + 1000, user_id, track_id, played_at, loved \
+             FROM scrobbles WHERE scrobble_id = {a}"
+        ),
+        // A summary table gone (its triggers then fail every write) or a count that is text.
+        "DROP TABLE album_plays".to_string(),
+        format!("UPDATE artist_plays SET plays = 'many' WHERE artist_id = (SELECT artist_id FROM tracks WHERE track_id = {track_of})"),
+        // A REPLACE without recursive triggers (SQLite's default): the replaced play is not
+        // taken out of the summaries.
+        format!(
+            "INSERT OR REPLACE INTO scrobbles SELECT {a}, user_id, track_id, played_at, loved \
+             FROM scrobbles WHERE scrobble_id = {b}"
         ),
     ];
     let sql = &kinds[rng.below(kinds.len() as u64) as usize];

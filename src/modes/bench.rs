@@ -2,7 +2,8 @@
 //! *read floor* (how fast PostgreSQL can emit the rows: a binary `COPY` of the same columns to
 //! nowhere, over the same connection parameters), runs full loads as child processes (so their
 //! peak RSS is their own), `verify` with and without `--attributes` over the loaded target,
-//! optionally an incremental sync of fresh rows, and reports medians.
+//! the questions of docs/queries.sql over that target, optionally an incremental sync of fresh
+//! rows, and reports medians.
 
 use super::StageSeconds;
 use crate::source::conn::ReadOnlyClient;
@@ -100,6 +101,10 @@ pub struct BenchReport {
     /// Stage seconds of the median load run.
     pub stages: StageSeconds,
     pub verify: Option<VerifyBench>,
+    /// The questions of docs/queries.sql over the loaded target (sqlite defaults, one run each).
+    pub questions: Vec<crate::sink::questions::Timing>,
+    /// The values their parameters were given.
+    pub question_params: crate::sink::questions::Params,
     pub sync: Option<SyncBench>,
 }
 
@@ -319,6 +324,9 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         None
     };
 
+    status("asking the questions of docs/queries.sql ...");
+    let (question_params, questions) = crate::sink::questions::time_all(&target)?;
+
     let sync_rows = opts.sync_rows.unwrap_or(rows as u64 / 100);
     let sync = if sync_rows > 0 {
         let mut client = opts.source.connect()?;
@@ -371,6 +379,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         peak_rss_mib,
         stages,
         verify,
+        questions,
+        question_params,
         sync,
     })
 }

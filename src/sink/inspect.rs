@@ -13,7 +13,7 @@
 //! - A target that cannot be written is refused in one line before a run does any work
 //!   ([`check_writable`]), not with SQLite's error code in the middle of the run.
 
-use super::schema::{SCHEMA_VERSION, TABLES, USER_TABLES};
+use super::schema::{SCHEMA_VERSION, USER_TABLES};
 use super::state::SCHEMA_VERSION_KEY;
 use super::target::{explain, side_file, SIDE_FILES};
 use anyhow::{bail, Result};
@@ -258,7 +258,7 @@ fn tables(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
 /// runs, so the check can never drift from the schema.
 fn reference() -> Result<BTreeMap<String, Columns>> {
     let mem = Connection::open_in_memory()?;
-    mem.execute_batch(TABLES)?;
+    super::schema::create_tables(&mem)?;
     super::state::create(&mem)?;
     let mut out = BTreeMap::new();
     for t in tables(&mem)? {

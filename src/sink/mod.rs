@@ -4,9 +4,11 @@
 pub mod check;
 pub mod inspect;
 pub mod open_ids;
+pub mod questions;
 pub mod schema;
 pub mod search;
 pub mod state;
+pub mod summary;
 pub mod target;
 pub mod writer;
 

@@ -42,13 +42,15 @@ const SQLITE_READONLY_DIRECTORY: i32 = 1544;
 pub const SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
 
 /// PRAGMAs for changing an existing target in place: the rollback journal makes every run's
-/// single transaction atomic across crashes and kills; a large cache keeps the run in memory.
+/// single transaction atomic across crashes and kills; a large cache keeps the run in memory;
+/// recursive triggers make the delete half of `INSERT OR REPLACE` update the summary tables.
 const INCREMENTAL_PRAGMAS: &str = "
 PRAGMA journal_mode = DELETE;
 PRAGMA synchronous = FULL;
 PRAGMA cache_size = -131072;
 PRAGMA temp_store = MEMORY;
 PRAGMA foreign_keys = OFF;
+PRAGMA recursive_triggers = ON;
 ";
 
 /// (device, inode) of the file a path names now.
@@ -189,11 +191,67 @@ pub fn open(path: &Path) -> Result<Target> {
         None => e,
     })?;
     crate::cancel::interrupt_on_signal(&conn);
-    Ok(Target {
+    let target = Target {
         conn,
         path: path.to_path_buf(),
         id,
-    })
+    };
+    // check_target accepted the stored version as a number from 1 to this build's.
+    let version: i64 = target
+        .conn
+        .query_row(
+            "SELECT CAST(trim(value) AS INTEGER) FROM _scrobsync_state WHERE key = ?1",
+            [super::state::SCHEMA_VERSION_KEY],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| explain(path, &e))?
+        .unwrap_or(super::schema::SCHEMA_VERSION);
+    if version < super::schema::SCHEMA_VERSION {
+        upgrade(&target, version)?;
+    }
+    Ok(target)
+}
+
+/// Brings a target of an older schema version up to this one, in one transaction: a kill
+/// or an error leaves it as it was, and the next run upgrades it again. From version 1: the
+/// query indexes, the summary tables and their triggers, fresh planner statistics.
+fn upgrade(target: &Target, from: i64) -> Result<()> {
+    let to = super::schema::SCHEMA_VERSION;
+    tracing::warn!(
+        "upgrading {} from schema version {from} to {to} (query indexes and summary tables); this happens once and takes about as long as a load's index build",
+        target.path.display()
+    );
+    // Sort for the index builds on disk, as a load does: an in-memory sorter grows with the
+    // rows (about 46 bytes each), and a cron `sync` is no place for gigabytes.
+    target
+        .conn
+        .execute_batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -16384;")?;
+    let upgraded = target
+        .write(|conn| {
+            // `load --indexes full` of version 1 built this; (track_id, played_at) replaces it.
+            conn.execute_batch("DROP INDEX IF EXISTS scrobbles_track;")?;
+            for (name, sql) in super::schema::INDEXES_SINCE_V2 {
+                crate::cancel::check()?;
+                super::schema::ensure(conn, "index", name, sql)?;
+            }
+            crate::cancel::check()?;
+            super::summary::build(conn)?;
+            super::schema::analyse(conn)?;
+            super::state::set(conn, super::state::SCHEMA_VERSION_KEY, &to.to_string())?;
+            Ok(())
+        })
+        .with_context(|| {
+            format!(
+                "upgrading {} to schema version {to} failed; it is unchanged",
+                target.path.display()
+            )
+        });
+    target
+        .conn
+        .execute_batch(INCREMENTAL_PRAGMAS)
+        .map_err(|e| explain(&target.path, &e))?;
+    upgraded
 }
 
 impl Target {

@@ -90,6 +90,11 @@ pub struct VerifyReport {
     pub attributes_differ: Vec<String>,
     /// The search index (`--fts`) does not hold exactly the dimension rows' names.
     pub search_index_differs: bool,
+    /// The summary tables (plays per artist, album, track, hour) or their triggers do not
+    /// match the target's scrobbles (checked when the whole time range is verified).
+    pub summaries_differ: bool,
+    /// Whether the summary tables were compared (whole range, a target that has them).
+    pub summaries_compared: bool,
     /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
     pub attributes_compared: bool,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
@@ -111,6 +116,7 @@ impl VerifyReport {
                 self.differing.is_empty()
                     && self.attributes_differ.is_empty()
                     && !self.search_index_differs
+                    && !self.summaries_differ
             }
         }
     }
@@ -398,6 +404,20 @@ fn verify_once(
         _ => Vec::new(),
     };
     let (src, dst) = (src.windows, dst.windows);
+    let target = sink_target::open_read_only(&opts.target)?;
+    let search_index_differs = crate::sink::search::matches(&target)? == Some(false);
+    // The summaries count the whole target: compared when the whole range is.
+    let summaries = if opts.from.is_none() && opts.to.is_none() {
+        progress.stage("comparing the summary tables", None);
+        crate::sink::summary::differences(&target)
+            .context("comparing the summary tables with the scrobbles")?
+    } else {
+        None
+    };
+    for d in summaries.iter().flatten() {
+        tracing::warn!("summary tables: {d}");
+    }
+    drop(target);
     Ok(VerifyReport {
         mode: "verify",
         by: opts.by,
@@ -407,9 +427,9 @@ fn verify_once(
         differing,
         attributes_differ,
         attributes_compared,
-        search_index_differs: crate::sink::search::matches(&sink_target::open_read_only(
-            &opts.target,
-        )?)? == Some(false),
+        search_index_differs,
+        summaries_differ: summaries.as_ref().is_some_and(|d| !d.is_empty()),
+        summaries_compared: summaries.is_some(),
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,
@@ -452,6 +472,12 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         // backfill would take it for the album-less track and leave it as it is).
         let outside = report.differing.iter().any(|d| d.outside);
         target.write(|conn| {
+            // A dropped summary table fails every statement whose triggers name it, and a
+            // dropped trigger skips its counts: both are restored before anything is
+            // rewritten; the counts themselves are redone at the end.
+            if report.summaries_differ {
+                crate::sink::summary::arm(conn)?;
+            }
             if outside {
                 let n = conn.execute(
                     "DELETE FROM scrobbles WHERE played_at < ?1 OR played_at > ?2",
@@ -494,6 +520,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         }
         if report.search_index_differs {
             target.write(crate::sink::search::rebuild)?;
+        }
+        if report.summaries_differ {
+            progress.stage("recounting the summary tables", None);
+            target.write(crate::sink::summary::build)?;
         }
         let facts_after = count(&target)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());

@@ -1,0 +1,196 @@
+use super::*;
+use crate::sink::schema;
+
+/// A small target with its indexes and armed triggers, the way a load leaves one.
+fn target() -> Connection {
+    let c = Connection::open_in_memory().unwrap();
+    // as on scrobsync's connections (the bundled SQLite enforces foreign keys by default)
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    schema::create_tables(&c).unwrap();
+    c.execute_batch(schema::INDEXES).unwrap();
+    c.execute_batch(
+        "INSERT INTO users VALUES (1, 'u1'), (2, 'u2');
+         INSERT INTO artists VALUES (1, 'a1', NULL), (2, 'a2', NULL);
+         INSERT INTO albums VALUES (1, 1, 'x', NULL), (2, 2, 'y', NULL);
+         INSERT INTO tracks VALUES (1, 1, 1, 't1', NULL, NULL), (2, 1, NULL, 't2', NULL, NULL),
+                                   (3, 2, 2, 't3', NULL, NULL);
+         INSERT INTO scrobbles VALUES (1, 1, 1, 0, 0), (2, 1, 1, 3599, 0), (3, 2, 2, 3600, 1),
+                                      (4, 2, 3, -1, 0), (5, 1, 3, -3600, 0), (6, 2, 1, 7300, 0);",
+    )
+    .unwrap();
+    build(&c).unwrap();
+    c.execute_batch("PRAGMA recursive_triggers = ON").unwrap();
+    c
+}
+
+fn rows(c: &Connection, sql: &str) -> Vec<(i64, i64)> {
+    let mut s = c.prepare(sql).unwrap();
+    let r = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    r
+}
+
+fn exact(c: &Connection) -> Vec<String> {
+    differences(c).unwrap().expect("has summaries")
+}
+
+#[test]
+fn a_load_counts_plays_per_track_artist_album_and_utc_hour() {
+    let c = target();
+    assert_eq!(
+        rows(&c, "SELECT * FROM track_plays ORDER BY 1"),
+        [(1, 3), (2, 1), (3, 2)]
+    );
+    assert_eq!(
+        rows(&c, "SELECT * FROM artist_plays ORDER BY 1"),
+        [(1, 4), (2, 2)]
+    );
+    // track 2 has no album: its play counts for no album
+    assert_eq!(
+        rows(&c, "SELECT * FROM album_plays ORDER BY 1"),
+        [(1, 3), (2, 2)]
+    );
+    // -1 and -3600 are in the hour starting at -3600 (floored, not truncated towards 0)
+    assert_eq!(
+        rows(&c, "SELECT * FROM hourly_plays ORDER BY 1"),
+        [(-3600, 2), (0, 2), (3600, 1), (7200, 1)]
+    );
+    assert_eq!(exact(&c), Vec::<String>::new());
+}
+
+#[test]
+fn every_change_of_scrobbles_or_tracks_keeps_them_exact() {
+    let c = target();
+    let steps = [
+        "INSERT INTO scrobbles VALUES (7, 1, 2, 99999, 0)",
+        "DELETE FROM scrobbles WHERE scrobble_id = 1",
+        "UPDATE scrobbles SET track_id = 3, played_at = -7201 WHERE scrobble_id = 2",
+        "UPDATE scrobbles SET loved = 1",
+        "INSERT OR REPLACE INTO scrobbles VALUES (3, 1, 1, 5, 0)",
+        "UPDATE tracks SET artist_id = 2, album_id = 2 WHERE track_id = 1",
+        "UPDATE tracks SET album_id = NULL WHERE track_id = 3",
+        "DELETE FROM tracks WHERE track_id = 2",
+        "INSERT INTO tracks VALUES (2, 2, 1, 't2', NULL, NULL)",
+        "INSERT INTO scrobbles VALUES (8, 2, 9, 1, 0)",
+        "INSERT INTO tracks VALUES (9, 1, 1, 't9', NULL, NULL)",
+        "UPDATE tracks SET track_id = 10 WHERE track_id = 9",
+        "DELETE FROM scrobbles WHERE played_at < 0",
+        "DELETE FROM tracks WHERE track_id NOT IN (SELECT track_id FROM scrobbles)",
+        "DELETE FROM scrobbles",
+    ];
+    for sql in steps {
+        c.execute_batch(sql).unwrap();
+        assert_eq!(exact(&c), Vec::<String>::new(), "after {sql}");
+    }
+    for t in NAMES {
+        let n: i64 = c
+            .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{t} holds no rows without plays");
+    }
+}
+
+#[test]
+fn differences_name_every_kind_of_drift_and_a_rebuild_ends_them() {
+    let tamper = [
+        "UPDATE track_plays SET plays = plays + 1 WHERE track_id = 1",
+        "DELETE FROM hourly_plays WHERE hour = 0",
+        "INSERT INTO hourly_plays VALUES (36000, 1)",
+        "UPDATE artist_plays SET plays = 7 WHERE artist_id = 2",
+        "DELETE FROM album_plays WHERE album_id = 1",
+        "INSERT INTO track_plays VALUES (99, 1)",
+        "DROP TRIGGER scrobbles_counted_delete",
+        "DROP TRIGGER tracks_counted_update",
+        // REPLACE without recursive triggers: the replaced row's play is never taken out.
+        "PRAGMA recursive_triggers = OFF; INSERT OR REPLACE INTO scrobbles VALUES (1, 1, 3, 0, 0)",
+    ];
+    for sql in tamper {
+        let c = target();
+        c.execute_batch(sql).unwrap();
+        assert!(!exact(&c).is_empty(), "not seen: {sql}");
+        build(&c).unwrap();
+        assert_eq!(exact(&c), Vec::<String>::new(), "rebuilt after {sql}");
+    }
+}
+
+#[test]
+fn a_target_without_summaries_gets_them() {
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    c.execute_batch(schema::TABLES).unwrap();
+    assert_eq!(differences(&c).unwrap(), None);
+    c.execute_batch(
+        "INSERT INTO tracks VALUES (1, 1, NULL, 't', NULL, NULL);
+         INSERT INTO scrobbles VALUES (1, 1, 1, 10, 0), (2, 1, 1, 20, 0);",
+    )
+    .unwrap();
+    build(&c).unwrap();
+    assert_eq!(rows(&c, "SELECT * FROM track_plays"), [(1, 2)]);
+    assert_eq!(exact(&c), Vec::<String>::new());
+}
+
+#[test]
+fn hours_floor_like_the_triggers() {
+    for t in [
+        -7201,
+        -3601,
+        -3600,
+        -1,
+        0,
+        1,
+        3599,
+        3600,
+        i64::from(i32::MAX),
+    ] {
+        let c = Connection::open_in_memory().unwrap();
+        let sql: i64 = c
+            .query_row(
+                &format!("SELECT {} FROM (SELECT ?1 AS played_at) s", hour!("s")),
+                [t],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sql, hour_of(t), "{t}");
+    }
+    assert_eq!(
+        hour_of(i64::MIN),
+        i64::MIN,
+        "saturates instead of overflowing"
+    );
+}
+
+#[test]
+fn a_missing_table_or_a_count_as_text_is_a_difference_and_build_restores_them() {
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    c.execute_batch(schema::TABLES).unwrap();
+    c.execute_batch(
+        "INSERT INTO tracks VALUES (1, 1, 1, 't', NULL, NULL);
+         INSERT INTO scrobbles VALUES (1, 1, 1, 10, 0), (2, 1, 1, 20, 0);",
+    )
+    .unwrap();
+    build(&c).unwrap();
+    c.execute_batch("DROP TABLE album_plays; UPDATE track_plays SET plays = 'two';")
+        .unwrap();
+    let found = differences(&c).unwrap().unwrap();
+    assert!(
+        found.iter().any(|d| d.contains("album_plays is missing")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|d| d.starts_with("track_plays")),
+        "{found:?}"
+    );
+    assert!(c
+        .execute("DELETE FROM scrobbles WHERE scrobble_id = 1", [])
+        .is_err());
+    arm(&c).unwrap();
+    c.execute("DELETE FROM scrobbles WHERE scrobble_id = 1", [])
+        .unwrap();
+    build(&c).unwrap();
+    assert_eq!(exact(&c), Vec::<String>::new());
+    assert_eq!(rows(&c, "SELECT * FROM album_plays"), [(1, 1)]);
+}
