@@ -7,9 +7,10 @@
 //! `check`: the key admission of a normalised window (what the default check proves per window).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use scrobsync::fixtures::copy::{binary_copy_stream, record_batch};
+use scrobsync::fixtures::{Generator, SeedOptions, SeedRow};
 use scrobsync::normalize::{window_frame, Normalizer};
 use scrobsync::sink::Writer;
-use scrobsync::source::seed::{binary_copy_stream, record_batch, Generator, SeedOptions, SeedRow};
 
 const ROWS: u64 = 100_000;
 

@@ -9,6 +9,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod fixtures;
 pub mod modes;
 pub mod normalize;
 pub mod pipeline;

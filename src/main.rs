@@ -8,12 +8,13 @@ mod output;
 use anyhow::{anyhow, Result};
 use clap::Parser;
 use cli::{Cli, Command};
+use scrobsync::fixtures::SeedOptions;
 use scrobsync::modes::load::{self, LoadOptions};
+use scrobsync::modes::seed;
 use scrobsync::modes::sync;
 use scrobsync::modes::{backfill, bench, status, verify};
 use scrobsync::sink::schema::IndexSet;
 use scrobsync::source::mapping::SourceSpec;
-use scrobsync::source::seed::{self, SeedOptions};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -4,12 +4,12 @@ use anyhow::Result;
 use scrobsync::modes::backfill::BackfillSummary;
 use scrobsync::modes::bench::BenchReport;
 use scrobsync::modes::load::LoadSummary;
+use scrobsync::modes::seed::SeedSummary;
 use scrobsync::modes::status::Status;
 use scrobsync::modes::sync::SyncSummary;
 use scrobsync::modes::verify::VerifyReport;
 use scrobsync::progress::{thousands, Progress, Total};
 use scrobsync::source::mapping::Resolved;
-use scrobsync::source::seed::SeedSummary;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 

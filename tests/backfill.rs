@@ -368,8 +368,7 @@ fn album_artists_agree(conn: &Connection) -> i64 {
 fn verify_sees_album_artists_and_stored_loved_values_and_repair_restores_them() {
     let db = TestDb::new("albumart");
     let mut c = db.client();
-    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
-        .unwrap();
+    c.batch_execute(scrobsync::modes::seed::SOURCE_DDL).unwrap();
     // Two artists with an album of the same title, a third with its own.
     c.batch_execute(
         "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name, loved)

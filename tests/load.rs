@@ -258,7 +258,7 @@ fn far_future_timestamps() {
     let db = TestDb::new("future");
     let mut client = db.client();
     client
-        .batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .batch_execute(scrobsync::modes::seed::SOURCE_DDL)
         .unwrap();
     client
         .batch_execute(
@@ -308,7 +308,7 @@ fn far_future_timestamps() {
 fn empty_source_gives_empty_target() {
     let db = TestDb::new("empty");
     db.client()
-        .batch_execute(scrobsync::source::seed::SOURCE_DDL)
+        .batch_execute(scrobsync::modes::seed::SOURCE_DDL)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("empty.sqlite");

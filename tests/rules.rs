@@ -622,8 +622,7 @@ fn backfill_moves_a_row_out_of_its_range() {
 fn played_at_cursor_edges() {
     let db = TestDb::new("pacur");
     let mut c = db.client();
-    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
-        .unwrap();
+    c.batch_execute(scrobsync::modes::seed::SOURCE_DDL).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("c.sqlite");
     let t = target.to_str().unwrap();
@@ -770,8 +769,7 @@ fn verify_hashes_utf8_bytes_on_a_latin1_server() {
     let url = db.url.replace(&db.name, &name);
     let result = std::panic::catch_unwind(|| {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
-            .unwrap();
+        c.batch_execute(scrobsync::modes::seed::SOURCE_DDL).unwrap();
         c.batch_execute(&format!(
             "{INSERT} (1, 'jörg', '2020-01-01Z', 'Björk', 'Homogénic', 'Jóga'),
                       (2, 'zoë', '2020-02-01Z', 'Sigur Rós', NULL, 'Hoppípolla'),

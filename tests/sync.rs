@@ -313,8 +313,7 @@ fn sync_refuses_bad_cursor_arguments_and_foreign_files() {
 /// A source whose ids come from a sequence, as applications insert them.
 fn sequence_source(db: &TestDb) -> postgres::Client {
     let mut c = db.client();
-    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
-        .unwrap();
+    c.batch_execute(scrobsync::modes::seed::SOURCE_DDL).unwrap();
     c.batch_execute(
         "CREATE SEQUENCE plays_seq;
          ALTER TABLE scrobbles ALTER COLUMN id SET DEFAULT nextval('plays_seq');
@@ -451,8 +450,7 @@ fn a_row_held_in_a_slow_trigger_while_a_sync_runs_arrives_with_the_next_sync() {
 fn a_source_that_became_empty_does_not_move_the_mark() {
     let db = TestDb::new("emptied");
     let mut c = db.client();
-    c.batch_execute(scrobsync::source::seed::SOURCE_DDL)
-        .unwrap();
+    c.batch_execute(scrobsync::modes::seed::SOURCE_DDL).unwrap();
     c.batch_execute(
         "INSERT INTO scrobbles (id, username, played_at, artist_name, track_name)
          SELECT -100 + g, 'u', '2024-01-01'::timestamptz, 'A', 'T' || g FROM generate_series(0, 40) g",

@@ -1,9 +1,10 @@
 //! The demo flow behind the README's first command: make sure a demo database with generated
 //! scrobbles exists on the given server, then hand back its URL for a normal load.
 
+use super::seed::seed;
+use crate::fixtures::SeedOptions;
 use crate::source::conn::explain_query_error;
 use crate::source::quote_ident;
-use crate::source::seed::{seed, SeedOptions};
 use crate::source::SourceUrl;
 use anyhow::{anyhow, Result};
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod demo;
 pub mod load;
 pub mod replace;
+pub mod seed;
 pub mod status;
 pub mod sync;
 pub mod verify;

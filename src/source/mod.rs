@@ -7,6 +7,7 @@ pub mod connectorx;
 pub mod conninfo;
 pub mod copy;
 pub mod error;
+pub mod held;
 pub mod identity;
 pub mod mapping;
 pub mod password;
@@ -14,7 +15,6 @@ pub mod plan;
 pub mod query;
 pub mod read;
 pub mod role;
-pub mod seed;
 pub mod service;
 pub mod session;
 

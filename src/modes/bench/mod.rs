@@ -5,11 +5,14 @@
 //! the questions of docs/queries.sql over that target, optionally an incremental sync of fresh
 //! rows, and reports medians.
 
+pub mod held;
+
+use super::seed::seed_locked;
 use super::StageSeconds;
+use crate::fixtures::SeedOptions;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
 use crate::source::plan::SourceTable;
-use crate::source::seed::{held, seed_locked, SeedOptions};
 use crate::source::SourceUrl;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
