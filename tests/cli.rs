@@ -363,6 +363,9 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
             )),
         );
     let exe = assert_cmd::cargo::cargo_bin("scrobsync");
+    // The load pauses after its third window (a failpoint) and is interrupted there: in the
+    // middle of streaming, whatever the machine's speed.
+    let flag = dir.path().join("paused");
     let child = std::process::Command::new(exe)
         .args([
             "load",
@@ -375,11 +378,18 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
             "--target",
         ])
         .arg(&t)
+        .env("SCROBSYNC_FAILPOINT", "pause-after-windows=3")
+        .env("SCROBSYNC_FAILPOINT_FILE", &flag)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !flag.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(flag.exists(), "the load never reached its third window");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::fs::remove_file(&flag).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
