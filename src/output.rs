@@ -552,7 +552,8 @@ fn print_verify_table(r: &VerifyReport) {
     }
     if r.summaries_differ {
         outln!(
-            "the summary tables (artist_plays, album_plays, track_plays, hourly_plays) do not match the scrobbles (verify --repair recounts them)"
+            "the summary tables do not match the scrobbles ({}); verify --repair recounts them",
+            r.summary_differences.join("; ")
         );
     }
     if r.differing.is_empty() {

@@ -433,6 +433,146 @@ fn summary_tables_answer_like_the_scrobbles_and_verify_guards_them() {
     }
 }
 
+const DROP_SUMMARIES: &str = "DROP TABLE artist_plays; DROP TABLE album_plays; DROP TABLE track_plays;
+     DROP TABLE hourly_plays; DROP TRIGGER scrobbles_counted_insert; DROP TRIGGER scrobbles_counted_delete;
+     DROP TRIGGER scrobbles_counted_update; DROP TRIGGER tracks_counted_insert;
+     DROP TRIGGER tracks_counted_delete; DROP TRIGGER tracks_counted_update;";
+
+/// A target of this schema version whose summary tables are gone, altered or replaced by
+/// views is damaged, never "a target without summaries": `verify` names what is wrong and
+/// exits 3, and every write (sync, backfill, repair) restores and recounts them first.
+#[test]
+fn dropped_or_altered_summary_tables_are_reported_and_restored_by_the_next_write() {
+    let db = TestDb::new("sumdamage");
+    seed(&db, &["--rows", "4000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("d.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts]);
+    let damage = |sql: &str| Connection::open(&t).unwrap().execute_batch(sql).unwrap();
+    let named = |v: &Value, what: &str| {
+        v["summary_differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains(what))
+    };
+
+    // Everything dropped: reported, and a plain sync (no --repair) restores it.
+    damage(DROP_SUMMARIES);
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(
+        (code, &v["summaries_compared"]),
+        (3, &Value::Bool(true)),
+        "{v}"
+    );
+    for table in ["artist_plays", "album_plays", "track_plays", "hourly_plays"] {
+        assert!(
+            named(&v, &format!("table {table} is missing")),
+            "{table}: {v}"
+        );
+    }
+    assert!(named(&v, "trigger scrobbles_counted_insert"), "{v}");
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (9200000000000000001, 'u', '2031-01-01Z', 'After Damage', 'A', 'T')",
+        )
+        .unwrap();
+    ok(&["sync", "--source", &db.url, "--target", ts]);
+    assert_summaries_exact(&t, "after a sync over dropped summaries");
+    assert_eq!(verify_json(&db, ts, false).0, 0);
+
+    // Altered columns, a view in a table's place, one table dropped: a backfill restores.
+    damage(
+        "DROP TABLE hourly_plays; CREATE VIEW hourly_plays AS SELECT 1 AS hour, 2 AS plays;
+         DROP TABLE album_plays; CREATE TABLE album_plays(album_id INTEGER, plays TEXT);
+         DROP TABLE track_plays;",
+    );
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 3, "{v}");
+    assert!(named(&v, "hourly_plays is a view"), "{v}");
+    assert!(named(&v, "table album_plays is altered"), "{v}");
+    assert!(named(&v, "table track_plays is missing"), "{v}");
+    let o = bin()
+        .args(["verify", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("table album_plays is altered"), "{text}");
+    ok(&[
+        "backfill",
+        "--source",
+        &db.url,
+        "--target",
+        ts,
+        "--from",
+        "2031-01-01",
+        "--to",
+        "2031-01-02",
+    ]);
+    assert_summaries_exact(&t, "after a backfill over altered summaries");
+    assert_eq!(verify_json(&db, ts, false).0, 0);
+
+    // And verify --repair, through the same first write.
+    damage(DROP_SUMMARIES);
+    let (code, v) = verify_json(&db, ts, true);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["summaries_differ"], true, "{v}");
+    assert_eq!(v["after_repair"]["summaries_differ"], false, "{v}");
+    assert_summaries_exact(&t, "after verify --repair over dropped summaries");
+}
+
+/// A version-1 target whose owner made an object under a summary table's name is not
+/// upgraded over it: the write is refused naming the object, and nothing is changed.
+#[test]
+fn a_version_1_target_with_an_object_named_like_a_summary_table_is_not_upgraded_over_it() {
+    let db = TestDb::new("sumoccupied");
+    seed(&db, &["--rows", "2000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("o.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts]);
+    let c = Connection::open(&t).unwrap();
+    c.execute_batch(DROP_SUMMARIES).unwrap();
+    c.execute_batch(
+        "UPDATE _scrobsync_state SET value = '1' WHERE key = 'schema_version';
+         CREATE TABLE artist_plays(artist TEXT, note TEXT);
+         INSERT INTO artist_plays VALUES ('mine', 'keep me');",
+    )
+    .unwrap();
+    drop(c);
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(
+        (code, &v["summaries_compared"]),
+        (0, &Value::Bool(false)),
+        "a version-1 target has no summaries to compare: {v}"
+    );
+    let o = bin()
+        .args(["sync", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("a table named 'artist_plays'") && err.contains("rename"),
+        "{err}"
+    );
+    let c = Connection::open(&t).unwrap();
+    let kept: String = c
+        .query_row("SELECT note FROM artist_plays", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, "keep me");
+    let version: String = c
+        .query_row(
+            "SELECT value FROM _scrobsync_state WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "1", "nothing was changed");
+}
+
 /// A target written before the summary tables existed (schema version 1) gets them, with the
 /// query indexes, on its next write; a read-only command leaves it as it is.
 #[test]

@@ -224,9 +224,14 @@ WHEN EXISTS (SELECT 1 FROM track_plays WHERE track_id IN (old.track_id, new.trac
     ),
 ];
 
-/// Whether the target has summaries: any of their tables or triggers (targets of schema
-/// version 1 have none; a target missing only some of them is damaged, see [`differences`]).
-pub fn exists(conn: &Connection) -> Result<bool> {
+/// Whether the target should have summaries: a schema version of 2 or more (version 1 has
+/// none; a target of version 2 missing some or all of them is damaged, see [`differences`]).
+/// A database without a stored version (a bare schema) has them when any of their tables
+/// or triggers is there.
+pub fn expected(conn: &Connection) -> Result<bool> {
+    if let Some(version) = stored_version(conn)? {
+        return Ok(version >= 2);
+    }
     let mut names: Vec<&str> = NAMES.to_vec();
     names.extend(TRIGGERS.iter().map(|(name, _)| *name));
     let list = names
@@ -236,7 +241,7 @@ pub fn exists(conn: &Connection) -> Result<bool> {
         .join(", ");
     Ok(conn
         .query_row(
-            &format!("SELECT 1 FROM sqlite_master WHERE name IN ({list}) LIMIT 1"),
+            &format!("SELECT 1 FROM sqlite_master WHERE lower(name) IN ({list}) LIMIT 1"),
             [],
             |_| Ok(()),
         )
@@ -244,22 +249,104 @@ pub fn exists(conn: &Connection) -> Result<bool> {
         .is_some())
 }
 
-/// The summary tables that are not in the target.
-fn missing_tables(conn: &Connection) -> Result<Vec<&'static str>> {
+/// The schema version stored in the target, if it has one (a bare database in tests has not).
+fn stored_version(conn: &Connection) -> Result<Option<i64>> {
+    let has_state = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_scrobsync_state'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_state {
+        return Ok(None);
+    }
+    Ok(super::state::get(conn, super::state::SCHEMA_VERSION_KEY)?
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+/// What stands where a summary table belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// The table as this version defines it.
+    Ours,
+    /// Nothing.
+    Missing,
+    /// A table defined otherwise, or an object of another kind (`kind`: table, view, index).
+    Other { kind: String },
+}
+
+/// The summary tables' definitions as SQLite stores them (without `IF NOT EXISTS`), by name.
+fn definitions() -> Result<Vec<(&'static str, String)>> {
+    let mem = Connection::open_in_memory()?;
+    mem.execute_batch(TABLES)?;
     let mut out = Vec::new();
-    for t in NAMES {
-        let found = conn
+    for name in NAMES {
+        let sql = super::schema::definition(&mem, "table", name)?
+            .ok_or_else(|| anyhow::anyhow!("summary table {name} was not created"))?;
+        out.push((name, sql));
+    }
+    Ok(out)
+}
+
+/// What stands where each summary table belongs (names compare without case, as SQLite's).
+fn slots(conn: &Connection) -> Result<Vec<(&'static str, Slot)>> {
+    let mut out = Vec::new();
+    for (name, want) in definitions()? {
+        let found: Option<(String, Option<String>)> = conn
             .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [t],
-                |_| Ok(()),
+                "SELECT type, sql FROM sqlite_master
+                  WHERE lower(name) = ?1 AND type IN ('table', 'view', 'index')",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if found.is_none() {
-            out.push(t);
+        let slot = match found {
+            None => Slot::Missing,
+            Some((kind, sql)) if kind == "table" && sql.as_deref() == Some(want.as_str()) => {
+                Slot::Ours
+            }
+            Some((kind, _)) => Slot::Other { kind },
+        };
+        out.push((name, slot));
+    }
+    Ok(out)
+}
+
+/// What is wrong with the summaries' tables and triggers, in words: missing, altered, or
+/// another kind of object under a summary table's name. Empty when all are this version's.
+pub fn damage(conn: &Connection) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (name, slot) in slots(conn)? {
+        match slot {
+            Slot::Ours => {}
+            Slot::Missing => out.push(format!("table {name} is missing")),
+            Slot::Other { kind } if kind == "table" => out.push(format!(
+                "table {name} is altered (not defined as scrobsync defines it)"
+            )),
+            Slot::Other { kind } => out.push(format!("{name} is a {kind}, not a table")),
+        }
+    }
+    for (name, sql) in TRIGGERS {
+        if super::schema::definition(conn, "trigger", name)?.as_deref() != Some(sql) {
+            out.push(format!("trigger {name} is missing or altered"));
         }
     }
     Ok(out)
+}
+
+/// Objects under the summary tables' names that a version-1 target may hold as its owner's
+/// own (a table, view or index scrobsync did not make), in words: upgrading such a target
+/// would have to drop them, so it is refused naming them instead.
+pub fn occupied(conn: &Connection) -> Result<Vec<String>> {
+    Ok(slots(conn)?
+        .into_iter()
+        .filter_map(|(name, slot)| match slot {
+            Slot::Other { kind } => Some(format!("a {kind} named '{name}'")),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Counts runs of equal keys in a query that returns one ordered key per row, handing each
@@ -359,38 +446,42 @@ pub fn ensure_triggers(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Creates any summary table that is missing and arms the triggers, without counting: what
-/// `verify --repair` does before it rewrites windows (whose triggers need the tables).
+/// Makes every summary table this version's and arms the triggers, without counting: what a
+/// write to a damaged target and `verify --repair` do first (every write's triggers need the
+/// tables). A table defined otherwise, or a view or index under its name, is dropped and
+/// created anew: in a target of this version those names are scrobsync's, and the tables
+/// hold only counts that [`rebuild`] recounts from the scrobbles.
 pub fn arm(conn: &Connection) -> Result<()> {
+    for (name, slot) in slots(conn)? {
+        if let Slot::Other { kind } = slot {
+            tracing::warn!("replacing the {kind} {name} with scrobsync's summary table");
+            conn.execute_batch(&format!("DROP {kind} \"{name}\""))?;
+        }
+    }
     conn.execute_batch(TABLES)?;
     ensure_triggers(conn)
 }
 
-/// Creates any summary table that is missing, counts every summary anew and arms the
+/// Makes every summary table this version's, counts every summary anew and arms the
 /// triggers: a load after its indexes, an upgraded target, `verify --repair`.
 pub fn build(conn: &Connection) -> Result<()> {
-    conn.execute_batch(TABLES)?;
-    rebuild(conn)?;
-    ensure_triggers(conn)
+    arm(conn)?;
+    rebuild(conn)
 }
 
 /// How the summaries of a target differ from what its scrobbles and tracks give, in words
-/// (`None`: the target has no summaries). Empty when they match and every trigger is there
-/// as this version defines it.
+/// (`None`: the target has no summaries, see [`expected`]). Empty when they match and every
+/// table and trigger is there as this version defines it.
 pub fn differences(conn: &Connection) -> Result<Option<Vec<String>>> {
-    if !exists(conn)? {
+    if !expected(conn)? {
         return Ok(None);
     }
-    let mut out = Vec::new();
-    let missing = missing_tables(conn)?;
-    for table in &missing {
-        out.push(format!("table {table} is missing"));
-    }
-    for (name, sql) in TRIGGERS {
-        if super::schema::definition(conn, "trigger", name)?.as_deref() != Some(sql) {
-            out.push(format!("trigger {name} is missing or altered"));
-        }
-    }
+    let mut out = damage(conn)?;
+    let missing: Vec<&str> = slots(conn)?
+        .into_iter()
+        .filter(|(_, slot)| *slot != Slot::Ours)
+        .map(|(name, _)| name)
+        .collect();
     fn same(k: i64) -> i64 {
         k
     }

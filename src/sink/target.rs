@@ -118,6 +118,14 @@ pub fn explain(path: &Path, e: &rusqlite::Error) -> anyhow::Error {
     }
 }
 
+/// An error of a step on the target: an SQLite error in it becomes the line [`explain`] gives.
+fn explain_any(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<rusqlite::Error>() {
+        Some(s) => explain(path, s),
+        None => e,
+    }
+}
+
 /// An error of a write on the target: SQLite's read-only and cannot-open codes (the file or
 /// its folder cannot be written) become the one line [`explain`] gives; others stay as they are.
 fn explain_write(path: &Path, e: anyhow::Error) -> anyhow::Error {
@@ -186,10 +194,7 @@ pub fn open(path: &Path) -> Result<Target> {
         .map_err(|e| explain(path, &e))?;
     // Targets written before the views existed, or with an older version's, get this one's.
     super::schema::ensure_views(&conn).map_err(|e| explain(path, &e))?;
-    super::state::create(&conn).map_err(|e| match e.downcast_ref::<rusqlite::Error>() {
-        Some(s) => explain(path, s),
-        None => e,
-    })?;
+    super::state::create(&conn).map_err(|e| explain_any(path, e))?;
     crate::cancel::interrupt_on_signal(&conn);
     let target = Target {
         conn,
@@ -209,8 +214,31 @@ pub fn open(path: &Path) -> Result<Target> {
         .unwrap_or(super::schema::SCHEMA_VERSION);
     if version < super::schema::SCHEMA_VERSION {
         upgrade(&target, version)?;
+    } else {
+        restore_summaries(&target)?;
     }
     Ok(target)
+}
+
+/// A target of this version whose summary tables or triggers were dropped or altered (by
+/// someone's SQL) gets them back, recounted, before anything is written: every write's
+/// triggers need the tables, and a missing trigger leaves counts behind.
+fn restore_summaries(target: &Target) -> Result<()> {
+    let damage = super::summary::damage(&target.conn).map_err(|e| explain_any(&target.path, e))?;
+    if damage.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "{}: {}; restoring and recounting the summary tables before writing",
+        target.path.display(),
+        damage.join(", ")
+    );
+    target.write(super::summary::build).with_context(|| {
+        format!(
+            "restoring the summary tables of {} failed; it is unchanged",
+            target.path.display()
+        )
+    })
 }
 
 /// Brings a target of an older schema version up to this one, in one transaction: a kill
@@ -222,6 +250,16 @@ fn upgrade(target: &Target, from: i64) -> Result<()> {
         "upgrading {} from schema version {from} to {to} (query indexes and summary tables); this happens once and takes about as long as a load's index build",
         target.path.display()
     );
+    let occupied =
+        super::summary::occupied(&target.conn).map_err(|e| explain_any(&target.path, e))?;
+    if !occupied.is_empty() {
+        bail!(
+            "{} has {} where schema version {to} keeps its summary tables; rename {} (ALTER TABLE/VIEW … RENAME, or drop it) and run again; nothing was changed",
+            target.path.display(),
+            occupied.join(" and "),
+            if occupied.len() == 1 { "it" } else { "them" }
+        );
+    }
     // Sort for the index builds on disk, as a load does: an in-memory sorter grows with the
     // rows (about 46 bytes each), and a cron `sync` is no place for gigabytes.
     target

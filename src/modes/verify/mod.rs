@@ -93,6 +93,8 @@ pub struct VerifyReport {
     /// The summary tables (plays per artist, album, track, hour) or their triggers do not
     /// match the target's scrobbles (checked when the whole time range is verified).
     pub summaries_differ: bool,
+    /// How they differ, in words ("table album_plays is missing", "track_plays: 3 rows differ").
+    pub summary_differences: Vec<String>,
     /// Whether the summary tables were compared (whole range, a target that has them).
     pub summaries_compared: bool,
     /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
@@ -430,6 +432,7 @@ fn verify_once(
         search_index_differs,
         summaries_differ: summaries.as_ref().is_some_and(|d| !d.is_empty()),
         summaries_compared: summaries.is_some(),
+        summary_differences: summaries.unwrap_or_default(),
         repaired: Vec::new(),
         attributes_repaired: 0,
         after_repair: None,

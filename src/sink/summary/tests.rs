@@ -194,3 +194,63 @@ fn a_missing_table_or_a_count_as_text_is_a_difference_and_build_restores_them() 
     assert_eq!(exact(&c), Vec::<String>::new());
     assert_eq!(rows(&c, "SELECT * FROM album_plays"), [(1, 1)]);
 }
+
+/// Sets the schema version a target stores, creating the state table.
+fn set_version(c: &Connection, v: i64) {
+    crate::sink::state::create(c).unwrap();
+    crate::sink::state::set(c, crate::sink::state::SCHEMA_VERSION_KEY, &v.to_string()).unwrap();
+}
+
+#[test]
+fn a_version_2_target_without_any_summary_is_damaged_not_summary_free() {
+    let c = target();
+    set_version(&c, 2);
+    c.execute_batch(
+        "DROP TABLE artist_plays; DROP TABLE album_plays; DROP TABLE track_plays;
+         DROP TABLE hourly_plays; DROP TRIGGER scrobbles_counted_insert;
+         DROP TRIGGER scrobbles_counted_delete; DROP TRIGGER scrobbles_counted_update;
+         DROP TRIGGER tracks_counted_insert; DROP TRIGGER tracks_counted_delete;
+         DROP TRIGGER tracks_counted_update;",
+    )
+    .unwrap();
+    let found = exact(&c);
+    assert_eq!(found.len(), 10, "4 tables and 6 triggers: {found:?}");
+    build(&c).unwrap();
+    assert_eq!(exact(&c), Vec::<String>::new());
+    // Version 1 has none to compare, whatever its owner named a table.
+    set_version(&c, 1);
+    c.execute_batch("DROP TABLE artist_plays; CREATE TABLE artist_plays(x TEXT)")
+        .unwrap();
+    assert_eq!(differences(&c).unwrap(), None);
+    assert_eq!(occupied(&c).unwrap(), ["a table named 'artist_plays'"]);
+}
+
+#[test]
+fn arm_replaces_a_view_or_an_altered_table_under_a_summary_name() {
+    let c = target();
+    c.execute_batch(
+        "DROP TABLE hourly_plays; CREATE VIEW Hourly_Plays AS SELECT 1 AS hour, 1 AS plays;
+         DROP TABLE album_plays; CREATE TABLE album_plays(album_id INTEGER, plays TEXT);
+         ALTER TABLE track_plays ADD COLUMN note TEXT;",
+    )
+    .unwrap();
+    let found = damage(&c).unwrap();
+    assert_eq!(
+        found,
+        [
+            "table album_plays is altered (not defined as scrobsync defines it)",
+            "table track_plays is altered (not defined as scrobsync defines it)",
+            "hourly_plays is a view, not a table",
+        ],
+        "in NAMES order"
+    );
+    assert_eq!(occupied(&c).unwrap().len(), 3);
+    build(&c).unwrap();
+    assert_eq!(damage(&c).unwrap(), Vec::<String>::new());
+    assert_eq!(exact(&c), Vec::<String>::new());
+    assert_eq!(
+        rows(&c, "SELECT * FROM hourly_plays ORDER BY hour"),
+        [(-3600, 2), (0, 2), (3600, 1), (7200, 1)],
+        "recounted"
+    );
+}
