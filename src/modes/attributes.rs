@@ -9,6 +9,7 @@
 //! scrobbles reference (computed in `modes::verify` as it streams the rows), and
 //! `verify --repair` recomputes the values from the source here.
 
+use crate::sink::facts::{AttributeKind, AttributeUpdate};
 use crate::sink::target::Target;
 use crate::source::conn::ReadOnlyClient;
 use crate::source::plan::SourceTable;
@@ -92,28 +93,14 @@ pub fn refresh(target: &Target, url: &SourceUrl, table: &SourceTable) -> Result<
     target.write(|conn| {
         let mut changed = 0u64;
         for d in DIMENSIONS {
-            let sql = match d {
-                Dimension::Artists => {
-                    "UPDATE artists SET mbid = ?2 WHERE name = ?1 AND mbid IS NOT ?2"
-                }
-                Dimension::Albums => {
-                    "UPDATE albums SET mbid = ?3
-                      WHERE artist_id = (SELECT artist_id FROM artists WHERE name = ?1)
-                        AND title = ?2 AND mbid IS NOT ?3"
-                }
-                Dimension::Tracks => {
-                    "UPDATE tracks SET mbid = ?4, duration_ms = CAST(?5 AS INTEGER)
-                      WHERE artist_id = (SELECT artist_id FROM artists WHERE name = ?1)
-                        AND ifnull(album_id, 0) = ifnull((SELECT al.album_id FROM albums al
-                              JOIN artists a ON a.artist_id = al.artist_id
-                             WHERE a.name = ?1 AND al.title = ?2), 0)
-                        AND title = ?3
-                        AND (mbid IS NOT ?4 OR duration_ms IS NOT CAST(?5 AS INTEGER))"
-                }
+            let kind = match d {
+                Dimension::Artists => AttributeKind::Artist,
+                Dimension::Albums => AttributeKind::Album,
+                Dimension::Tracks => AttributeKind::Track,
             };
-            let mut stmt = conn.prepare(sql)?;
+            let mut update = AttributeUpdate::new(conn, kind)?;
             for_each_source_entity(&mut client, table, d, |fields| {
-                changed += stmt.execute(rusqlite::params_from_iter(fields))? as u64;
+                changed += update.apply(fields)?;
                 Ok(())
             })?;
         }

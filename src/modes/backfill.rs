@@ -15,7 +15,7 @@ use super::TableRows;
 use crate::pipeline::retry::RetryPolicy;
 use crate::progress::Progress;
 use crate::sink::state::{self, now_iso, RunRecord};
-use crate::sink::target;
+use crate::sink::{facts, target};
 use crate::source::mapping::SourceSpec;
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
@@ -72,63 +72,21 @@ pub struct BackfillSummary {
     pub seconds: f64,
 }
 
-/// Deletes dimension rows no fact references any more, remembering the greatest keys so they
-/// are never handed out again.
+/// Deletes dimension rows no fact references any more (see `facts::prune`).
 fn prune(target: &target::Target) -> Result<TableRows> {
-    target.write(|conn| -> Result<TableRows> {
-        for (t, k) in [
-            ("users", "user_id"),
-            ("artists", "artist_id"),
-            ("albums", "album_id"),
-            ("tracks", "track_id"),
-        ] {
-            let max: i64 =
-                conn.query_row(&format!("SELECT ifnull(max({k}), 0) FROM {t}"), [], |r| {
-                    r.get(0)
-                })?;
-            let kept = state::get(conn, &format!("max_{k}"))?
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0);
-            state::set(conn, &format!("max_{k}"), &max.max(kept).to_string())?;
-        }
-        let tracks = conn.execute(
-            "DELETE FROM tracks WHERE track_id NOT IN (SELECT track_id FROM scrobbles)",
-            [],
-        )? as u64;
-        let albums = conn.execute(
-            "DELETE FROM albums WHERE album_id NOT IN
-                 (SELECT album_id FROM tracks WHERE album_id IS NOT NULL)",
-            [],
-        )? as u64;
-        let artists = conn.execute(
-            "DELETE FROM artists WHERE artist_id NOT IN (SELECT artist_id FROM tracks)
-                 AND artist_id NOT IN (SELECT artist_id FROM albums)",
-            [],
-        )? as u64;
-        let users = conn.execute(
-            "DELETE FROM users WHERE user_id NOT IN (SELECT user_id FROM scrobbles)",
-            [],
-        )? as u64;
-        crate::sink::search::remove_missing(conn)?;
-        Ok(TableRows {
-            users,
-            artists,
-            albums,
-            tracks,
-            scrobbles: 0,
-        })
+    let [users, artists, albums, tracks] = target.write(facts::prune)?;
+    Ok(TableRows {
+        users,
+        artists,
+        albums,
+        tracks,
+        scrobbles: 0,
     })
 }
 
 /// `--resume` with arguments that match no interrupted job while another one is recorded: the
 /// user most likely changed `--by` or a date, which would silently start a new job.
-fn refuse_other_resume(conn: &rusqlite::Connection, job: &str) -> Result<()> {
-    let others: Vec<String> = conn
-        .prepare(
-            "SELECT DISTINCT job FROM _scrobsync_backfill WHERE job <> ?1 AND job NOT LIKE 'repair:%'",
-        )?
-        .query_map([job], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+fn refuse_other_resume(others: &[String]) -> Result<()> {
     let described: Vec<String> = others
         .iter()
         .filter_map(|j| {
@@ -163,7 +121,6 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         );
     }
     let target = target::open(&opts.target)?;
-    let conn = &target.conn;
     let table = crate::pipeline::step(opts.retry, "resolving the source", progress, || {
         opts.table
             .resolve(&mut opts.source.connect_reader()?, &opts.source)
@@ -172,7 +129,7 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
     let job = job_key(opts.from, opts.to, opts.by);
     let all = split(opts.from, opts.to, opts.by);
     let (other_source, pending) = target.write(|conn| {
-        let other_source = super::check_source(
+        let other_source = state::check_source(
             conn,
             &opts.target,
             &opts.source,
@@ -183,7 +140,7 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         let finished = all.iter().filter(|w| done.contains(&w.0)).count();
         let pending: Vec<(i64, i64)> = if opts.resume {
             if done.is_empty() {
-                refuse_other_resume(conn, &job)?;
+                refuse_other_resume(&state::backfill_other_jobs(conn, &job)?)?;
             }
             if finished == all.len() {
                 tracing::warn!(
@@ -207,7 +164,7 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
         };
         Ok((other_source, pending))
     })?;
-    let facts_before: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
+    let facts_before = target.read(facts::count)?;
     let totals = replace_windows(
         &target,
         &opts.source,
@@ -226,24 +183,22 @@ pub fn run(opts: &BackfillOptions, progress: &dyn Progress) -> Result<BackfillSu
     } else {
         None
     };
-    let facts_after: i64 = conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?;
+    let facts_after = target.read(facts::count)?;
     let [users, artists, albums, tracks] = totals.new_rows;
     let seconds = started.elapsed().as_secs_f64();
     let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
-    state::record_run(
-        conn,
-        &RunRecord {
-            mode: "backfill",
-            source: &source,
-            started_at,
-            outcome: "ok",
-            hwm_before: None,
-            hwm_after: None,
-            scrobbles_net: facts_after - facts_before,
-            rows: [users, artists, albums, tracks],
-            seconds,
-        },
-    )?;
+    let record = RunRecord {
+        mode: "backfill",
+        source: &source,
+        started_at,
+        outcome: "ok",
+        hwm_before: None,
+        hwm_after: None,
+        scrobbles_net: facts_after - facts_before,
+        rows: [users, artists, albums, tracks],
+        seconds,
+    };
+    target.read(|conn| state::record_run(conn, &record))?;
     Ok(BackfillSummary {
         mode: "backfill",
         source: opts.source.redacted().to_string(),

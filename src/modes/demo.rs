@@ -53,17 +53,4 @@ pub fn prepare(
     Ok(url)
 }
 
-/// The query `demo` shows at the end: the three most played artists of a target.
-pub const TOP_ARTISTS_SQL: &str = "SELECT a.name, count(*) AS plays FROM scrobbles s \
-    JOIN tracks t USING (track_id) JOIN artists a ON a.artist_id = t.artist_id \
-    GROUP BY a.artist_id ORDER BY plays DESC, a.name LIMIT 3";
-
-/// The three most played artists of the target at `path`, with their play counts.
-pub fn top_artists(path: &std::path::Path) -> Result<Vec<(String, i64)>> {
-    let conn = crate::sink::target::open_read_only(path)?;
-    let mut stmt = conn.prepare(TOP_ARTISTS_SQL)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
-}
+pub use crate::sink::questions::{top_artists, TOP_ARTISTS_SQL};

@@ -11,7 +11,7 @@ use crate::progress::{Progress, Total};
 use crate::sink::check::CheckLevel;
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
-use crate::sink::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
+use crate::sink::temp::TempTarget;
 use crate::sink::writer::Finish;
 use crate::sink::Writer;
 use crate::source::checks::explain_infinite;
@@ -20,10 +20,9 @@ use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, settled_max_id, Recheck};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// How long a load waits for writing transactions on the source that are running when it
@@ -71,165 +70,6 @@ pub struct LoadSummary {
     pub rows_per_second: f64,
 }
 
-/// A temporary file beside the target, removed on drop unless it was renamed into place.
-struct TempTarget {
-    path: PathBuf,
-    /// The file the target path names (symbolic links followed).
-    target: PathBuf,
-    /// What was at `target` when the load started.
-    existing: Existing,
-    installed: bool,
-}
-
-/// The file a target path finally names. Symbolic links are followed (dangling ones too), so a
-/// load replaces the file a link points to and the link keeps pointing there.
-fn resolve_links(path: &Path) -> Result<PathBuf> {
-    let mut p = path.to_path_buf();
-    for _ in 0..40 {
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let dest = fs::read_link(&p)
-                    .with_context(|| format!("cannot read the symbolic link {}", p.display()))?;
-                p = match p.parent() {
-                    Some(dir) if dest.is_relative() => dir.join(dest),
-                    _ => dest,
-                };
-            }
-            _ => return Ok(p),
-        }
-    }
-    bail!(
-        "target {} is a loop of symbolic links; give a file path",
-        path.display()
-    )
-}
-
-impl TempTarget {
-    fn new(given: &Path, force: bool) -> Result<Self> {
-        let target = resolve_links(given)?;
-        let target = target.as_path();
-        if target.is_dir() {
-            bail!(
-                "target {} is a folder; give a file path such as {}/scrobbles.sqlite",
-                target.display(),
-                target.display()
-            );
-        }
-        let name = target
-            .file_name()
-            .ok_or_else(|| {
-                anyhow!(
-                    "target {} has no file name; give a file path",
-                    target.display()
-                )
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.exists() {
-            bail!(
-                "target folder {} does not exist; create it first (mkdir -p {})",
-                dir.display(),
-                dir.display()
-            );
-        }
-        if !dir.is_dir() {
-            bail!(
-                "target folder {} is not a folder; choose another target path",
-                dir.display()
-            );
-        }
-        let existing = check_replaceable(target, force)?;
-        remove_stale_temp_files(&dir, &name);
-        let path = dir.join(format!(".{name}.scrobsync-{}.tmp", std::process::id()));
-        let t = Self {
-            path,
-            target: target.to_path_buf(),
-            existing,
-            installed: false,
-        };
-        t.remove_files();
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&t.path)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot write in target folder {}: {}; choose a writable folder",
-                    dir.display(),
-                    e
-                )
-            })?;
-        Ok(t)
-    }
-
-    fn remove_files(&self) {
-        let _ = fs::remove_file(&self.path);
-        for suffix in SIDE_FILES {
-            let _ = fs::remove_file(side_file(&self.path, suffix));
-        }
-    }
-
-    /// Makes the file durable and atomically replaces the target with it, under the old
-    /// target's exclusive lock (see [`lock_for_replace`]).
-    fn install(mut self) -> Result<()> {
-        fs::File::open(&self.path)
-            .and_then(|f| f.sync_all())
-            .context("syncing the new target to disk")?;
-        let target = self.target.clone();
-        // What is there now, not what was there at the start: the target may have been
-        // created, replaced or removed meanwhile.
-        let existing = match self.existing {
-            Existing::Forced { .. } => check_replaceable(&target, true)?,
-            _ => check_replaceable(&target, false)?,
-        };
-        let lock = lock_for_replace(&target, existing)?;
-        fs::rename(&self.path, &target)
-            .with_context(|| format!("cannot replace {}", target.display()))?;
-        self.installed = true;
-        drop(lock);
-        if let Some(dir) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Removes temporary files that a killed load of the same target left behind (their process
-/// is gone: a kill -9 or a power cut runs no clean-up), so they do not pile up.
-fn remove_stale_temp_files(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.scrobsync-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                tracing::info!(file, "removing a temporary file left by a killed run");
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-impl Drop for TempTarget {
-    fn drop(&mut self) {
-        if !self.installed {
-            self.remove_files();
-        }
-    }
-}
-
 /// Runs a full load.
 pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let started = Instant::now();
@@ -267,7 +107,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         "planned"
     );
     let nwindows = windows.len();
-    let mut writer = Writer::create(&temp.path)?;
+    let mut writer = Writer::create(temp.path())?;
 
     progress.stage("loading", Some(Total::about(plan.est_rows, "rows")));
     let mut norm = Normalizer::default();
@@ -298,7 +138,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             let t = Instant::now();
             let n = writer
                 .write_window(&out)
-                .with_context(|| format!("writing {}", temp.path.display()))?;
+                .with_context(|| format!("writing {}", temp.path().display()))?;
             facts_written += n as u64;
             for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {
                 *total += h as u64;

@@ -13,67 +13,7 @@ pub mod sync;
 pub mod verify;
 pub mod windows;
 
-use crate::sink::state;
-use crate::source::identity::SourceIdentity;
-use crate::source::mapping::SourceTable;
-use crate::source::SourceUrl;
-use anyhow::{bail, Result};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-
-/// Refuses to change a target with rows of another source than the one it was loaded from,
-/// unless `allow` (`--allow-other-source`): then the run's source becomes the target's, and the
-/// returned note (for the run log) says what it replaced. Call inside the run's transaction.
-pub fn check_source(
-    conn: &Connection,
-    target: &std::path::Path,
-    url: &SourceUrl,
-    table: &SourceTable,
-    allow: bool,
-) -> Result<Option<String>> {
-    let this = SourceIdentity::of(url, table);
-    let stored = match state::get(conn, state::SOURCE_IDENTITY)? {
-        Some(s) => SourceIdentity::from_state(&s),
-        // A target written before identities were recorded: its redacted source URL.
-        None => state::get(conn, "source")?
-            .and_then(|s| SourceUrl::parse(&s).ok())
-            .map(|u| SourceIdentity {
-                mapping: String::new(),
-                server: String::new(),
-                ..SourceIdentity::of(&u, table)
-            }),
-    };
-    let Some(stored) = stored else {
-        state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
-        return Ok(None);
-    };
-    if stored.same_as(&this) {
-        if stored.needs_update() {
-            state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
-        }
-        return Ok(None);
-    }
-    if !allow {
-        bail!(
-            "{} was loaded {}; use its source, or pass --allow-other-source to make this one its source",
-            target.display(),
-            stored.difference(&this)
-        );
-    }
-    tracing::warn!(
-        "{} was loaded from {}; --allow-other-source makes {} its source",
-        target.display(),
-        stored.describe(),
-        this.describe()
-    );
-    state::set(conn, state::SOURCE_IDENTITY, &this.to_state())?;
-    state::set(conn, "source", url.redacted())?;
-    Ok(Some(format!(
-        "{} (--allow-other-source; the target was from {})",
-        url.redacted(),
-        stored.describe()
-    )))
-}
 
 /// An id as text for JSON: ids reach 2^63, and JSON readers keep only 53 bits of a number.
 pub fn id_text(id: Option<i64>) -> Option<String> {

@@ -11,7 +11,7 @@ use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::{Progress, Total};
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
-use crate::sink::{search, state};
+use crate::sink::{facts, search, state};
 use crate::source::checks::{check_unique_ids_in, warn_without_played_at_index};
 use crate::source::mapping::SourceTable;
 use crate::source::plan::partition_slices;
@@ -81,8 +81,7 @@ pub fn replace_windows(
             )),
         })
         .collect();
-    let conn = &target.conn;
-    let mut norm = Normalizer::new(target::registry_for(conn)?);
+    let mut norm = Normalizer::new(target.registry()?);
     let mut follow = Reader::new(read.reader, source.clone(), 1024);
     progress.stage(
         "backfilling",
@@ -93,16 +92,10 @@ pub fn replace_windows(
         let (start, end) = windows[w.index];
         let (deleted, written, moved) = target.write(|conn| -> Result<(u64, u64, u64)> {
             let keys_before = search::max_keys(conn)?;
-            let gone: Vec<i64> = conn
-                .prepare(
-                    "DELETE FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2
-                     RETURNING scrobble_id",
-                )?
-                .query_map([start, end], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let gone = facts::delete_window(conn, (start, end))?;
             let deleted = gone.len() as u64;
             let df = window_frame(w.batches)?;
-            let out = norm.window(&df, &mut target::TargetResolver { conn })?;
+            let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
             let written = writer::write_window(conn, &out, true)? as u64;
             // Rows that left the window but not the source moved to another played_at: they go
             // to their new window, wherever that is.
@@ -131,7 +124,7 @@ pub fn replace_windows(
                 .concat();
                 let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                 let df = window_frame(batches)?;
-                let out = norm.window(&df, &mut target::TargetResolver { conn })?;
+                let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
                 moved = writer::write_window(conn, &out, true)? as u64;
                 if moved != rows as u64 {
                     bail!("internal error: {rows} moved rows read but {moved} written; the window was not changed");
@@ -142,11 +135,7 @@ pub fn replace_windows(
             }
             // The window now holds exactly the rows read for it (a row upserted from another
             // window moved here; none may be lost or doubled).
-            let now: i64 = conn.query_row(
-                "SELECT count(*) FROM scrobbles WHERE played_at >= ?1 AND played_at < ?2",
-                [start, end],
-                |r| r.get(0),
-            )?;
+            let now = facts::count_window(conn, (start, end))?;
             if written != w.rows || now as u64 != w.rows {
                 bail!(
                     "the source changed while the window from {} was being replaced ({} rows read, {now} in the window now); the window was not changed: run the backfill again (with --resume to skip the windows already done)",

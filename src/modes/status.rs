@@ -43,64 +43,27 @@ pub struct Status {
     pub leftover_temporary_files: Vec<String>,
 }
 
-/// `.NAME.scrobsync-PID.tmp` files beside `path` whose process is gone.
-fn leftover_temp_files(path: &Path) -> Vec<String> {
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return Vec::new();
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let prefix = format!(".{name}.scrobsync-");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let file = e.file_name().to_string_lossy().into_owned();
-            let pid: u32 = file
-                .strip_prefix(&prefix)?
-                .split('.')
-                .next()?
-                .parse()
-                .ok()?;
-            (!Path::new(&format!("/proc/{pid}")).exists())
-                .then(|| dir.join(&file).display().to_string())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 pub fn run(path: &Path, last: usize) -> Result<Status> {
     let conn = target::open_read_only(path)?;
     let num =
         |k: &str| -> Result<Option<i64>> { Ok(state::get(&conn, k)?.and_then(|v| v.parse().ok())) };
     let [users, artists, albums, tracks, scrobbles] = writer::table_counts(&conn)?;
-    let mut stmt = conn.prepare(
-        "SELECT run_id, mode, started_at, finished_at, outcome, hwm_before, hwm_after,
-                rows_scrobbles, seconds
-         FROM _scrobsync_runs ORDER BY run_id DESC LIMIT ?1",
-    )?;
-    let last_runs = stmt
-        .query_map([last as i64], |r| {
-            Ok(RunInfo {
-                run_id: r.get(0)?,
-                mode: r.get(1)?,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                outcome: r.get(4)?,
-                mark_before: r.get(5)?,
-                mark_after: r.get(6)?,
-                mark_before_text: super::id_text(r.get(5)?),
-                mark_after_text: super::id_text(r.get(6)?),
-                scrobbles_added: r.get(7)?,
-                seconds: r.get(8)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let last_runs = state::last_runs(&conn, last)?
+        .into_iter()
+        .map(|r| RunInfo {
+            run_id: r.run_id,
+            mode: r.mode,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome,
+            mark_before: r.hwm_before,
+            mark_after: r.hwm_after,
+            mark_before_text: super::id_text(r.hwm_before),
+            mark_after_text: super::id_text(r.hwm_after),
+            scrobbles_added: r.rows_scrobbles,
+            seconds: r.seconds,
+        })
+        .collect();
     Ok(Status {
         mode: "status",
         target: path.display().to_string(),
@@ -117,6 +80,6 @@ pub fn run(path: &Path, last: usize) -> Result<Status> {
             scrobbles,
         },
         last_runs,
-        leftover_temporary_files: leftover_temp_files(path),
+        leftover_temporary_files: crate::sink::temp::leftover_temp_files(path),
     })
 }

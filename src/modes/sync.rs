@@ -18,7 +18,7 @@ use crate::pipeline::{self, failpoint, Reading};
 use crate::progress::{Progress, Total};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
-use crate::sink::{open_ids, search, target, writer};
+use crate::sink::{facts, open_ids, search, target, writer};
 use crate::source::checks::{check_unique_ids_in, explain_infinite};
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
@@ -28,7 +28,6 @@ use crate::source::query::{TimeRange, PG_MIN_US};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
 use anyhow::{anyhow, bail, Context, Result};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -135,26 +134,12 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     Ok(total)
 }
 
-fn parse_mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
-    match state::get(conn, key)? {
-        Some(v) => Ok(Some(v.parse().map_err(|_| {
-            anyhow!("the target's stored mark '{key}' is not a number ({v}); the target is damaged, run a full `load`")
-        })?)),
-        None => Ok(None),
-    }
-}
-
 /// After the full load that a first `sync --cursor played_at` does: the mark is the newest
 /// `played_at` loaded.
 pub fn record_played_at_mark(path: &std::path::Path) -> Result<()> {
     let target = target::open(path)?;
     target.write(|conn| {
-        let max: Option<i64> = conn.query_row(
-            "SELECT max(played_at) FROM scrobbles WHERE played_at <= unixepoch('now') + 86400",
-            [],
-            |r| r.get(0),
-        )?;
-        if let Some(m) = max {
+        if let Some(m) = facts::newest_played_at(conn)? {
             state::set(
                 conn,
                 "played_at_mark",
@@ -188,7 +173,6 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     let started = Instant::now();
     let started_at = now_iso();
     let target = target::open(&opts.target)?;
-    let conn = &target.conn;
     let SyncPlan {
         mut client,
         table,
@@ -203,7 +187,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     } = {
         progress.stage("planning the sync", None);
         pipeline::step(opts.retry, "planning the sync", progress, || {
-            plan_sync(opts, conn)
+            plan_sync(opts, &target)
         })?
     };
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
@@ -218,37 +202,32 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     // rows below it). Rows added are the rows read minus those already present: with the id
     // cursor a primary-key range count of the ids read; with the time cursor the table count,
     // before and after.
-    let present = |conn: &Connection| -> Result<i64> {
-        Ok(match opts.cursor {
-            Cursor::Id => conn.query_row(
-                "SELECT count(*) FROM scrobbles WHERE scrobble_id > ?1 AND scrobble_id <= ?2",
-                [read_after, plan.hwm],
-                |r| r.get(0),
-            )?,
-            Cursor::PlayedAt { .. } => {
-                conn.query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?
-            }
-        })
-    };
+    let hwm = plan.hwm;
     // Open ids first (they lie below every new id, so keys stay in id order), then the new rows.
     let mut windows = id_range_windows(&open);
     let open_windows = windows.len();
     windows.extend(plan.windows(opts.partitions));
     let result = target.write(|conn| -> Result<SyncSummary> {
+        let present = || -> Result<i64> {
+            match opts.cursor {
+                Cursor::Id => facts::count_ids(conn, read_after, hwm),
+                Cursor::PlayedAt { .. } => facts::count(conn),
+            }
+        };
         let other_source =
-            super::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
+            state::check_source(conn, &opts.target, &opts.source, &table, opts.allow_other_source)?;
         // Another sync may have committed while this one planned (before its lock).
-        if parse_mark(conn, mark_key)? != stored_mark {
+        if state::mark(conn, mark_key)? != stored_mark {
             return Err(target::InUse::new(
                 "another run changed the target's mark while this sync was planning; run it again",
             )
             .into());
         }
-        let facts_before = present(conn)?;
+        let facts_before = present()?;
         let late_before = open_ids::present_in(conn, &open)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
-        let mut resolver = target::TargetResolver { conn };
+        let mut resolver = target::TargetResolver::new(conn);
         progress.stage("syncing", Some(Total::about(plan.est_rows, "rows")));
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
         let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
@@ -294,7 +273,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 // Every source row of the ids read is now in the target, each once. (The
                 // target may hold more in that range: rows a backfill or an earlier run wrote
                 // that the source has deleted since; sync does not delete.)
-                let now = present(conn)?;
+                let now = present()?;
                 let in_open = open_ids::present_in(conn, &open)?;
                 let new_rows_read = reader_rows - open_rows_read;
                 if (now as u64) < new_rows_read || in_open < open_rows_read {
@@ -302,7 +281,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 }
                 (now - facts_before).max(0) as u64 + late_rows
             }
-            Cursor::PlayedAt { .. } => (present(conn)? - facts_before).max(0) as u64,
+            Cursor::PlayedAt { .. } => (present()? - facts_before).max(0) as u64,
         };
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
@@ -369,25 +348,25 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     s.seconds.total = started.elapsed().as_secs_f64();
     // The run log was written inside the transaction, before its commit: it gets the same
     // total as the summary (a failure here leaves the slightly smaller one).
-    if let Err(e) = state::set_last_run_seconds(&target.conn, s.seconds.total) {
+    if let Err(e) = target.read(|c| state::set_last_run_seconds(c, s.seconds.total)) {
         tracing::debug!(error = %e, "could not update the run log's time");
     }
     Ok(s)
 }
 
 /// Plans a sync: resolves the source, reads the marks, and plans the read (retried as a whole).
-fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
+fn plan_sync(opts: &SyncOptions, target: &target::Target) -> Result<SyncPlan> {
     let mut client = opts.source.connect_reader()?;
     let table = opts.table.resolve(&mut client, &opts.source)?;
     // A re-check of ids below the mark that is due now (see `Recheck`): read from its bound.
-    let pending = state::recheck(conn)?;
+    let pending = target.read(state::recheck)?;
     let recheck_due = match (opts.cursor, pending) {
         (Cursor::Id, Some(r)) => current_xmin(&mut client)? >= r.until_xmin,
         _ => false,
     };
     let (scope, mark_key, mark_before, new_mark) = match opts.cursor {
         Cursor::Id => {
-            let mark = parse_mark(conn, "hwm")?;
+            let mark = target.read(|c| state::mark(c, "hwm"))?;
             let after_id = match (mark, pending) {
                 (Some(m), Some(r)) if recheck_due => {
                     tracing::info!(
@@ -405,16 +384,12 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
             (scope, "hwm", mark, None)
         }
         Cursor::PlayedAt { lookback_us } => {
-            let mark = match parse_mark(conn, "played_at_mark")? {
+            let mark = match target.read(|c| state::mark(c, "played_at_mark"))? {
                 Some(m) => Some(m),
                 // No mark yet: the newest play of the target, not counting rows dated after
                 // the clock (plus a day), which must not move the mark either.
-                None => conn
-                    .query_row(
-                        "SELECT max(played_at) FROM scrobbles WHERE played_at <= unixepoch('now') + 86400",
-                        [],
-                        |r| r.get::<_, Option<i64>>(0),
-                    )?
+                None => target
+                    .read(facts::newest_played_at)?
                     .map(|s| s.saturating_mul(1_000_000)),
             };
             // The newest played_at up to the server's clock plus FUTURE_SKEW: one row dated
@@ -478,7 +453,7 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
     };
     let read_after = scope.after_id.unwrap_or(i64::MIN);
     let open = match (opts.cursor, scope.after_id) {
-        (Cursor::Id, Some(after)) => open_ids::at_or_below(conn, after)?,
+        (Cursor::Id, Some(after)) => target.read(|c| open_ids::at_or_below(c, after))?,
         _ => Vec::new(),
     };
     let recheck = match opts.cursor {
@@ -490,7 +465,7 @@ fn plan_sync(opts: &SyncOptions, conn: &Connection) -> Result<SyncPlan> {
         Cursor::PlayedAt { .. } => pending,
     };
     Ok(SyncPlan {
-        stored_mark: parse_mark(conn, mark_key)?,
+        stored_mark: target.read(|c| state::mark(c, mark_key))?,
         client,
         table,
         read_after,

@@ -13,6 +13,7 @@
 //! The plan (marks, cut points) is made before the driver starts and does not change.
 
 pub mod failpoint;
+pub mod parallel;
 pub mod retry;
 
 use crate::progress::Progress;

@@ -149,6 +149,21 @@ pub fn time_all(path: &Path) -> Result<(Params, Vec<Timing>)> {
     Ok((p, out))
 }
 
+/// The question `demo` shows at the end: the three most played artists of a target, from
+/// `artist_plays` (milliseconds at any size), ties by name.
+pub const TOP_ARTISTS_SQL: &str = "SELECT a.name, p.plays FROM artist_plays p \
+    JOIN artists a USING (artist_id) ORDER BY p.plays DESC, a.name LIMIT 3";
+
+/// The answer to [`TOP_ARTISTS_SQL`] on the target at `path`: names with play counts.
+pub fn top_artists(path: &Path) -> Result<Vec<(String, i64)>> {
+    let conn = super::target::open_read_only(path)?;
+    let mut stmt = conn.prepare(TOP_ARTISTS_SQL)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,11 @@
 //! scrobsync's own bookkeeping inside the target (`_scrobsync_*` tables): the high-water mark
 //! and a log of runs, so a target file describes where it came from and how far it got.
 
+use crate::source::identity::SourceIdentity;
+use crate::source::mapping::SourceTable;
 use crate::source::plan::Recheck;
-use anyhow::Result;
+use crate::source::SourceUrl;
+use anyhow::{anyhow, bail, Result};
 use rusqlite::{params, Connection};
 
 pub const STATE_TABLES: &str = "
@@ -170,6 +173,17 @@ pub fn backfill_done(conn: &Connection, job: &str) -> Result<std::collections::H
     Ok(done)
 }
 
+/// Backfill jobs with windows recorded other than `job` (repairs excluded), as their keys.
+pub fn backfill_other_jobs(conn: &Connection, job: &str) -> Result<Vec<String>> {
+    let others = conn
+        .prepare(
+            "SELECT DISTINCT job FROM _scrobsync_backfill WHERE job <> ?1 AND job NOT LIKE 'repair:%'",
+        )?
+        .query_map([job], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(others)
+}
+
 /// Forgets the windows of `job` (a new, non-resumed run of it).
 pub fn backfill_clear(conn: &Connection, job: &str) -> Result<()> {
     conn.execute("DELETE FROM _scrobsync_backfill WHERE job = ?1", [job])?;
@@ -190,4 +204,107 @@ pub fn backfill_window_done(
         params![job, window.0, window.1, deleted as i64, written as i64],
     )?;
     Ok(())
+}
+
+/// Refuses to change a target with rows of another source than the one it was loaded from,
+/// unless `allow` (`--allow-other-source`): then the run's source becomes the target's, and the
+/// returned note (for the run log) says what it replaced. Call inside the run's transaction.
+pub fn check_source(
+    conn: &Connection,
+    target: &std::path::Path,
+    url: &SourceUrl,
+    table: &SourceTable,
+    allow: bool,
+) -> Result<Option<String>> {
+    let this = SourceIdentity::of(url, table);
+    let stored = match get(conn, SOURCE_IDENTITY)? {
+        Some(s) => SourceIdentity::from_state(&s),
+        // A target written before identities were recorded: its redacted source URL.
+        None => get(conn, "source")?
+            .and_then(|s| SourceUrl::parse(&s).ok())
+            .map(|u| SourceIdentity {
+                mapping: String::new(),
+                server: String::new(),
+                ..SourceIdentity::of(&u, table)
+            }),
+    };
+    let Some(stored) = stored else {
+        set(conn, SOURCE_IDENTITY, &this.to_state())?;
+        return Ok(None);
+    };
+    if stored.same_as(&this) {
+        if stored.needs_update() {
+            set(conn, SOURCE_IDENTITY, &this.to_state())?;
+        }
+        return Ok(None);
+    }
+    if !allow {
+        bail!(
+            "{} was loaded {}; use its source, or pass --allow-other-source to make this one its source",
+            target.display(),
+            stored.difference(&this)
+        );
+    }
+    tracing::warn!(
+        "{} was loaded from {}; --allow-other-source makes {} its source",
+        target.display(),
+        stored.describe(),
+        this.describe()
+    );
+    set(conn, SOURCE_IDENTITY, &this.to_state())?;
+    set(conn, "source", url.redacted())?;
+    Ok(Some(format!(
+        "{} (--allow-other-source; the target was from {})",
+        url.redacted(),
+        stored.describe()
+    )))
+}
+
+/// A mark stored under `key` (`hwm`, `played_at_mark`), as a number.
+pub fn mark(conn: &Connection, key: &str) -> Result<Option<i64>> {
+    match get(conn, key)? {
+        Some(v) => Ok(Some(v.parse().map_err(|_| {
+            anyhow!("the target's stored mark '{key}' is not a number ({v}); the target is damaged, run a full `load`")
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// A row of the run log, `_scrobsync_runs`.
+#[derive(Debug, Clone)]
+pub struct LoggedRun {
+    pub run_id: i64,
+    pub mode: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: String,
+    pub hwm_before: Option<i64>,
+    pub hwm_after: Option<i64>,
+    pub rows_scrobbles: i64,
+    pub seconds: f64,
+}
+
+/// The `n` most recent runs of the log, newest first.
+pub fn last_runs(conn: &Connection, n: usize) -> Result<Vec<LoggedRun>> {
+    let mut stmt = conn.prepare(
+        "SELECT run_id, mode, started_at, finished_at, outcome, hwm_before, hwm_after,
+                rows_scrobbles, seconds
+         FROM _scrobsync_runs ORDER BY run_id DESC LIMIT ?1",
+    )?;
+    let runs = stmt
+        .query_map([i64::try_from(n).unwrap_or(i64::MAX)], |r| {
+            Ok(LoggedRun {
+                run_id: r.get(0)?,
+                mode: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                outcome: r.get(4)?,
+                hwm_before: r.get(5)?,
+                hwm_after: r.get(6)?,
+                rows_scrobbles: r.get(7)?,
+                seconds: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(runs)
 }

@@ -170,7 +170,7 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<(Connection, FileId)> {
 
 /// An existing target opened for changes.
 pub struct Target {
-    pub conn: Connection,
+    conn: Connection,
     path: PathBuf,
     id: FileId,
 }
@@ -293,6 +293,16 @@ fn upgrade(target: &Target, from: i64) -> Result<()> {
 }
 
 impl Target {
+    /// Runs `f` on the target outside a write transaction: reads, each statement on its own.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn).map_err(|e| explain_write(&self.path, e))
+    }
+
+    /// A registry whose new keys continue after the target's (see [`registry_for`]).
+    pub fn registry(&self) -> Result<Registry> {
+        registry_for(&self.conn)
+    }
+
     /// Runs `f` in one write transaction: committed if it succeeds, rolled back otherwise.
     pub fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.begin()?;
@@ -555,16 +565,7 @@ pub fn lock_for_replace(path: &Path, existing: Existing) -> Result<ReplaceLock> 
 /// A registry whose new keys continue after the target's greatest ones, counting keys that
 /// `backfill --prune` deleted (recorded as `max_*_id`), so a pruned key is never handed out again.
 pub fn registry_for(conn: &Connection) -> Result<Registry> {
-    let max = |t: &str, k: &str| -> Result<i64> {
-        let in_table: i64 =
-            conn.query_row(&format!("SELECT ifnull(max({k}), 0) FROM {t}"), [], |r| {
-                r.get(0)
-            })?;
-        let pruned = super::state::get(conn, &format!("max_{k}"))?
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0);
-        Ok(in_table.max(pruned))
-    };
+    let max = |t: &str, k: &str| super::facts::greatest_key(conn, t, k);
     Ok(Registry::continuing_after(
         max("users", "user_id")?,
         max("artists", "artist_id")?,
@@ -575,7 +576,14 @@ pub fn registry_for(conn: &Connection) -> Result<Registry> {
 
 /// Finds existing dimension rows by their identity, through the unique indexes.
 pub struct TargetResolver<'c> {
-    pub conn: &'c Connection,
+    conn: &'c Connection,
+}
+
+impl<'c> TargetResolver<'c> {
+    /// A resolver on the connection of a write transaction.
+    pub fn new(conn: &'c Connection) -> Self {
+        Self { conn }
+    }
 }
 
 impl Resolver for TargetResolver<'_> {

@@ -18,6 +18,7 @@ use crate::normalize::frames::InfinitePlayedAt;
 use crate::pipeline;
 use crate::pipeline::retry::RetryPolicy;
 use crate::progress::Progress;
+use crate::sink::facts;
 use crate::sink::target as sink_target;
 use crate::source::checks::explain_infinite;
 use crate::source::conn::ReadOnlyClient;
@@ -25,7 +26,7 @@ use crate::source::mapping::SourceSpec;
 use crate::source::plan::{partition_slices, plan_full, SourceTable};
 use crate::source::query::Slice;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -122,17 +123,6 @@ impl VerifyReport {
             }
         }
     }
-}
-
-/// Joins scoped worker threads in order, turning a panic into an error.
-fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Vec<Result<T>> {
-    handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(anyhow!("a verify thread panicked")))
-        })
-        .collect()
 }
 
 /// The fields the contract declares NOT NULL besides the id.
@@ -339,8 +329,8 @@ fn verify_once(
     // Both sides at once: the target reads its dimensions while the source is planned, then
     // PostgreSQL streams the source while this process hashes the target.
     let (split_tx, split_rx) = std::sync::mpsc::channel::<Option<i64>>();
-    let (src, dst) = std::thread::scope(|s| {
-        let dst = s.spawn(move || {
+    let (dst, src) = pipeline::parallel::both(
+        move || {
             let t = Instant::now();
             let r = target::digests(
                 &opts.target,
@@ -353,8 +343,8 @@ fn verify_once(
             );
             tracing::info!(seconds = t.elapsed().as_secs_f64(), "target hashed");
             r
-        });
-        let src = (|| {
+        },
+        || {
             let slices = plan_source(opts, table, progress);
             let slices = match slices {
                 Ok(s) => s,
@@ -378,13 +368,8 @@ fn verify_once(
                 }
                 r => r,
             }
-        })();
-        (
-            src,
-            dst.join()
-                .unwrap_or_else(|_| Err(anyhow!("the verify thread panicked"))),
-        )
-    });
+        },
+    );
     let src = src?;
     let dst = dst.with_context(|| {
         format!(
@@ -457,7 +442,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
         let started_at = crate::sink::state::now_iso();
         let target = sink_target::open(&opts.target)?;
         let other_source = target.write(|conn| {
-            super::check_source(
+            crate::sink::state::check_source(
                 conn,
                 &opts.target,
                 &opts.source,
@@ -465,11 +450,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 opts.allow_other_source,
             )
         })?;
-        let count = |t: &sink_target::Target| -> Result<i64> {
-            Ok(t.conn
-                .query_row("SELECT count(*) FROM scrobbles", [], |r| r.get(0))?)
-        };
-        let facts_before = count(&target)?;
+        let facts_before = target.read(facts::count)?;
         // Repairs that the windows' backfill cannot make: rows outside every window, and a
         // track whose album_id is 0 (which the tracks' unique index reads as "no album", so a
         // backfill would take it for the album-less track and leave it as it is).
@@ -482,13 +463,10 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
                 crate::sink::summary::arm(conn)?;
             }
             if outside {
-                let n = conn.execute(
-                    "DELETE FROM scrobbles WHERE played_at < ?1 OR played_at > ?2",
-                    [FIRST_WINDOW_SECOND, LAST_WINDOW_SECOND],
-                )?;
+                let n = facts::delete_outside(conn, (FIRST_WINDOW_SECOND, LAST_WINDOW_SECOND))?;
                 tracing::info!(rows = n, "deleted scrobbles outside every window");
             }
-            conn.execute("UPDATE tracks SET album_id = NULL WHERE album_id = 0", [])?;
+            facts::clear_album_zero(conn)?;
             Ok(())
         })?;
         let windows: Vec<(i64, i64)> = report
@@ -528,7 +506,7 @@ pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport
             progress.stage("recounting the summary tables", None);
             target.write(crate::sink::summary::build)?;
         }
-        let facts_after = count(&target)?;
+        let facts_after = target.read(facts::count)?;
         let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());
         let [users, artists, albums, tracks] = new_rows;
         target.write(|conn| {

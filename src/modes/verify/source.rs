@@ -3,7 +3,7 @@
 //! asked, the dimension attributes, as the rows go by.
 
 use super::canonical::{entity_hash, entity_key, text_hash, Tuple};
-use super::{join_all, AttrDigest, Digest64, UnfitRow, VerifyOptions};
+use super::{AttrDigest, Digest64, UnfitRow, VerifyOptions};
 use crate::pipeline::{self, failpoint};
 use crate::progress::{Progress, Total};
 use crate::source::conn::{is_transient, ReadOnlyClient};
@@ -217,54 +217,47 @@ fn read_in(
     progress.stage("hashing", Some(Total::exact(slices.len() as u64, "slices")));
     let next = AtomicUsize::new(0);
     type Part = (BTreeMap<i64, Digest64>, Option<SourceEntities>);
-    let parts: Vec<Result<Part>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers.min(slices.len()))
-            .map(|_| {
-                s.spawn(|| -> Result<Part> {
-                    let mut client: Option<ReadOnlyClient> = None;
-                    let mut windows: BTreeMap<i64, Digest64> = BTreeMap::new();
-                    // Entities only ever keep the smallest id's value, so a slice read again after
-                    // a fault adds nothing twice.
-                    let mut entities = attributes.then(SourceEntities::default);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(slice) = slices.get(i) else {
-                            return Ok((windows, entities));
-                        };
-                        let sql = query(slice);
-                        let what =
-                            format!("reading ids {} to {} of the source", slice.lo, slice.hi);
-                        let got = pipeline::step(opts.retry, &what, progress, || {
-                            let r = (|| {
-                                if client.is_none() {
-                                    let mut c = url.connect_reader()?;
-                                    c.set_snapshot(snapshot);
-                                    client = Some(c);
-                                }
-                                let c = client.as_mut().expect("connected above");
-                                let mut hasher = RowHasher::new(opts.by, entities.as_mut());
-                                copy::for_each_row(c, &sql, &kinds, |v| hasher.row(v))
-                                    .context("verifying the source failed")?;
-                                Ok(hasher.windows)
-                            })();
-                            if r.is_err() {
-                                client = None;
-                            }
-                            r
-                        })?;
-                        for (w, d) in got {
-                            let e = windows.entry(w).or_default();
-                            e.rows += d.rows;
-                            e.hash = e.hash.wrapping_add(d.hash);
+    let parts: Vec<Result<Part>> =
+        pipeline::parallel::workers(workers.min(slices.len()), |_| -> Result<Part> {
+            let mut client: Option<ReadOnlyClient> = None;
+            let mut windows: BTreeMap<i64, Digest64> = BTreeMap::new();
+            // Entities only ever keep the smallest id's value, so a slice read again after
+            // a fault adds nothing twice.
+            let mut entities = attributes.then(SourceEntities::default);
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(slice) = slices.get(i) else {
+                    return Ok((windows, entities));
+                };
+                let sql = query(slice);
+                let what = format!("reading ids {} to {} of the source", slice.lo, slice.hi);
+                let got = pipeline::step(opts.retry, &what, progress, || {
+                    let r = (|| {
+                        if client.is_none() {
+                            let mut c = url.connect_reader()?;
+                            c.set_snapshot(snapshot);
+                            client = Some(c);
                         }
-                        progress.advance(1);
-                        failpoint::pause(done.fetch_add(1, Ordering::SeqCst) + 1);
+                        let c = client.as_mut().expect("connected above");
+                        let mut hasher = RowHasher::new(opts.by, entities.as_mut());
+                        copy::for_each_row(c, &sql, &kinds, |v| hasher.row(v))
+                            .context("verifying the source failed")?;
+                        Ok(hasher.windows)
+                    })();
+                    if r.is_err() {
+                        client = None;
                     }
-                })
-            })
-            .collect();
-        join_all(handles)
-    });
+                    r
+                })?;
+                for (w, d) in got {
+                    let e = windows.entry(w).or_default();
+                    e.rows += d.rows;
+                    e.hash = e.hash.wrapping_add(d.hash);
+                }
+                progress.advance(1);
+                failpoint::pause(done.fetch_add(1, Ordering::SeqCst) + 1);
+            }
+        });
     let mut out = SourceDigests {
         windows: BTreeMap::new(),
         entities: attributes.then(SourceEntities::default),

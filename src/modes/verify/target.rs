@@ -4,8 +4,9 @@
 use super::canonical::{
     broken_row_hash, entity_hash, entity_key, row_hash, text_hash, track_hash, user_hash,
 };
-use super::{join_all, AttrDigest, By, Digest64};
-use crate::sink::target;
+use super::{AttrDigest, By, Digest64};
+use crate::pipeline;
+use crate::sink::scan::Scan;
 use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,25 +15,18 @@ use std::path::Path;
 struct Dim<T>(Vec<Option<T>>);
 
 impl<T> Dim<T> {
-    fn load(
-        conn: &rusqlite::Connection,
-        sql: &str,
-        with_attributes: bool,
-        mut row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<(i64, T)>,
-    ) -> Result<Self> {
-        let mut v: Vec<Option<T>> = Vec::new();
-        let mut stmt = conn.prepare(sql)?;
-        let mut rows = stmt.query([with_attributes])?;
-        while let Some(r) = rows.next()? {
-            let (id, value) = row(r)?;
-            let i =
-                usize::try_from(id).map_err(|_| anyhow!("unexpected key {id} in the target"))?;
-            if i >= v.len() {
-                v.resize_with(i + 1, || None);
-            }
-            v[i] = Some(value);
+    fn new() -> Self {
+        Dim(Vec::new())
+    }
+
+    /// Keeps `value` as the row of key `id`.
+    fn put(&mut self, id: i64, value: T) -> Result<()> {
+        let i = usize::try_from(id).map_err(|_| anyhow!("unexpected key {id} in the target"))?;
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, || None);
         }
-        Ok(Dim(v))
+        self.0[i] = Some(value);
+        Ok(())
     }
 
     /// The row of key `id`, if the target has it.
@@ -45,9 +39,8 @@ impl<T> Dim<T> {
 }
 
 /// The hash of an mbid column's value.
-fn mbid_hash(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<u64>> {
-    Ok(r.get::<_, Option<String>>(i)?
-        .map(|s| text_hash(s.as_bytes())))
+fn mbid_hash(mbid: Option<&str>) -> Option<u64> {
+    mbid.map(|s| text_hash(s.as_bytes()))
 }
 
 struct Artist {
@@ -83,108 +76,81 @@ struct TargetDims {
 }
 
 impl TargetDims {
-    fn load(conn: &rusqlite::Connection, attributes: bool) -> Result<Self> {
-        let mut dims = Self {
-            user_hashes: Dim::load(
-                conn,
-                "SELECT user_id, name FROM users WHERE ?1 IS NOT NULL",
-                attributes,
-                |r| {
-                    let name: String = r.get(1)?;
-                    Ok((r.get(0)?, user_hash(name.as_bytes())))
+    fn load(scan: &Scan, attributes: bool) -> Result<Self> {
+        let mut user_hashes = Dim::new();
+        scan.users(|id, name| user_hashes.put(id, user_hash(name.as_bytes())))?;
+        let mut artists = Dim::new();
+        scan.artists(attributes, |id, name, mbid| {
+            artists.put(
+                id,
+                Artist {
+                    name: name.to_owned(),
+                    mbid: mbid_hash(mbid),
                 },
-            )?,
-            artists: Dim::load(
-                conn,
-                "SELECT artist_id, name, CASE WHEN ?1 THEN mbid END FROM artists",
-                attributes,
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        Artist {
-                            name: r.get(1)?,
-                            mbid: mbid_hash(r, 2)?,
-                        },
-                    ))
+            )
+        })?;
+        let mut albums = Dim::new();
+        scan.albums(attributes, |id, artist_id, title, mbid| {
+            albums.put(
+                id,
+                Album {
+                    artist_id,
+                    title: title.to_owned(),
+                    mbid: mbid_hash(mbid),
                 },
-            )?,
-            albums: Dim::load(
-                conn,
-                "SELECT album_id, artist_id, title, CASE WHEN ?1 THEN mbid END FROM albums",
-                attributes,
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        Album {
-                            artist_id: r.get(1)?,
-                            title: r.get(2)?,
-                            mbid: mbid_hash(r, 3)?,
-                        },
-                    ))
-                },
-            )?,
-            tracks: Dim(Vec::new()),
-        };
+            )
+        })?;
         // The tracks last: each one's hash and key are computed from its row as it is read,
         // with the artists and albums at hand (no title is kept).
         let mut buf = Vec::with_capacity(256);
-        let (artists, albums) = (&dims.artists, &dims.albums);
-        let tracks = Dim::load(
-            conn,
-            "SELECT track_id, artist_id, album_id, title, CASE WHEN ?1 THEN mbid END,
-                    CASE WHEN ?1 THEN duration_ms END FROM tracks",
-            attributes,
-            |r| {
-                let (artist_id, album_id): (i64, Option<i64>) = (r.get(1)?, r.get(2)?);
-                let title = r.get_ref(3)?.as_bytes().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        3,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?;
-                let artist = artists.find(artist_id).map(|a| a.name.as_bytes());
-                let album = album_id.map(|a| albums.find(a));
-                let hash = (|| {
-                    let album = match album {
-                        Some(al) => {
-                            let al = al?;
-                            Some((
-                                artists.find(al.artist_id)?.name.as_bytes(),
-                                al.title.as_bytes(),
-                            ))
-                        }
-                        None => None,
-                    };
-                    Some(track_hash(&mut buf, artist?, album, title))
-                })();
-                let key = if attributes {
-                    entity_key(
-                        &mut buf,
-                        &[
-                            artist,
-                            album.flatten().map(|a| a.title.as_bytes()),
-                            Some(title),
-                        ],
-                    )
-                } else {
-                    0
+        let mut tracks = Dim::new();
+        scan.tracks(attributes, |r| {
+            let title = r.title;
+            let artist = artists.find(r.artist_id).map(|a| a.name.as_bytes());
+            let album = r.album_id.map(|a| albums.find(a));
+            let hash = (|| {
+                let album = match album {
+                    Some(al) => {
+                        let al = al?;
+                        Some((
+                            artists.find(al.artist_id)?.name.as_bytes(),
+                            al.title.as_bytes(),
+                        ))
+                    }
+                    None => None,
                 };
-                Ok((
-                    r.get(0)?,
-                    Track {
-                        artist_id,
-                        album_id,
-                        hash,
-                        key,
-                        mbid: mbid_hash(r, 4)?,
-                        duration: r.get(5)?,
-                    },
-                ))
-            },
-        )?;
-        dims.tracks = tracks;
-        Ok(dims)
+                Some(track_hash(&mut buf, artist?, album, title))
+            })();
+            let key = if attributes {
+                entity_key(
+                    &mut buf,
+                    &[
+                        artist,
+                        album.flatten().map(|a| a.title.as_bytes()),
+                        Some(title),
+                    ],
+                )
+            } else {
+                0
+            };
+            tracks.put(
+                r.track_id,
+                Track {
+                    artist_id: r.artist_id,
+                    album_id: r.album_id,
+                    hash,
+                    key,
+                    mbid: mbid_hash(r.mbid),
+                    duration: r.duration_ms,
+                },
+            )
+        })?;
+        Ok(Self {
+            artists,
+            albums,
+            tracks,
+            user_hashes,
+        })
     }
 
     /// The per-dimension attribute digests (artists, albums, tracks) of the entities the
@@ -251,8 +217,7 @@ pub(super) fn digests(
     split: impl FnOnce() -> Option<Option<i64>>,
 ) -> Result<TargetDigests> {
     let t = std::time::Instant::now();
-    let conn = target::open_read_only(path)?;
-    let dims = TargetDims::load(&conn, attributes)?;
+    let dims = TargetDims::load(&Scan::open(path)?, attributes)?;
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
         "target dimensions read"
@@ -267,18 +232,9 @@ pub(super) fn digests(
         _ => vec![(i64::MIN, i64::MAX)],
     };
     type Part = (BTreeMap<i64, Digest64>, Vec<bool>);
-    let parts: Vec<Result<Part>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(lo, hi)| {
-                let dims = &dims;
-                s.spawn(move || -> Result<Part> {
-                    let conn = target::open_read_only(path)?;
-                    digest_range(&conn, dims, by, (lo, hi), (from, to), attributes)
-                })
-            })
-            .collect();
-        join_all(handles)
+    let parts: Vec<Result<Part>> = pipeline::parallel::workers(ranges.len(), |i| {
+        let scan = Scan::open(path)?;
+        digest_range(&scan, &dims, by, ranges[i], (from, to), attributes)
     });
     let mut windows: BTreeMap<i64, Digest64> = BTreeMap::new();
     let mut referenced: Vec<bool> = Vec::new();
@@ -310,36 +266,18 @@ pub(super) fn digests(
 /// Digests of the facts with scrobble_id in `ids` (inclusive) and played_at in `range`, and
 /// (with `attributes`) which tracks they reference.
 fn digest_range(
-    conn: &rusqlite::Connection,
+    scan: &Scan,
     dims: &TargetDims,
     by: By,
     ids: (i64, i64),
     range: (Option<i64>, Option<i64>),
     attributes: bool,
 ) -> Result<(BTreeMap<i64, Digest64>, Vec<bool>)> {
-    let (from, to) = range;
-    let sql = if from.is_some() || to.is_some() {
-        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
-         WHERE scrobble_id BETWEEN ?3 AND ?4 AND played_at >= ?1 AND played_at < ?2"
-    } else {
-        // the whole table: walking the rows beats walking the played_at index
-        "SELECT scrobble_id, user_id, track_id, played_at, loved FROM scrobbles
-         WHERE scrobble_id BETWEEN ?3 AND ?4 AND ?1 <= ?2"
-    };
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([
-        from.unwrap_or(i64::MIN),
-        to.unwrap_or(i64::MAX),
-        ids.0,
-        ids.1,
-    ])?;
     let mut out: BTreeMap<i64, Digest64> = BTreeMap::new();
     let mut referenced = vec![false; if attributes { dims.tracks.0.len() } else { 0 }];
     let mut keys = super::DayKeys::new(by);
-    while let Some(r) = rows.next()? {
-        let (id, user, track, epoch, loved): (i64, i64, i64, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        if let Some(seen) = usize::try_from(track)
+    scan.scrobbles(ids, range, |r| {
+        if let Some(seen) = usize::try_from(r.track_id)
             .ok()
             .and_then(|i| referenced.get_mut(i))
         {
@@ -347,15 +285,15 @@ fn digest_range(
         }
         // A scrobble whose user, track, artist or album row is gone (a damaged target) hashes
         // apart from every source row: its window differs, and a repair writes it anew.
-        let track_hash = dims.tracks.find(track).and_then(|t| t.hash);
-        let hash = match (dims.user_hashes.find(user), track_hash) {
-            (Some(&u), Some(t)) => row_hash(id, u, epoch, t, loved),
-            _ => broken_row_hash(id),
+        let track_hash = dims.tracks.find(r.track_id).and_then(|t| t.hash);
+        let hash = match (dims.user_hashes.find(r.user_id), track_hash) {
+            (Some(&u), Some(t)) => row_hash(r.scrobble_id, u, r.played_at, t, r.loved),
+            _ => broken_row_hash(r.scrobble_id),
         };
-        let w = keys.key(epoch);
-        let d = out.entry(w).or_default();
+        let d = out.entry(keys.key(r.played_at)).or_default();
         d.rows += 1;
         d.hash = d.hash.wrapping_add(hash);
-    }
+        Ok(())
+    })?;
     Ok((out, referenced))
 }
