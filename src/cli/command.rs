@@ -38,7 +38,7 @@ impl Command {
             }
             Command::Verify(_) => "interrupted: nothing was changed",
             Command::Bench(_) => {
-                "interrupted: plays held aside are put back by the next bench, or by bench --restore"
+                "interrupted: the next bench drops the scratch tables this one left (scrobsync_bench_sync*)"
             }
             _ => "interrupted",
         }

@@ -512,8 +512,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
     pub repeat: u64,
 
-    /// Newest plays to hold back from one more load and then let arrive, with new ids, for a
-    /// timed `sync` (0 skips it) [default: 1% of the rows]
+    /// Newest plays to hold back from one more load (of a scratch copy of the table) and then
+    /// let arrive, with new ids, for a timed `sync` (0 skips it) [default: 1% of the rows]
     #[arg(long)]
     pub sync_rows: Option<u64>,
 
@@ -521,8 +521,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub skip_verify: bool,
 
-    /// Only put back the plays an interrupted bench holds aside (its timed sync moves the
-    /// newest plays out of the table for a while), then stop.
+    /// Only put back the plays that an interrupted bench of an earlier version held aside in
+    /// the source table, and drop scratch tables an interrupted bench left, then stop.
     #[arg(long)]
     pub restore: bool,
 

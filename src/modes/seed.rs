@@ -38,8 +38,8 @@ pub struct SeedSummary {
 /// greatest id, in one transaction.
 pub fn seed(url: &SourceUrl, opts: &SeedOptions) -> Result<SeedSummary> {
     let mut client = url.connect()?;
-    // New ids continue after the greatest one, which must count plays a bench holds aside;
-    // and no bench may hold plays aside meanwhile.
+    // New ids continue after the greatest one, which must count plays that a bench of an
+    // earlier build held aside (put back first); and no bench may run meanwhile.
     held::lock(&mut client)?;
     seed_locked(&mut client, opts)
 }

@@ -260,7 +260,6 @@ impl SourceSpec {
         client: &mut ReadOnlyClient,
         url: &SourceUrl,
     ) -> Result<(SourceTable, Resolved)> {
-        super::held::refuse_if_held(client)?;
         super::role::check(client)?;
         let server = super::identity::ServerId::of(client)?;
         let (mut table, resolved) = self.resolve_spec(client, url)?;

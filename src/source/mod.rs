@@ -7,7 +7,6 @@ pub mod connectorx;
 pub mod conninfo;
 pub mod copy;
 pub mod error;
-pub mod held;
 pub mod identity;
 pub mod mapping;
 pub mod password;

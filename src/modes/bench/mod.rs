@@ -125,7 +125,6 @@ fn run_child(exe: &PathBuf, source: &SourceUrl, args: &[String]) -> Result<Child
     let mut child = Command::new(exe)
         .args(args)
         .env("SCROBSYNC_SOURCE", source.expose_for_child())
-        .env(held::HOLDING_ENV, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -177,11 +176,14 @@ fn read_floor(client: &mut ReadOnlyClient, table: &SourceTable) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// `bench --restore`: puts back the plays an interrupted bench holds aside; returns how many.
+/// `bench --restore`: puts back the plays that an interrupted bench of an earlier version held
+/// aside (returns how many) and drops the scratch tables of an interrupted bench.
 pub fn restore(source: &SourceUrl) -> Result<u64> {
     let mut client = source.connect()?;
     held::lock(&mut client)?;
-    held::restore(&mut client)
+    let back = held::restore(&mut client)?;
+    held::drop_scratch(&mut client)?;
+    Ok(back)
 }
 
 pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchReport> {
@@ -191,8 +193,10 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     held::lock(&mut lock)?;
     let mut client = opts.source.connect()?;
     if matches!(opts.table, SourceSpec::Default) {
-        // Plays an interrupted bench held back go back first.
+        // Plays that an interrupted bench of an earlier build held aside go back first, and
+        // the scratch tables of an interrupted one go.
         held::restore(&mut client)?;
+        held::drop_scratch(&mut client)?;
         let exists: bool = client
             .query_one("SELECT to_regclass('scrobbles') IS NOT NULL", &[])?
             .get(0);
@@ -221,7 +225,7 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
             ));
         }
     } else if opts.sync_rows != Some(0) {
-        bail!("the sync measurement needs the default table (it holds plays back and adds them again); pass --sync-rows 0 with --config");
+        bail!("the sync measurement needs the default table (it copies it and adds the newest plays again); pass --sync-rows 0 with --config");
     }
     // Everything that reads the source runs read-only, as in the pipeline itself.
     drop(client);
@@ -334,18 +338,30 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
     let sync = if sync_rows > 0 {
         let mut client = opts.source.connect()?;
         status(&format!(
-            "holding back the newest {sync_rows} plays and loading the rest ..."
+            "copying all but the newest {sync_rows} plays to {} and loading them ...",
+            held::SCRATCH
         ));
-        held::hold_back(&mut client, sync_rows)?;
-        let run = run_child(&opts.exe, &opts.source, &base("load")).and_then(|_| {
-            status(&format!(
-                "{sync_rows} plays arrive with new ids; syncing ..."
-            ));
-            held::arrive(&mut client)?;
-            run_child(&opts.exe, &opts.source, &base("sync"))
-        });
-        // Restore the source whatever happened, so repeated benches measure the same data.
-        if let Err(e) = held::restore(&mut client) {
+        held::prepare(&mut client, sync_rows)?;
+        let mapping = opts.workdir.join("scrobsync-bench-sync.toml");
+        let run = std::fs::write(&mapping, held::mapping())
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                let args = |cmd: &str| {
+                    let mut v = base(cmd);
+                    v.push("--config".into());
+                    v.push(mapping.display().to_string());
+                    v
+                };
+                run_child(&opts.exe, &opts.source, &args("load"))?;
+                status(&format!(
+                    "{sync_rows} plays arrive with new ids; syncing ..."
+                ));
+                held::arrive(&mut client)?;
+                run_child(&opts.exe, &opts.source, &args("sync"))
+            });
+        let _ = std::fs::remove_file(&mapping);
+        // The scratch tables go whatever happened.
+        if let Err(e) = held::drop_scratch(&mut client) {
             return Err(match run {
                 Ok(_) => e,
                 Err(r) => e.context(format!("after the sync measurement failed: {r:#}")),
