@@ -116,7 +116,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
     scrobsync::pipeline::failpoint::check_env()?;
     if let Some(src) = command.source() {
         let limit = u64::try_from(src.read_timeout).unwrap_or(0);
-        scrobsync::source::session::set_read_timeout(
+        scrobsync::source::conn::session::set_read_timeout(
             (limit > 0).then(|| std::time::Duration::from_micros(limit)),
         );
         scrobsync::source::role::require_read_only(src.require_read_only_role);

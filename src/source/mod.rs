@@ -6,7 +6,6 @@ pub mod conn;
 pub mod connectorx;
 pub mod conninfo;
 pub mod copy;
-pub mod error;
 pub mod identity;
 pub mod mapping;
 pub mod password;
@@ -15,7 +14,6 @@ pub mod query;
 pub mod read;
 pub mod role;
 pub mod service;
-pub mod session;
 
 pub use conn::SourceUrl;
 

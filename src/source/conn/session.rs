@@ -21,7 +21,7 @@
 //! only while a statement waits, on the calling thread), like the synchronous `postgres` client,
 //! which offers no way to wrap the socket.
 
-use super::conn::SourceError;
+use super::SourceError;
 use anyhow::Result;
 use futures_core::Stream;
 use std::future::Future;
@@ -334,7 +334,7 @@ where
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "source connection ended");
         if let Ok(mut f) = failure.lock() {
-            *f = Some(super::conn::describe_error(&e));
+            *f = Some(super::describe_error(&e));
         }
     }
 }
