@@ -989,3 +989,48 @@ fn progress_lines_fit_80_columns_with_units() {
         }
     }
 }
+
+/// The first Ctrl-C ends `verify` with exit 130, promptly, and says that nothing was changed.
+#[test]
+fn ctrl_c_ends_a_verify() {
+    let db = TestDb::new("sigintverify");
+    seed(&db, &["--rows", "100000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("v.sqlite");
+    bin()
+        .args(["load", "--source", &db.url, "--target"])
+        .arg(&t)
+        .assert()
+        .success();
+    let flag = dir.path().join("paused");
+    // verify pauses after its first source slice (a failpoint) and is interrupted there.
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+        .args([
+            "verify",
+            "--partitions",
+            "4",
+            "--source",
+            &db.url,
+            "--target",
+        ])
+        .arg(&t)
+        .env("SCROBSYNC_FAILPOINT", "pause-after-windows=1")
+        .env("SCROBSYNC_FAILPOINT_FILE", &flag)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !flag.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(flag.exists(), "verify never finished its first slice");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let asked = std::time::Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let waited = asked.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: nothing was changed"), "{err}");
+    assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+}
