@@ -70,7 +70,8 @@ pub fn mapping() -> String {
 pub fn arrive(client: &mut postgres::Client) -> Result<()> {
     client.batch_execute(&format!(
         "INSERT INTO {SCRATCH} (id, {COLS})
-         SELECT (SELECT max(id) FROM {SCRATCH}) + row_number() OVER (ORDER BY played_at, id),
+         SELECT coalesce((SELECT max(id) FROM {SCRATCH}), (SELECT max(id) FROM scrobbles), 0)
+                + row_number() OVER (ORDER BY played_at, id),
                 {COLS}
            FROM {SCRATCH_HELD};
          ANALYZE {SCRATCH};"
