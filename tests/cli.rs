@@ -362,12 +362,10 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
                 ".precious.sqlite.scrobsync-4000000.tmp",
             )),
         );
-    let exe = assert_cmd::cargo::cargo_bin("scrobsync");
     // The load pauses after its third window (a failpoint) and is interrupted there: in the
     // middle of streaming, whatever the machine's speed.
-    let flag = dir.path().join("paused");
-    let child = std::process::Command::new(exe)
-        .args([
+    let (out, _) = interrupted_at(
+        &[
             "load",
             "--batch-rows",
             "1000",
@@ -376,21 +374,10 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
             "--source",
             &db.url,
             "--target",
-        ])
-        .arg(&t)
-        .env("SCROBSYNC_FAILPOINT", "pause-after-windows=3")
-        .env("SCROBSYNC_FAILPOINT_FILE", &flag)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !flag.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(flag.exists(), "the load never reached its third window");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    std::fs::remove_file(&flag).unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        &t,
+        3,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     // What the stopped load leaves, and nothing about other commands.
@@ -1002,19 +989,40 @@ fn ctrl_c_ends_a_verify() {
         .arg(&t)
         .assert()
         .success();
-    let flag = dir.path().join("paused");
     // verify pauses after its first source slice (a failpoint) and is interrupted there.
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
-        .args([
+    let (out, waited) = interrupted_at(
+        &[
             "verify",
             "--partitions",
             "4",
             "--source",
             &db.url,
             "--target",
-        ])
-        .arg(&t)
-        .env("SCROBSYNC_FAILPOINT", "pause-after-windows=1")
+        ],
+        &t,
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: nothing was changed"), "{err}");
+    assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+}
+
+/// Runs `scrobsync args… target` with a pause failpoint after window `after`, sends SIGINT once
+/// the run has paused there; its output and the time from the signal to its end.
+fn interrupted_at(
+    args: &[&str],
+    target: &std::path::Path,
+    after: usize,
+) -> (std::process::Output, std::time::Duration) {
+    let flag = target.with_extension("paused");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("scrobsync"))
+        .args(args)
+        .arg(target)
+        .env(
+            "SCROBSYNC_FAILPOINT",
+            format!("pause-after-windows={after}"),
+        )
         .env("SCROBSYNC_FAILPOINT_FILE", &flag)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1023,14 +1031,10 @@ fn ctrl_c_ends_a_verify() {
     while !flag.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(flag.exists(), "verify never finished its first slice");
+    assert!(flag.exists(), "the run never reached window {after}");
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let asked = std::time::Instant::now();
     std::fs::remove_file(&flag).unwrap();
     let out = child.wait_with_output().unwrap();
-    let waited = asked.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: nothing was changed"), "{err}");
-    assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+    (out, asked.elapsed())
 }
