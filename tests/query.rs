@@ -523,6 +523,115 @@ fn dropped_or_altered_summary_tables_are_reported_and_restored_by_the_next_write
     assert_summaries_exact(&t, "after verify --repair over dropped summaries");
 }
 
+/// Triggers someone else put on scrobsync's tables are named by `verify` and by every write;
+/// one on a summary table is damage that the next write removes, and counts that a trigger on
+/// the scrobbles corrupted are a difference that `verify --repair` recounts.
+#[test]
+fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
+    let db = TestDb::new("sumtrig");
+    seed(&db, &["--rows", "3000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts]);
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER inflate AFTER INSERT ON scrobbles BEGIN
+                 UPDATE artist_plays SET plays = plays + 100;
+             END;
+             CREATE TRIGGER on_counts AFTER UPDATE ON track_plays BEGIN SELECT 1; END;",
+        )
+        .unwrap();
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 3, "a trigger on a summary table is damage: {v}");
+    assert_eq!(
+        v["foreign_triggers"][0], "trigger inflate on scrobbles",
+        "{v}"
+    );
+    assert!(
+        v["summary_differences"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("trigger on_counts on track_plays is not scrobsync's"),
+        "{v}"
+    );
+
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (9130000000000000001, 'u', '2031-01-01Z', 'A', 'B', 'C')",
+        )
+        .unwrap();
+    let o = bin()
+        .args(["sync", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("trigger inflate on scrobbles was not made by scrobsync"),
+        "{err}"
+    );
+    let names = dump(
+        &Connection::open(&t).unwrap(),
+        "SELECT name FROM sqlite_master WHERE name IN ('inflate', 'on_counts')",
+    );
+    assert!(
+        names.len() == 1 && names[0].contains("inflate"),
+        "the owner's trigger stays, the one on counts goes: {names:?}"
+    );
+
+    // The trigger fired in the sync: verify sees the counts, names the cause, and a repair
+    // recounts (it writes no scrobble, so the trigger does not fire again).
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 3, "{v}");
+    assert!(
+        v["summary_differences"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("artist_plays: "),
+        "{v}"
+    );
+    let o = bin()
+        .args(["verify", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("note: trigger inflate on scrobbles was not made by scrobsync"),
+        "{text}"
+    );
+    let (code, v) = verify_json(&db, ts, true);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["summaries_recounted"], true, "{v}");
+    assert_summaries_exact(&t, "after the repair");
+
+    // A verify of part of the range says that it did not compare the summaries.
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch("DROP TRIGGER inflate; UPDATE track_plays SET plays = plays + 1")
+        .unwrap();
+    let o = bin()
+        .args([
+            "verify",
+            "--source",
+            &db.url,
+            "--target",
+            ts,
+            "--from",
+            "2031-01-01",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("the summary tables count the whole target and were not compared"),
+        "{text}"
+    );
+}
+
 /// A version-1 target whose owner made an object under a summary table's name is not
 /// upgraded over it: the write is refused naming the object, and nothing is changed.
 #[test]

@@ -389,6 +389,23 @@ fn print_verify_table(w: &mut dyn Write, r: &VerifyReport) -> fmt::Result {
             r.summary_differences.join("; ")
         )?;
     }
+    if r.summaries_skipped_for_range {
+        writeln!(
+            w,
+            "the summary tables count the whole target and were not compared (verify without --from/--to compares them)"
+        )?;
+    }
+    if !r.foreign_triggers.is_empty() {
+        writeln!(
+            w,
+            "note: {} {} not made by scrobsync: {} on every write and may change what scrobsync stores (drop {} with DROP TRIGGER if {} not needed)",
+            r.foreign_triggers.join(", "),
+            if r.foreign_triggers.len() == 1 { "was" } else { "were" },
+            if r.foreign_triggers.len() == 1 { "it runs" } else { "they run" },
+            if r.foreign_triggers.len() == 1 { "it" } else { "them" },
+            if r.foreign_triggers.len() == 1 { "it is" } else { "they are" },
+        )?;
+    }
     if r.differing.is_empty() {
         if r.attributes_compared {
             writeln!(w, "all windows match")?;
@@ -439,9 +456,14 @@ impl Report for VerifyReport {
         if let Some(after) = &self.after_repair {
             writeln!(
                 w,
-                "repaired {} by backfill and the attributes of {}; verifying again:",
+                "repaired {} by backfill and the attributes of {}{}; verifying again:",
                 count(self.repaired.len() as u64, "window"),
-                count(self.attributes_repaired, "dimension row")
+                count(self.attributes_repaired, "dimension row"),
+                if self.summaries_recounted {
+                    ", recounted the summary tables"
+                } else {
+                    ""
+                }
             )?;
             print_verify_table(w, after)?;
         }
@@ -469,6 +491,9 @@ mod tests {
             summaries_differ: false,
             summary_differences: Vec::new(),
             summaries_compared: true,
+            summaries_skipped_for_range: false,
+            summaries_recounted: false,
+            foreign_triggers: Vec::new(),
             attributes_compared: false,
             repaired: Vec::new(),
             attributes_repaired: 0,
@@ -519,5 +544,37 @@ mod tests {
         assert_eq!(lines[5], "1 of 12 windows differ");
         assert_eq!(lines[6], "  survived 1 transient source fault by retrying");
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn a_partial_verify_says_the_summaries_were_not_compared_and_names_foreign_triggers() {
+        let mut r = verify_report();
+        r.summaries_compared = false;
+        r.summaries_skipped_for_range = true;
+        r.foreign_triggers = vec!["trigger audit on scrobbles".into()];
+        let text = render(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "the summary tables count the whole target and were not compared (verify without --from/--to compares them)"
+        );
+        assert_eq!(
+            lines[3],
+            "note: trigger audit on scrobbles was not made by scrobsync: it runs on every write and may change what scrobsync stores (drop it with DROP TRIGGER if it is not needed)"
+        );
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn a_repair_says_it_recounted_the_summaries() {
+        let mut r = verify_report();
+        r.summaries_recounted = true;
+        r.repaired = vec!["2021-03".into()];
+        r.after_repair = Some(Box::new(verify_report()));
+        let text = render(&r);
+        assert!(
+            text.contains("repaired 1 window by backfill and the attributes of 0 dimension rows, recounted the summary tables; verifying again:"),
+            "{text}"
+        );
     }
 }

@@ -314,8 +314,38 @@ fn slots(conn: &Connection) -> Result<Vec<(&'static str, Slot)>> {
     Ok(out)
 }
 
-/// What is wrong with the summaries' tables and triggers, in words: missing, altered, or
-/// another kind of object under a summary table's name. Empty when all are this version's.
+/// Triggers scrobsync did not make on the tables named `tables` (lower-case names), as
+/// (trigger, table), by trigger name.
+fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")?;
+    let all = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(all
+        .into_iter()
+        .filter(|(name, table)| {
+            tables.contains(&table.to_lowercase().as_str())
+                && !TRIGGERS
+                    .iter()
+                    .any(|(ours, _)| ours.eq_ignore_ascii_case(name))
+        })
+        .collect())
+}
+
+/// Triggers that someone else put on the tables scrobsync writes (scrobbles and the
+/// dimensions), in words: they run inside every write scrobsync makes and may change what it
+/// stores or counts, so `verify` and every write name them. They are their owner's and stay.
+pub fn foreign_triggers(conn: &Connection) -> Result<Vec<String>> {
+    Ok(triggers_not_ours(conn, &super::schema::USER_TABLES)?
+        .into_iter()
+        .map(|(name, table)| format!("trigger {name} on {table}"))
+        .collect())
+}
+
+/// What is wrong with the summaries' tables and triggers, in words: missing, altered,
+/// another kind of object under a summary table's name, or a trigger scrobsync did not make
+/// on a summary table. Empty when all are this version's.
 pub fn damage(conn: &Connection) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (name, slot) in slots(conn)? {
@@ -325,13 +355,21 @@ pub fn damage(conn: &Connection) -> Result<Vec<String>> {
             Slot::Other { kind } if kind == "table" => out.push(format!(
                 "table {name} is altered (not defined as scrobsync defines it)"
             )),
-            Slot::Other { kind } => out.push(format!("{name} is a {kind}, not a table")),
+            Slot::Other { kind } => {
+                out.push(format!("{name} is {} {kind}, not a table", article(&kind)))
+            }
         }
     }
     for (name, sql) in TRIGGERS {
         if super::schema::definition(conn, "trigger", name)?.as_deref() != Some(sql) {
             out.push(format!("trigger {name} is missing or altered"));
         }
+    }
+    for (name, table) in triggers_not_ours(conn, &NAMES)? {
+        out.push(format!(
+            "trigger {name} on {table} is not scrobsync's (the summary tables hold only counts \
+             that scrobsync keeps)"
+        ));
     }
     Ok(out)
 }
@@ -340,13 +378,39 @@ pub fn damage(conn: &Connection) -> Result<Vec<String>> {
 /// own (a table, view or index scrobsync did not make), in words: upgrading such a target
 /// would have to drop them, so it is refused naming them instead.
 pub fn occupied(conn: &Connection) -> Result<Vec<String>> {
-    Ok(slots(conn)?
+    let mut out: Vec<String> = slots(conn)?
         .into_iter()
         .filter_map(|(name, slot)| match slot {
-            Slot::Other { kind } => Some(format!("a {kind} named '{name}'")),
+            Slot::Other { kind } => Some(format!("{} {kind} named '{name}'", article(&kind))),
             _ => None,
         })
-        .collect())
+        .collect();
+    // Version 1 has no triggers: one under a summary trigger's name, defined otherwise, is its
+    // owner's own (one defined as scrobsync defines it would stay as it is).
+    for (name, sql) in TRIGGERS {
+        let found: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND lower(name) = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((found, have)) = found {
+            if found != name || have.as_deref() != Some(sql) {
+                out.push(format!("a trigger named '{found}'"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// "a" or "an" before a kind of schema object.
+fn article(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// Counts runs of equal keys in a query that returns one ordered key per row, handing each
@@ -398,6 +462,22 @@ const ARTIST_SUMS: &str = "SELECT t.artist_id, sum(p.plays) FROM tracks t
     JOIN track_plays p ON p.track_id = t.track_id GROUP BY t.artist_id";
 const ALBUM_SUMS: &str = "SELECT t.album_id, sum(p.plays) FROM tracks t
     JOIN track_plays p ON p.track_id = t.track_id WHERE t.album_id IS NOT NULL GROUP BY t.album_id";
+
+/// Per artist and per album, the plays of their tracks counted from the scrobbles (what
+/// [`ARTIST_SUMS`] and [`ALBUM_SUMS`] give while `track_plays` is right).
+const ARTIST_COUNTS: &str = "SELECT t.artist_id, count(*) FROM scrobbles s
+    JOIN tracks t ON t.track_id = s.track_id GROUP BY t.artist_id";
+const ALBUM_COUNTS: &str = "SELECT t.album_id, count(*) FROM scrobbles s
+    JOIN tracks t ON t.track_id = s.track_id WHERE t.album_id IS NOT NULL GROUP BY t.album_id";
+
+/// "1 row differs", "3 rows differ".
+fn rows_differ(n: u64) -> String {
+    if n == 1 {
+        "1 row differs".to_string()
+    } else {
+        format!("{n} rows differ")
+    }
+}
 
 /// Counts every summary anew from the scrobbles and tracks (a load after its indexes, an
 /// upgraded target, `verify --repair`). Triggers are left as they are.
@@ -458,6 +538,10 @@ pub fn arm(conn: &Connection) -> Result<()> {
             conn.execute_batch(&format!("DROP {kind} \"{name}\""))?;
         }
     }
+    for (name, table) in triggers_not_ours(conn, &NAMES)? {
+        tracing::warn!("dropping trigger {name} on the summary table {table}: the summary tables hold only counts that scrobsync keeps");
+        conn.execute_batch(&format!("DROP TRIGGER \"{}\"", name.replace('"', "\"\"")))?;
+    }
     conn.execute_batch(TABLES)?;
     ensure_triggers(conn)
 }
@@ -491,6 +575,7 @@ pub fn differences(conn: &Connection) -> Result<Option<Vec<String>>> {
         ("track_plays", "track_id", TRACK_SCAN, same),
         ("hourly_plays", "hour", HOUR_SCAN, hour_of),
     ];
+    let mut tracks_wrong = false;
     for (table, key, scan, key_of) in streamed {
         if missing.contains(&table) {
             continue;
@@ -527,27 +612,38 @@ pub fn differences(conn: &Connection) -> Result<Option<Vec<String>>> {
             have = next(&mut stored)?;
         }
         if wrong > 0 {
-            out.push(format!("{table}: {wrong} rows differ"));
+            tracks_wrong |= table == "track_plays";
+            out.push(format!("{table}: {}", rows_differ(wrong)));
         }
     }
-    for (table, key, sums) in [
-        ("artist_plays", "artist_id", ARTIST_SUMS),
-        ("album_plays", "album_id", ALBUM_SUMS),
+    for (table, key, sums, counted) in [
+        ("artist_plays", "artist_id", ARTIST_SUMS, ARTIST_COUNTS),
+        ("album_plays", "album_id", ALBUM_SUMS, ALBUM_COUNTS),
     ] {
-        if missing.contains(&table) || missing.contains(&"track_plays") {
+        if missing.contains(&table) {
             continue;
         }
+        // Summed from the stored track counts while they are right (cheap); counted from the
+        // scrobbles when they are not, so a wrong track count is not also reported here.
+        let want = if tracks_wrong || missing.contains(&"track_plays") {
+            counted
+        } else {
+            sums
+        };
+        // Keys whose row differs (a changed count is one key, not a row gone and one added).
         let n: i64 = conn.query_row(
             &format!(
-                "WITH want AS ({sums}), have AS (SELECT {key}, plays FROM {table})
-                 SELECT (SELECT count(*) FROM (SELECT * FROM have EXCEPT SELECT * FROM want))
-                      + (SELECT count(*) FROM (SELECT * FROM want EXCEPT SELECT * FROM have))"
+                "WITH want(k, plays) AS ({want}), have(k, plays) AS (SELECT {key}, plays FROM {table})
+                 SELECT count(DISTINCT k) FROM (
+                     SELECT k FROM (SELECT * FROM have EXCEPT SELECT * FROM want)
+                     UNION ALL
+                     SELECT k FROM (SELECT * FROM want EXCEPT SELECT * FROM have))"
             ),
             [],
             |r| r.get(0),
         )?;
         if n > 0 {
-            out.push(format!("{table}: {n} rows differ"));
+            out.push(format!("{table}: {}", rows_differ(n as u64)));
         }
     }
     Ok(Some(out))

@@ -212,12 +212,30 @@ pub fn open(path: &Path) -> Result<Target> {
         .optional()
         .map_err(|e| explain(path, &e))?
         .unwrap_or(super::schema::SCHEMA_VERSION);
+    warn_foreign_triggers(&target)?;
     if version < super::schema::SCHEMA_VERSION {
         upgrade(&target, version)?;
     } else {
         restore_summaries(&target)?;
     }
     Ok(target)
+}
+
+/// Names the triggers someone else put on the tables scrobsync writes (see
+/// [`super::summary::foreign_triggers`]) before a write: they stay, but they run inside it.
+fn warn_foreign_triggers(target: &Target) -> Result<()> {
+    let foreign =
+        super::summary::foreign_triggers(&target.conn).map_err(|e| explain_any(&target.path, e))?;
+    if !foreign.is_empty() {
+        tracing::warn!(
+            "{}: {} {} not made by scrobsync: {} on every write and may change what scrobsync stores and counts (`verify` checks the result)",
+            target.path.display(),
+            foreign.join(", "),
+            if foreign.len() == 1 { "was" } else { "were" },
+            if foreign.len() == 1 { "it runs" } else { "they run" },
+        );
+    }
+    Ok(())
 }
 
 /// A target of this version whose summary tables or triggers were dropped or altered (by
@@ -246,20 +264,20 @@ fn restore_summaries(target: &Target) -> Result<()> {
 /// query indexes, the summary tables and their triggers, fresh planner statistics.
 fn upgrade(target: &Target, from: i64) -> Result<()> {
     let to = super::schema::SCHEMA_VERSION;
+    let occupied =
+        super::summary::occupied(&target.conn).map_err(|e| explain_any(&target.path, e))?;
+    if !occupied.is_empty() {
+        let them = if occupied.len() == 1 { "it" } else { "them" };
+        bail!(
+            "{} has {} where schema version {to} keeps its summary tables and their triggers; rename {them} (a table with ALTER TABLE … RENAME TO; a view, index or trigger by dropping {them} and creating {them} again under another name) and run again; nothing was changed",
+            target.path.display(),
+            occupied.join(" and "),
+        );
+    }
     tracing::warn!(
         "upgrading {} from schema version {from} to {to} (query indexes and summary tables); this happens once and takes about as long as a load's index build",
         target.path.display()
     );
-    let occupied =
-        super::summary::occupied(&target.conn).map_err(|e| explain_any(&target.path, e))?;
-    if !occupied.is_empty() {
-        bail!(
-            "{} has {} where schema version {to} keeps its summary tables; rename {} (ALTER TABLE/VIEW … RENAME, or drop it) and run again; nothing was changed",
-            target.path.display(),
-            occupied.join(" and "),
-            if occupied.len() == 1 { "it" } else { "them" }
-        );
-    }
     // Sort for the index builds on disk, as a load does: an in-memory sorter grows with the
     // rows (about 46 bytes each), and a cron `sync` is no place for gigabytes.
     target

@@ -97,6 +97,15 @@ pub struct VerifyReport {
     pub summary_differences: Vec<String>,
     /// Whether the summary tables were compared (whole range, a target that has them).
     pub summaries_compared: bool,
+    /// The target has summary tables, but only part of the time range was verified: they
+    /// count the whole target and were not compared.
+    pub summaries_skipped_for_range: bool,
+    /// With `--repair`: the summary tables were counted anew from the scrobbles.
+    pub summaries_recounted: bool,
+    /// Triggers someone else put on the tables scrobsync writes ("trigger x on scrobbles"):
+    /// not a difference by themselves, but they run inside every write and may change what
+    /// scrobsync stores, so they are named.
+    pub foreign_triggers: Vec<String>,
     /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
     pub attributes_compared: bool,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
@@ -392,8 +401,14 @@ fn verify_once(
     let (src, dst) = (src.windows, dst.windows);
     let target = sink_target::open_read_only(&opts.target)?;
     let search_index_differs = crate::sink::search::matches(&target)? == Some(false);
+    let foreign_triggers = crate::sink::summary::foreign_triggers(&target)?;
+    for t in &foreign_triggers {
+        tracing::warn!("{t} was not made by scrobsync: it runs on every write to the target");
+    }
     // The summaries count the whole target: compared when the whole range is.
-    let summaries = if opts.from.is_none() && opts.to.is_none() {
+    let whole_range = opts.from.is_none() && opts.to.is_none();
+    let summaries_skipped_for_range = !whole_range && crate::sink::summary::expected(&target)?;
+    let summaries = if whole_range {
         progress.stage("comparing the summary tables", None);
         crate::sink::summary::differences(&target)
             .context("comparing the summary tables with the scrobbles")?
@@ -416,6 +431,9 @@ fn verify_once(
         search_index_differs,
         summaries_differ: summaries.as_ref().is_some_and(|d| !d.is_empty()),
         summaries_compared: summaries.is_some(),
+        summaries_skipped_for_range,
+        summaries_recounted: false,
+        foreign_triggers,
         summary_differences: summaries.unwrap_or_default(),
         repaired: Vec::new(),
         attributes_repaired: 0,

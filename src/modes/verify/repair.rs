@@ -90,6 +90,7 @@ pub(super) fn repair(
     if report.summaries_differ {
         progress.stage("recounting the summary tables", None);
         target.write(crate::sink::summary::build)?;
+        report.summaries_recounted = true;
     }
     let facts_after = target.read(facts::count)?;
     let source = other_source.unwrap_or_else(|| opts.source.redacted().to_string());

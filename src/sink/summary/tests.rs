@@ -254,3 +254,73 @@ fn arm_replaces_a_view_or_an_altered_table_under_a_summary_name() {
         "recounted"
     );
 }
+
+#[test]
+fn a_wrong_track_count_is_one_row_of_track_plays_and_nothing_else() {
+    let c = target();
+    c.execute_batch("UPDATE track_plays SET plays = plays + 1 WHERE track_id = 1")
+        .unwrap();
+    // artist 1's and album 1's sums of stored counts are off too, but their plays are not
+    assert_eq!(exact(&c), ["track_plays: 1 row differs"]);
+    // one artist's count changed: one row, not one gone and one added
+    rebuild(&c).unwrap();
+    c.execute_batch("UPDATE artist_plays SET plays = 40 WHERE artist_id = 2; DELETE FROM album_plays WHERE album_id = 1")
+        .unwrap();
+    assert_eq!(
+        exact(&c),
+        ["artist_plays: 1 row differs", "album_plays: 1 row differs"]
+    );
+}
+
+#[test]
+fn triggers_of_others_are_named_and_those_on_summary_tables_are_damage_that_arm_drops() {
+    let c = target();
+    c.execute_batch(
+        "CREATE TABLE audit_log(id INTEGER);
+         CREATE TRIGGER audit AFTER INSERT ON scrobbles BEGIN INSERT INTO audit_log VALUES (new.scrobble_id); END;
+         CREATE TRIGGER \"Odd Name\" AFTER UPDATE ON Track_Plays BEGIN SELECT 1; END;
+         CREATE TRIGGER on_log AFTER INSERT ON audit_log BEGIN SELECT 1; END;",
+    )
+    .unwrap();
+    assert_eq!(
+        foreign_triggers(&c).unwrap(),
+        ["trigger audit on scrobbles"]
+    );
+    let d = damage(&c).unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].starts_with("trigger Odd Name on Track_Plays is not scrobsync's"),
+        "{d:?}"
+    );
+    arm(&c).unwrap();
+    assert_eq!(damage(&c).unwrap(), Vec::<String>::new());
+    // the owner's triggers elsewhere stay
+    let left: Vec<String> = {
+        let mut s = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ('audit', 'on_log') ORDER BY 1")
+            .unwrap();
+        let v = s
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        v
+    };
+    assert_eq!(left, ["audit", "on_log"]);
+}
+
+#[test]
+fn a_version_1_target_with_a_trigger_named_like_scrobsync_s_is_occupied() {
+    let c = target();
+    for (name, _) in TRIGGERS {
+        c.execute_batch(&format!("DROP TRIGGER {name}")).unwrap();
+    }
+    c.execute_batch(
+        "CREATE TRIGGER Scrobbles_Counted_Insert AFTER INSERT ON scrobbles BEGIN SELECT 1; END;",
+    )
+    .unwrap();
+    assert_eq!(
+        occupied(&c).unwrap(),
+        ["a trigger named 'Scrobbles_Counted_Insert'"]
+    );
+}
