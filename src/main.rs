@@ -5,16 +5,14 @@ mod cli;
 mod options;
 mod output;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::Parser;
 use cli::{Cli, Command};
 use scrobsync::fixtures::SeedOptions;
-use scrobsync::modes::load::{self, LoadOptions};
+use scrobsync::modes::load;
 use scrobsync::modes::seed;
-use scrobsync::modes::sync;
-use scrobsync::modes::{backfill, bench, status, verify};
-use scrobsync::sink::schema::IndexSet;
-use scrobsync::source::mapping::SourceSpec;
+use scrobsync::modes::{self, SyncOutcome};
+use scrobsync::modes::{backfill, bench, demo, status, verify};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -127,19 +125,10 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             let summary = load::run(&options::load(&a)?, &bar())?;
             output::emit(&summary, a.json, quiet)?;
         }
-        Command::Sync(a) => {
-            let opts = options::sync(&a)?;
-            if opts.target.exists() {
-                output::emit(&sync::run(&opts, &bar())?, a.json, quiet)?;
-            } else {
-                // No target yet: a full load, which the next sync continues from.
-                let summary = load::run(&options::first_load(&opts), &bar())?;
-                if let sync::Cursor::PlayedAt { .. } = opts.cursor {
-                    sync::record_played_at_mark(&opts.target)?;
-                }
-                output::emit(&summary, a.json, quiet)?;
-            }
-        }
+        Command::Sync(a) => match modes::sync_or_load(&options::sync(&a)?, &bar())? {
+            SyncOutcome::Synced(s) => output::emit(&s, a.json, quiet)?,
+            SyncOutcome::Loaded(s) => output::emit(&s, a.json, quiet)?,
+        },
         Command::Backfill(a) => {
             let summary = backfill::run(&options::backfill(&a)?, &bar())?;
             output::emit(&summary, a.json, quiet)?;
@@ -178,12 +167,9 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             output::write_line(format_args!("{}", scrobsync::config::EXAMPLE.trim_end()));
         }
         Command::Config(cli::ConfigCommand::Check(a)) => {
-            let cfg = scrobsync::config::load(&a.config)?;
             let url = options::source(&a.source)?;
-            let mut client = url.connect_reader()?;
-            let (table, resolved) = SourceSpec::Config(cfg).resolve_verbose(&mut client, &url)?;
-            table.check_stable_ids(&mut client, &url)?;
-            output::print_config_check(&table.name, &resolved, a.json)?;
+            let (table, resolved) = scrobsync::source::mapping::check(&a.config, &url)?;
+            output::print_config_check(&table, &resolved, a.json)?;
         }
         Command::Seed(a) => {
             let url = options::source(&a.source)?;
@@ -195,8 +181,7 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
             output::emit(&seed::seed(&url, &opts)?, a.json, quiet)?;
         }
         Command::Search(a) => {
-            let conn = scrobsync::sink::target::open_read_only(&a.target)?;
-            let hits = scrobsync::sink::search::search(&conn, &a.term, a.limit as usize)?;
+            let hits = scrobsync::sink::search::search_file(&a.target, &a.term, a.limit as usize)?;
             output::emit(
                 &output::SearchReport {
                     mode: "search",
@@ -221,43 +206,15 @@ fn run(command: Command, quiet: bool) -> Result<u8> {
         }
         Command::Demo(a) => {
             let admin = options::demo_source(&a)?;
-            if a.database.is_empty() || a.database.contains('\0') {
-                return Err(anyhow!("--database must be a non-empty name"));
-            }
-            let url = scrobsync::modes::demo::prepare(&admin, &a.database, a.rows, &mut |s| {
+            let mut say = |s: &str| {
                 if !a.json && !quiet {
                     ewrite(format_args!("{s}"));
                 }
-            })?;
-            let opts = LoadOptions {
-                source: url,
-                table: SourceSpec::Default,
-                target: a.target,
-                partitions: options::partitions(None),
-                batch_rows: 50_000,
-                indexes: IndexSet::Essential,
-                reader: Default::default(),
-                force: false,
-                fts: false,
-                check: Default::default(),
-                retry: Default::default(),
             };
-            let target = opts.target.clone();
-            output::emit(&load::run(&opts, &bar())?, a.json, quiet)?;
+            let summary = demo::run(&admin, &a.database, a.rows, &a.target, &bar(), &mut say)?;
+            output::emit(&summary, a.json, quiet)?;
             if !a.json && !quiet {
-                // What the user now has, and how to ask it themselves.
-                let sql = scrobsync::modes::demo::TOP_ARTISTS_SQL;
-                output::write_line(format_args!(
-                    "\nmost played artists in {}:",
-                    target.display()
-                ));
-                for (name, plays) in scrobsync::modes::demo::top_artists(&target)? {
-                    output::write_line(format_args!("  {plays:>7}  {name}"));
-                }
-                output::write_line(format_args!(
-                    "(asked with: sqlite3 {} \"{sql}\")",
-                    target.display()
-                ));
+                output::print_demo_answer(&a.target)?;
             }
         }
     }

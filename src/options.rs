@@ -97,10 +97,12 @@ pub fn demo_source(a: &cli::DemoArgs) -> Result<SourceUrl> {
 /// decoding thread busy, and the normaliser and writer need CPU too. On 2 cores one partition
 /// loaded 5M rows in 17.4 s / 276 MiB, two in 18.9 s / 347 MiB (docs/BENCHMARKS.md).
 pub fn partitions(arg: Option<u16>) -> usize {
-    arg.map(usize::from).unwrap_or_else(|| (cpus() / 2).max(1))
+    arg.map(usize::from)
+        .unwrap_or_else(scrobsync::source::plan::default_partitions)
 }
 
-pub fn cpus() -> usize {
+/// The CPUs this process may use (verify's default workers: PostgreSQL only streams there).
+fn cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -177,22 +179,6 @@ fn range(from: Option<i64>, to: Option<i64>) -> Result<()> {
 }
 
 /// The full load a `sync` does when its target does not exist yet.
-pub fn first_load(s: &SyncOptions) -> LoadOptions {
-    LoadOptions {
-        source: s.source.clone(),
-        table: s.table.clone(),
-        target: s.target.clone(),
-        partitions: s.partitions,
-        batch_rows: s.batch_rows,
-        indexes: s.indexes,
-        reader: s.reader,
-        force: false,
-        fts: false,
-        check: s.check,
-        retry: s.retry,
-    }
-}
-
 pub fn backfill(a: &cli::BackfillArgs) -> Result<BackfillOptions> {
     range(Some(a.from), Some(a.to))?;
     Ok(BackfillOptions {

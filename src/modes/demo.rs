@@ -54,3 +54,33 @@ pub fn prepare(
 }
 
 pub use crate::sink::questions::{top_artists, TOP_ARTISTS_SQL};
+
+/// The README's first command: a demo database of `rows` generated scrobbles (made if
+/// needed, see [`prepare`]) loaded into `target` with the default options.
+pub fn run(
+    admin: &SourceUrl,
+    db: &str,
+    rows: u64,
+    target: &std::path::Path,
+    progress: &dyn crate::progress::Progress,
+    status: &mut dyn FnMut(&str),
+) -> Result<super::load::LoadSummary> {
+    if db.is_empty() || db.contains('\0') {
+        anyhow::bail!("--database must be a non-empty name");
+    }
+    let url = prepare(admin, db, rows, status)?;
+    let opts = super::load::LoadOptions {
+        source: url,
+        table: crate::source::mapping::SourceSpec::Default,
+        target: target.to_path_buf(),
+        partitions: crate::source::plan::default_partitions(),
+        batch_rows: 50_000,
+        indexes: crate::sink::schema::IndexSet::Essential,
+        reader: Default::default(),
+        force: false,
+        fts: false,
+        check: Default::default(),
+        retry: Default::default(),
+    };
+    super::load::run(&opts, progress)
+}

@@ -20,7 +20,7 @@ use crate::source::mapping::SourceSpec;
 use crate::source::plan::{plan_full, settled_max_id, Recheck};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -145,7 +145,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             }
             progress.advance(n as u64);
             write_secs += t.elapsed().as_secs_f64();
-            Ok(())
+            Ok(n as u64)
         },
     );
     let rows_read = rows_read.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
@@ -159,9 +159,6 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         "dimension key maps"
     );
     drop(norm);
-    if rows_read != facts_written {
-        bail!("internal error: {rows_read} rows read but {facts_written} written; the new target was not installed");
-    }
 
     let [users, artists, albums, tracks] = dims_written;
     let rows = TableRows {

@@ -13,7 +13,43 @@ pub mod sync;
 pub mod verify;
 pub mod windows;
 
+use crate::progress::Progress;
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
+
+/// What `scrobsync sync` did.
+pub enum SyncOutcome {
+    /// Synced an existing target.
+    Synced(sync::SyncSummary),
+    /// The target did not exist: loaded in full, which the next sync continues from.
+    Loaded(load::LoadSummary),
+}
+
+/// `scrobsync sync`: an incremental sync of an existing target, or a full load where there is
+/// none yet (with `--cursor played_at`, the mark is then the newest `played_at` loaded).
+pub fn sync_or_load(opts: &sync::SyncOptions, progress: &dyn Progress) -> Result<SyncOutcome> {
+    if opts.target.exists() {
+        return Ok(SyncOutcome::Synced(sync::run(opts, progress)?));
+    }
+    let first = load::LoadOptions {
+        source: opts.source.clone(),
+        table: opts.table.clone(),
+        target: opts.target.clone(),
+        partitions: opts.partitions,
+        batch_rows: opts.batch_rows,
+        indexes: opts.indexes,
+        reader: opts.reader,
+        force: false,
+        fts: false,
+        check: opts.check,
+        retry: opts.retry,
+    };
+    let summary = load::run(&first, progress)?;
+    if let sync::Cursor::PlayedAt { .. } = opts.cursor {
+        sync::record_played_at_mark(&opts.target)?;
+    }
+    Ok(SyncOutcome::Loaded(summary))
+}
 
 /// An id as text for JSON: ids reach 2^63, and JSON readers keep only 53 bits of a number.
 pub fn id_text(id: Option<i64>) -> Option<String> {

@@ -6,8 +6,9 @@
 //! window stays as it was.
 
 use crate::normalize::{window_frame, Normalizer};
+use crate::pipeline::commit::{self, Written};
 use crate::pipeline::retry::RetryPolicy;
-use crate::pipeline::{self, failpoint, Reading};
+use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
@@ -15,8 +16,8 @@ use crate::sink::{facts, search, state};
 use crate::source::checks::{check_unique_ids_in, warn_without_played_at_index};
 use crate::source::mapping::SourceTable;
 use crate::source::plan::partition_slices;
-use crate::source::query::{Filter, Slice, TimeRange, WindowSpec};
-use crate::source::read::{Reader, ReaderKind};
+use crate::source::query::{Filter, TimeRange, WindowSpec};
+use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
 use anyhow::{bail, Result};
 use std::collections::HashSet;
@@ -82,79 +83,57 @@ pub fn replace_windows(
         })
         .collect();
     let mut norm = Normalizer::new(target.registry()?);
-    let mut follow = Reader::new(read.reader, source.clone(), 1024);
     progress.stage(
         "backfilling",
         Some(Total::exact(windows.len() as u64, "windows")),
     );
     let reading = Reading::new(source, table, read.reader, 50_000, read.retry);
-    let rows_read = pipeline::run(reading, specs, progress, |w| {
+    let rows_read = commit::per_window(target, reading, specs, progress, |conn, w, follow| {
         let (start, end) = windows[w.index];
-        let (deleted, written, moved) = target.write(|conn| -> Result<(u64, u64, u64)> {
-            let keys_before = search::max_keys(conn)?;
-            let gone = facts::delete_window(conn, (start, end))?;
-            let deleted = gone.len() as u64;
-            let df = window_frame(w.batches)?;
+        let keys_before = search::max_keys(conn)?;
+        let gone = facts::delete_window(conn, (start, end))?;
+        let deleted = gone.len() as u64;
+        let df = window_frame(w.batches)?;
+        let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
+        let written = writer::write_window(conn, &out, true)? as u64;
+        let mut new_rows = out.dims.heights();
+        // Rows that left the window but not the source moved to another played_at: they go
+        // to their new window, wherever that is.
+        let kept: HashSet<i64> = out
+            .facts
+            .column("scrobble_id")?
+            .i64()?
+            .into_no_null_iter()
+            .collect();
+        let left: Vec<i64> = gone.into_iter().filter(|id| !kept.contains(id)).collect();
+        let mut moved = 0;
+        if !left.is_empty() {
+            let df = window_frame(follow.read_ids(&left)?)?;
             let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
-            let written = writer::write_window(conn, &out, true)? as u64;
-            // Rows that left the window but not the source moved to another played_at: they go
-            // to their new window, wherever that is.
-            let kept: HashSet<i64> = out
-                .facts
-                .column("scrobble_id")?
-                .i64()?
-                .into_no_null_iter()
-                .collect();
-            let left: Vec<i64> = gone.into_iter().filter(|id| !kept.contains(id)).collect();
-            let mut moved = 0;
-            if !left.is_empty() {
-                let batches = pipeline::step(read.retry, "reading moved rows", progress, || {
-                    left.chunks(10_000)
-                        .map(|ids| {
-                            let filter = Filter {
-                                played_at: None,
-                                ids: Some(ids.to_vec()),
-                                ranges: None,
-                            };
-                            follow.read_window(table, &filter, &[Slice::ALL])
-                        })
-                        .collect::<Result<Vec<_>>>()
-                        .inspect_err(|_| follow.reset())
-                })?
-                .concat();
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                let df = window_frame(batches)?;
-                let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
-                moved = writer::write_window(conn, &out, true)? as u64;
-                if moved != rows as u64 {
-                    bail!("internal error: {rows} moved rows read but {moved} written; the window was not changed");
-                }
-                for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
-                    *t += h as u64;
-                }
+            moved = writer::write_window(conn, &out, true)? as u64;
+            for (n, h) in new_rows.iter_mut().zip(out.dims.heights()) {
+                *n += h;
             }
-            // The window now holds exactly the rows read for it (a row upserted from another
-            // window moved here; none may be lost or doubled).
-            let now = facts::count_window(conn, (start, end))?;
-            if written != w.rows || now as u64 != w.rows {
-                bail!(
-                    "the source changed while the window from {} was being replaced ({} rows read, {now} in the window now); the window was not changed: run the backfill again (with --resume to skip the windows already done)",
-                    super::rfc3339_s(start).unwrap_or_else(|| start.to_string()),
-                    w.rows
-                );
-            }
-            for (t, h) in totals.new_rows.iter_mut().zip(out.dims.heights()) {
-                *t += h as u64;
-            }
-            search::add_after(conn, keys_before)?;
-            state::backfill_window_done(conn, job, (start, end), deleted, written)?;
-            failpoint::in_transaction(totals.done + 1, conn);
-            Ok((deleted, written, moved))
-        })?;
+        }
+        // The window now holds exactly the rows read for it (a row upserted from another
+        // window moved here; none may be lost or doubled).
+        let now = facts::count_window(conn, (start, end))?;
+        if now as u64 != w.rows {
+            bail!(
+                "the source changed while the window from {} was being replaced ({} rows read, {now} in the window now); the window was not changed: run the backfill again (with --resume to skip the windows already done)",
+                super::rfc3339_s(start).unwrap_or_else(|| start.to_string()),
+                w.rows
+            );
+        }
+        search::add_after(conn, keys_before)?;
+        state::backfill_window_done(conn, job, (start, end), deleted, written)?;
         totals.done += 1;
         totals.deleted += deleted;
         totals.written += written;
         totals.moved_out += moved;
+        for (t, h) in totals.new_rows.iter_mut().zip(new_rows) {
+            *t += h as u64;
+        }
         tracing::info!(window = start, deleted, written, moved, "window replaced");
         progress.stage(
             &format!(
@@ -164,15 +143,12 @@ pub fn replace_windows(
             Some(Total::exact(windows.len() as u64, "windows")),
         );
         progress.advance(1);
-        Ok(())
+        Ok(Written {
+            rows: written,
+            followed: moved,
+        })
     });
     progress.finish();
-    let rows_read = rows_read?;
-    if rows_read != totals.written {
-        bail!(
-            "internal error: {rows_read} rows read but {} written",
-            totals.written
-        );
-    }
+    rows_read?;
     Ok(totals)
 }

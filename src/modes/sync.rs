@@ -13,8 +13,9 @@
 use super::{StageSeconds, TableRows};
 use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::{window_frame, Normalizer};
+use crate::pipeline::commit;
 use crate::pipeline::retry::RetryPolicy;
-use crate::pipeline::{self, failpoint, Reading};
+use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
@@ -230,10 +231,10 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let mut resolver = target::TargetResolver::new(conn);
         progress.stage("syncing", Some(Total::about(plan.est_rows, "rows")));
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
-        let (mut new_rows, mut fills, mut windows_done) = ([0u64; 4], 0u64, 0usize);
+        let (mut new_rows, mut fills) = ([0u64; 4], 0u64);
         let mut open_rows_read = 0u64;
         let reading = Reading::new(&opts.source, &table, opts.reader, opts.batch_rows, opts.retry);
-        let reader_rows = pipeline::run(reading, windows, progress, |window| {
+        let reader_rows = commit::into_transaction(conn, reading, windows, progress, |conn, window| {
                 read_s += window.read_time.as_secs_f64();
                 let t = Instant::now();
                 let df = window_frame(window.batches)?;
@@ -256,16 +257,11 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                     open_rows_read += n as u64;
                 }
                 progress.advance(n as u64);
-                windows_done += 1;
-                failpoint::in_transaction(windows_done, conn);
-                Ok(())
+                Ok(n as u64)
             });
         progress.finish();
         let reader_rows =
             reader_rows.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
-        if reader_rows != rows_read {
-            bail!("internal error: {reader_rows} rows read but {rows_read} written; nothing was committed");
-        }
         let t = Instant::now();
         let late_rows = open_ids::present_in(conn, &open)?.saturating_sub(late_before);
         let added_facts = match opts.cursor {

@@ -256,6 +256,13 @@ impl Normalizer {
         }
         // Columns of one frame share their chunk boundaries (one chunk per source batch) unless
         // a sort rechunked some of them: walk the chunks' arrays directly, row by row.
+        // A hand-written loop by measurement: surrogate keys are handed out in id order from a
+        // registry that lives across windows (a polars join or `unique` would rebuild it per
+        // window), and reading the chunks' arrays directly beat zipping the frame's column
+        // iterators (criterion `normalise`, 100k rows: 101.6 → 78.6 ms with a fresh registry,
+        // 61.7 → 52.7 ms with a warm one; docs/HISTORY.md). The frames are built once: the
+        // source frame from the Arrow batches without copying, the fact and dimension frames
+        // from the loop's output, which the writer binds from as they are.
         let mut aligned;
         let df = if df.should_rechunk() {
             aligned = df.clone();

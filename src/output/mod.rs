@@ -98,3 +98,17 @@ pub fn print_config_check(name: &str, r: &Resolved, json: bool) -> Result<()> {
     outln!("resolved query:\n{}", r.query);
     Ok(())
 }
+
+/// After the demo's load: what the user now has, and how to ask it themselves.
+pub fn print_demo_answer(target: &std::path::Path) -> Result<()> {
+    use scrobsync::modes::demo::{top_artists, TOP_ARTISTS_SQL};
+    outln!("\nmost played artists in {}:", target.display());
+    for (name, plays) in top_artists(target)? {
+        outln!("  {plays:>7}  {name}");
+    }
+    outln!(
+        "(asked with: sqlite3 {} \"{TOP_ARTISTS_SQL}\")",
+        target.display()
+    );
+    Ok(())
+}

@@ -12,9 +12,13 @@
 //! completely read window ever reaches the sink, so a retry can neither duplicate nor drop rows.
 //! The plan (marks, cut points) is made before the driver starts and does not change.
 
+pub mod commit;
 pub mod failpoint;
 pub mod parallel;
 pub mod retry;
+pub mod slices;
+#[cfg(test)]
+mod tests;
 
 use crate::progress::Progress;
 use crate::source::mapping::SourceTable;
@@ -57,6 +61,46 @@ impl<'a> Reading<'a> {
     }
 }
 
+impl<'a> Reading<'a> {
+    /// A reader of this run's table, keeping its connections between windows.
+    fn reader(self, rows_hint: usize) -> TableReader<'a> {
+        TableReader {
+            reader: Reader::new(self.reader, self.url.clone(), rows_hint),
+            table: self.table,
+        }
+    }
+
+    /// What makes the run's window reader on the reader thread.
+    fn window_reader(self) -> impl FnOnce() -> TableReader<'a> + Send {
+        move || self.reader(self.rows_hint)
+    }
+}
+
+/// What the driver reads windows with: a source reader over the run's table (a fake one in
+/// the driver's tests).
+pub trait WindowReader {
+    /// Reads one window completely; on an error nothing of it is returned.
+    fn read(&mut self, spec: &WindowSpec) -> Result<Vec<RecordBatch>>;
+    /// Drops kept connections after a failure, so the next attempt connects afresh.
+    fn reset(&mut self);
+}
+
+/// The source reader over one table.
+struct TableReader<'a> {
+    reader: Reader,
+    table: &'a SourceTable,
+}
+
+impl WindowReader for TableReader<'_> {
+    fn read(&mut self, spec: &WindowSpec) -> Result<Vec<RecordBatch>> {
+        self.reader
+            .read_window(self.table, &spec.filter, &spec.slices)
+    }
+    fn reset(&mut self) {
+        self.reader.reset()
+    }
+}
+
 /// One window's rows, read completely.
 pub struct Window {
     pub index: usize,
@@ -67,13 +111,14 @@ pub struct Window {
     pub read_time: Duration,
 }
 
-/// Reads `windows` in order and hands each to `sink` on the calling thread. Returns the rows
-/// read, as the reader counted them.
+/// Reads `windows` in order and hands each to `sink` on the calling thread, which returns the
+/// rows it wrote. Returns the rows read; a run whose sink wrote another number of rows than
+/// were read fails (the one place that checks it).
 pub fn run(
     reading: Reading<'_>,
     windows: Vec<WindowSpec>,
     progress: &dyn Progress,
-    sink: impl FnMut(Window) -> Result<()>,
+    sink: impl FnMut(Window) -> Result<u64>,
 ) -> Result<u64> {
     run_staged(reading, windows, progress, Ok, sink)
 }
@@ -84,18 +129,38 @@ pub fn run_staged<T: Send>(
     reading: Reading<'_>,
     windows: Vec<WindowSpec>,
     progress: &dyn Progress,
+    stage: impl FnMut(Window) -> Result<T> + Send,
+    sink: impl FnMut(T) -> Result<u64>,
+) -> Result<u64> {
+    drive(
+        reading.window_reader(),
+        reading.retry,
+        windows,
+        progress,
+        stage,
+        sink,
+    )
+}
+
+/// The driver itself, over any [`WindowReader`] (made on the reader thread by `reader`).
+fn drive<R: WindowReader, T: Send>(
+    reader: impl FnOnce() -> R + Send,
+    retry: RetryPolicy,
+    windows: Vec<WindowSpec>,
+    progress: &dyn Progress,
     mut stage: impl FnMut(Window) -> Result<T> + Send,
-    mut sink: impl FnMut(T) -> Result<()>,
+    mut sink: impl FnMut(T) -> Result<u64>,
 ) -> Result<u64> {
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let mut written = 0u64;
+    let rows_read = std::thread::scope(|s| {
         let (tx_read, rx_read) = sync_channel::<Result<Window>>(1);
         let (tx_staged, rx_staged) = sync_channel::<Result<T>>(1);
         let stop = &stop;
         let reader = std::thread::Builder::new()
             .name("scrobsync-read".into())
             .spawn_scoped(s, move || {
-                read_windows(reading, windows, tx_read, progress, stop)
+                read_windows(reader(), retry, windows, tx_read, progress, stop)
             })
             .expect("spawning the reader thread");
         let stager = std::thread::Builder::new()
@@ -120,7 +185,8 @@ pub fn run_staged<T: Send>(
                 crate::cancel::check()?;
                 sink(t)
             }) {
-                Ok(()) => {
+                Ok(n) => {
+                    written += n;
                     done += 1;
                     failpoint::after_window(done);
                 }
@@ -137,30 +203,34 @@ pub fn run_staged<T: Send>(
         outcome?;
         staged.map_err(|p| panicked("normaliser", p))?;
         read.map_err(|p| panicked("PostgreSQL reader", p))
-    })
+    })?;
+    if rows_read != written {
+        return Err(anyhow!(
+            "internal error: {rows_read} rows read but {written} written; nothing of this run was kept beyond its last commit"
+        ));
+    }
+    Ok(rows_read)
 }
 
 /// The reader thread: reads each window (retrying transient faults on fresh connections) and
 /// sends it on; an error ends the thread after it was sent. Returns the rows read.
 fn read_windows(
-    reading: Reading<'_>,
+    mut reader: impl WindowReader,
+    retry: RetryPolicy,
     windows: Vec<WindowSpec>,
     tx: SyncSender<Result<Window>>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> u64 {
-    let mut reader = Reader::new(reading.reader, reading.url.clone(), reading.rows_hint);
     let mut rows_read = 0u64;
     for (index, spec) in windows.into_iter().enumerate() {
         let _span =
             tracing::debug_span!("read_window", index, slices = spec.slices.len()).entered();
         let mut t = Instant::now();
         let what = format!("reading window {} of the source", index + 1);
-        let item = retry::with_retries(reading.retry, &what, progress, Some(stop), || {
+        let item = retry::with_retries(retry, &what, progress, Some(stop), || {
             t = Instant::now();
-            reader
-                .read_window(reading.table, &spec.filter, &spec.slices)
-                .inspect_err(|_| reader.reset())
+            reader.read(&spec).inspect_err(|_| reader.reset())
         })
         .map(|batches| {
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum();

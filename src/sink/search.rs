@@ -119,6 +119,11 @@ pub struct Hit {
 }
 
 /// Names matching every word of `term` (as a prefix), best first.
+/// [`search`] in the target file at `path`, opened read-only.
+pub fn search_file(path: &std::path::Path, term: &str, limit: usize) -> Result<Vec<Hit>> {
+    search(&super::target::open_read_only(path)?, term, limit)
+}
+
 pub fn search(conn: &Connection, term: &str, limit: usize) -> Result<Vec<Hit>> {
     if !exists(conn)? {
         bail!("this target has no search index; load it with `scrobsync load --fts`");

@@ -144,6 +144,16 @@ pub struct FieldInfo {
     pub sql: String,
 }
 
+/// `scrobsync config check`: the mapping file at `path` resolved against the source, with
+/// its ids checked for stability. The table's name and how each field is read.
+pub fn check(path: &std::path::Path, url: &SourceUrl) -> Result<(String, Resolved)> {
+    let cfg = crate::config::load(path)?;
+    let mut client = url.connect_reader()?;
+    let (table, resolved) = SourceSpec::Config(cfg).resolve_verbose(&mut client, url)?;
+    table.check_stable_ids(&mut client, url)?;
+    Ok((table.name, resolved))
+}
+
 /// The result of resolving a spec: the relation and, for mappings, the field-by-field story.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resolved {

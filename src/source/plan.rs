@@ -102,6 +102,15 @@ impl Recheck {
     }
 }
 
+/// Partition queries read in parallel per window unless told otherwise: half the CPUs (the
+/// other half decode, normalise and write), at least one.
+pub fn default_partitions() -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    (cpus / 2).max(1)
+}
+
 /// The current snapshot and the greatest id in it (one statement, so both describe one moment).
 pub fn snapshot_and_max_id(
     client: &mut ReadOnlyClient,

@@ -4,7 +4,7 @@
 
 use super::canonical::{entity_hash, entity_key, text_hash, Tuple};
 use super::{AttrDigest, Digest64, UnfitRow, VerifyOptions};
-use crate::pipeline::{self, failpoint};
+use crate::pipeline::{self, slices::Queries};
 use crate::progress::{Progress, Total};
 use crate::source::conn::{is_transient, ReadOnlyClient};
 use crate::source::copy::{self, Value};
@@ -12,7 +12,7 @@ use crate::source::plan::SourceTable;
 use crate::source::query::{Filter, Slice, TimeRange};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 /// The columns a window digest needs, then those the attributes need.
 const ROW_COLUMNS: [&str; 7] = [
@@ -215,55 +215,42 @@ fn read_in(
         None => Vec::new(),
     };
     progress.stage("hashing", Some(Total::exact(slices.len() as u64, "slices")));
-    let next = AtomicUsize::new(0);
     type Part = (BTreeMap<i64, Digest64>, Option<SourceEntities>);
-    let parts: Vec<Result<Part>> =
-        pipeline::parallel::workers(workers.min(slices.len()), |_| -> Result<Part> {
-            let mut client: Option<ReadOnlyClient> = None;
-            let mut windows: BTreeMap<i64, Digest64> = BTreeMap::new();
-            // Entities only ever keep the smallest id's value, so a slice read again after
-            // a fault adds nothing twice.
-            let mut entities = attributes.then(SourceEntities::default);
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(slice) = slices.get(i) else {
-                    return Ok((windows, entities));
-                };
-                let sql = query(slice);
-                let what = format!("reading ids {} to {} of the source", slice.lo, slice.hi);
-                let got = pipeline::step(opts.retry, &what, progress, || {
-                    let r = (|| {
-                        if client.is_none() {
-                            let mut c = url.connect_reader()?;
-                            c.set_snapshot(snapshot);
-                            client = Some(c);
-                        }
-                        let c = client.as_mut().expect("connected above");
-                        let mut hasher = RowHasher::new(opts.by, entities.as_mut());
-                        copy::for_each_row(c, &sql, &kinds, |v| hasher.row(v))
-                            .context("verifying the source failed")?;
-                        Ok(hasher.windows)
-                    })();
-                    if r.is_err() {
-                        client = None;
-                    }
-                    r
-                })?;
-                for (w, d) in got {
-                    let e = windows.entry(w).or_default();
-                    e.rows += d.rows;
-                    e.hash = e.hash.wrapping_add(d.hash);
-                }
-                progress.advance(1);
-                failpoint::pause(done.fetch_add(1, Ordering::SeqCst) + 1);
+    let queries = Queries {
+        workers,
+        retry: opts.retry,
+        progress,
+        done,
+    };
+    let parts = queries.each_slice(
+        slices,
+        || {
+            let mut c = url.connect_reader()?;
+            c.set_snapshot(snapshot);
+            Ok(c)
+        },
+        // Entities only ever keep the smallest id's value, so a slice read again after a
+        // fault adds nothing twice.
+        || -> Part { (BTreeMap::new(), attributes.then(SourceEntities::default)) },
+        |c: &mut ReadOnlyClient, slice, part| {
+            let mut hasher = RowHasher::new(opts.by, part.1.as_mut());
+            copy::for_each_row(c, &query(slice), &kinds, |v| hasher.row(v))
+                .context("verifying the source failed")?;
+            Ok(hasher.windows)
+        },
+        |part, got| {
+            for (w, d) in got {
+                let e = part.0.entry(w).or_default();
+                e.rows += d.rows;
+                e.hash = e.hash.wrapping_add(d.hash);
             }
-        });
+        },
+    )?;
     let mut out = SourceDigests {
         windows: BTreeMap::new(),
         entities: attributes.then(SourceEntities::default),
     };
-    for part in parts {
-        let (windows, entities) = part?;
+    for (windows, entities) in parts {
         for (w, d) in windows {
             let e = out.windows.entry(w).or_default();
             e.rows += d.rows;
