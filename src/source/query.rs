@@ -113,7 +113,12 @@ pub struct Filter {
 
 /// Ranges at most this wide are written as a list of their ids (one index probe for the list)
 /// rather than as a `BETWEEN` each.
-const LIST_WIDTH: i64 = 16;
+pub(crate) const LIST_WIDTH: i64 = 16;
+
+/// Whether the id range `[lo, hi]` is written as a list of its ids (else as a `BETWEEN`).
+pub(crate) fn listed(lo: i64, hi: i64) -> bool {
+    (hi as i128 - lo as i128) < LIST_WIDTH as i128
+}
 
 impl Filter {
     pub fn played_at(range: TimeRange) -> Self {
@@ -146,7 +151,7 @@ impl Filter {
             let mut list = Vec::new();
             let mut terms = Vec::new();
             for &(lo, hi) in ranges {
-                if (hi as i128 - lo as i128) < LIST_WIDTH as i128 {
+                if listed(lo, hi) {
                     list.extend((lo..=hi).map(|i| i.to_string()));
                 } else {
                     terms.push(format!("id BETWEEN {lo} AND {hi}"));
