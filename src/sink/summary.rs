@@ -325,7 +325,13 @@ fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, 
     Ok(all
         .into_iter()
         .filter(|(name, table)| {
-            tables.contains(&table.to_lowercase().as_str())
+            let table = table.to_lowercase();
+            let named = tables.contains(&table.as_str())
+                // scrobsync's own state tables and the search index's tables, wherever
+                // `tables` names the tables scrobsync writes
+                || (tables.contains(&"scrobbles")
+                    && (table.starts_with("_scrobsync_") || table.starts_with("names_fts")));
+            named
                 && !TRIGGERS
                     .iter()
                     .any(|(ours, _)| ours.eq_ignore_ascii_case(name))
@@ -333,8 +339,8 @@ fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, 
         .collect())
 }
 
-/// Triggers that someone else put on the tables scrobsync writes (scrobbles and the
-/// dimensions), in words: they run inside every write scrobsync makes and may change what it
+/// Triggers that someone else put on the tables scrobsync writes (scrobbles, the dimensions,
+/// its state tables and the search index's), in words: they run inside every write scrobsync makes and may change what it
 /// stores or counts, so `verify` and every write name them. They are their owner's and stay.
 pub fn foreign_triggers(conn: &Connection) -> Result<Vec<String>> {
     Ok(triggers_not_ours(conn, &super::schema::USER_TABLES)?

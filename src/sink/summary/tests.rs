@@ -286,6 +286,18 @@ fn triggers_of_others_are_named_and_those_on_summary_tables_are_damage_that_arm_
         foreign_triggers(&c).unwrap(),
         ["trigger audit on scrobbles"]
     );
+    // scrobsync's state tables are its tables too
+    crate::sink::state::create(&c).unwrap();
+    c.execute_batch("CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;")
+        .unwrap();
+    assert_eq!(
+        foreign_triggers(&c).unwrap(),
+        [
+            "trigger audit on scrobbles",
+            "trigger runlog on _scrobsync_runs"
+        ]
+    );
+    c.execute_batch("DROP TRIGGER runlog").unwrap();
     let d = damage(&c).unwrap();
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(
