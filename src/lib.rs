@@ -9,6 +9,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod cpu;
 pub mod fixtures;
 pub mod modes;
 pub mod normalize;

@@ -342,6 +342,17 @@ fn assert_summaries_exact(t: &std::path::Path, what: &str) {
     }
 }
 
+/// Runs a sync that must succeed; returns its stderr.
+fn sync_ok(db: &TestDb, ts: &str) -> String {
+    let o = bin()
+        .args(["sync", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    err
+}
+
 fn verify_json(db: &TestDb, ts: &str, repair: bool) -> (i32, Value) {
     let mut args = vec!["verify", "--json", "--source", &db.url, "--target", ts];
     if repair {
@@ -563,12 +574,7 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
              VALUES (9130000000000000001, 'u', '2031-01-01Z', 'A', 'B', 'C')",
         )
         .unwrap();
-    let o = bin()
-        .args(["sync", "--source", &db.url, "--target", ts])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let err = sync_ok(&db, ts);
     assert!(
         err.contains("trigger inflate on scrobbles was not made by scrobsync"),
         "{err}"
@@ -630,6 +636,97 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
         text.contains("the summary tables count the whole target and were not compared"),
         "{text}"
     );
+}
+
+/// Triggers on scrobsync's own tables (state, search index and its FTS5 shadow tables) are
+/// damage that `verify` reports and the next write drops before it writes; a trigger of the
+/// owner's that refuses or ignores rows is named in the error of the write it broke, and
+/// nothing of that write is kept.
+#[test]
+fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_are_named() {
+    let db = TestDb::new("owntrig");
+    seed(&db, &["--rows", "2000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts, "--fts"]);
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER shadow AFTER INSERT ON names_fts_data BEGIN SELECT 1; END;
+             CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;",
+        )
+        .unwrap();
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 3, "{v}");
+    let diffs = v["summary_differences"].to_string();
+    assert!(
+        diffs.contains("trigger shadow on names_fts_data is not scrobsync's")
+            && diffs.contains("trigger runlog on _scrobsync_runs is not scrobsync's"),
+        "{v}"
+    );
+    let add = |id: i64, artist: &str| {
+        db.client()
+            .batch_execute(&format!(
+                "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+                 VALUES ({id}, 'u', '2031-01-01Z', '{artist}', 'B', 'C')"
+            ))
+            .unwrap();
+    };
+    add(9_130_000_000_000_000_001, "Brand New Artist");
+    let err = sync_ok(&db, ts);
+    assert!(
+        err.contains("dropping trigger shadow on names_fts_data")
+            && err.contains("dropping trigger runlog on _scrobsync_runs"),
+        "{err}"
+    );
+    assert_eq!(verify_json(&db, ts, false).0, 0);
+    let found = ok(&["search", "--target", ts, "brand new"]);
+    assert!(found.contains("Brand New Artist"), "{found}");
+
+    // A trigger of the owner's breaks the sync: it fails naming the trigger, keeping nothing.
+    let failed_sync_with = |triggers: &str| {
+        Connection::open(&t)
+            .unwrap()
+            .execute_batch(triggers)
+            .unwrap();
+        let o = bin()
+            .args(["sync", "--source", &db.url, "--target", ts])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        err
+    };
+    let state = || {
+        dump(
+            &Connection::open(&t).unwrap(),
+            "SELECT (SELECT count(*) FROM scrobbles), (SELECT value FROM _scrobsync_state WHERE key = 'hwm')",
+        )
+    };
+    let before = state();
+    add(9_130_000_000_000_000_002, "Another");
+    // one that refuses rows: named, with what it said
+    let err = failed_sync_with(
+        "CREATE TRIGGER no_more BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(ABORT, 'closed for writes'); END;",
+    );
+    assert!(
+        err.contains("trigger no_more on scrobbles, not made by scrobsync) refused this write")
+            && err.contains("closed for writes"),
+        "{err}"
+    );
+    assert_eq!(state(), before, "the target is unchanged");
+    // one that ignores rows: blamed for the lost rows, not reported as a bug
+    let err = failed_sync_with(
+        "DROP TRIGGER no_more;
+         CREATE TRIGGER skip BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    assert!(
+        err.contains("trigger skip on scrobbles (not made by scrobsync) ran inside this write to")
+            && err.contains("may have caused what follows; nothing of the write was kept: the target holds 0 scrobbles"),
+        "{err}"
+    );
+    assert_eq!(state(), before, "the target is unchanged");
 }
 
 /// A version-1 target whose owner made an object under a summary table's name is not

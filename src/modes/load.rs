@@ -3,6 +3,7 @@
 //! was and removes the temporary file.
 
 use super::{StageSeconds, TableRows};
+use crate::cpu::Clock;
 use crate::normalize::registry::NoResolver;
 use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::retry::RetryPolicy;
@@ -67,12 +68,16 @@ pub struct LoadSummary {
     /// Transient source faults survived by retrying.
     pub retries: u64,
     pub seconds: StageSeconds,
+    /// CPU seconds (user + system) of this process per stage; `read` is the reader's threads
+    /// and the rest, `total` the whole run's.
+    pub cpu_seconds: StageSeconds,
     pub rows_per_second: f64,
 }
 
 /// Runs a full load.
 pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let started = Instant::now();
+    let cpu = Clock::process();
     let started_at = now_iso();
     let temp = TempTarget::new(&opts.target, opts.force)?;
 
@@ -99,6 +104,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let recheck = Recheck::after(plan.snapshot, settled.unwrap_or(i64::MIN), None);
     let windows = plan.windows(opts.partitions);
     let plan_secs = started.elapsed().as_secs_f64();
+    let plan_cpu = cpu.seconds();
     tracing::info!(
         hwm = plan.hwm,
         est_rows = plan.est_rows,
@@ -112,6 +118,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     progress.stage("loading", Some(Total::about(plan.est_rows, "rows")));
     let mut norm = Normalizer::default();
     let (mut read_secs, mut normalize_secs, mut write_secs) = (0.0, 0.0, 0.0);
+    let (mut normalize_cpu, mut write_cpu) = (0.0, 0.0);
     let mut facts_written = 0u64;
     let mut dims_written = [0u64; 4];
     let reading = Reading::new(
@@ -129,13 +136,16 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         |w| {
             read_secs += w.read_time.as_secs_f64();
             let t = Instant::now();
+            let c = Clock::thread();
             let df = window_frame(w.batches)?;
             let out = norm.window(&df, &mut NoResolver)?;
             normalize_secs += t.elapsed().as_secs_f64();
+            normalize_cpu += c.seconds();
             Ok(out)
         },
         |out| {
             let t = Instant::now();
+            let c = Clock::thread();
             let n = writer
                 .write_window(&out)
                 .with_context(|| format!("writing {}", temp.path().display()))?;
@@ -145,6 +155,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             }
             progress.advance(n as u64);
             write_secs += t.elapsed().as_secs_f64();
+            write_cpu += c.seconds();
             Ok(n as u64)
         },
     );
@@ -180,7 +191,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let identity = SourceIdentity::of(&opts.source, &table);
-    let (index_secs, check_secs, total) = writer.finish(
+    let finished = writer.finish(
         rows_read,
         Finish {
             run: &run,
@@ -198,6 +209,7 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     progress.stage("replacing the target", None);
     temp.install()?;
     progress.finish();
+    let total = finished.total;
 
     Ok(LoadSummary {
         mode: "load",
@@ -214,10 +226,20 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             read: read_secs,
             normalize: normalize_secs,
             write: write_secs,
-            index: index_secs,
-            check: check_secs,
+            index: finished.index,
+            check: finished.check,
             total,
         },
+        cpu_seconds: StageSeconds {
+            plan: plan_cpu,
+            normalize: normalize_cpu,
+            write: write_cpu,
+            index: finished.index_cpu,
+            check: finished.check_cpu,
+            total: cpu.seconds(),
+            ..StageSeconds::default()
+        }
+        .cpu_read_as_rest(),
         rows_per_second: if total > 0.0 {
             facts_written as f64 / total
         } else {

@@ -89,3 +89,15 @@ pub struct StageSeconds {
     pub check: f64,
     pub total: f64,
 }
+
+impl StageSeconds {
+    /// CPU figures whose `read` is what `total` leaves after the other stages: the reader's
+    /// threads (decoding on as many threads as partitions, or connectorx's own) and the
+    /// little else a run does.
+    fn cpu_read_as_rest(mut self) -> Self {
+        self.read =
+            (self.total - self.plan - self.normalize - self.write - self.index - self.check)
+                .max(0.0);
+        self
+    }
+}

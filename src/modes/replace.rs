@@ -120,7 +120,7 @@ pub fn replace_windows(
         let now = facts::count_window(conn, (start, end))?;
         if now as u64 != w.rows {
             bail!(
-                "the source changed while the window from {} was being replaced ({} rows read, {now} in the window now); the window was not changed: run the backfill again (with --resume to skip the windows already done)",
+                "the window from {} holds {now} rows after the {} rows read for it were written: the source changed meanwhile, or a trigger of other software on the target changed them; the window was not changed: run the backfill again (with --resume to skip the windows already done)",
                 super::rfc3339_s(start).unwrap_or_else(|| start.to_string()),
                 w.rows
             );

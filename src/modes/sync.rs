@@ -11,6 +11,7 @@
 //! seen; `backfill` re-loads date ranges for that.
 
 use super::{StageSeconds, TableRows};
+use crate::cpu::Clock;
 use crate::normalize::frames::InfinitePlayedAt;
 use crate::normalize::{window_frame, Normalizer};
 use crate::pipeline::commit;
@@ -93,6 +94,9 @@ pub struct SyncSummary {
     /// Transient source faults survived by retrying.
     pub retries: u64,
     pub seconds: StageSeconds,
+    /// CPU seconds (user + system) of this process per stage; `read` is the reader's threads
+    /// and the rest (the commit among it), `total` the whole run's.
+    pub cpu_seconds: StageSeconds,
 }
 
 /// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m` into microseconds.
@@ -172,6 +176,7 @@ struct SyncPlan {
 /// the CLI does that with `load`).
 pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     let started = Instant::now();
+    let cpu = Clock::process();
     let started_at = now_iso();
     let target = target::open(&opts.target)?;
     let SyncPlan {
@@ -193,6 +198,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
     };
     let by_time = matches!(opts.cursor, Cursor::PlayedAt { .. });
     let plan_secs = started.elapsed().as_secs_f64();
+    let plan_cpu = cpu.seconds();
     tracing::info!(
         ?mark_before,
         ?mark_after,
@@ -231,16 +237,20 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let mut resolver = target::TargetResolver::new(conn);
         progress.stage("syncing", Some(Total::about(plan.est_rows, "rows")));
         let (mut read_s, mut norm_s, mut write_s, mut rows_read) = (0.0, 0.0, 0.0, 0u64);
+        let (mut norm_cpu, mut write_cpu) = (0.0, 0.0);
         let (mut new_rows, mut fills) = ([0u64; 4], 0u64);
         let mut open_rows_read = 0u64;
         let reading = Reading::new(&opts.source, &table, opts.reader, opts.batch_rows, opts.retry);
         let reader_rows = commit::into_transaction(conn, reading, windows, progress, |conn, window| {
                 read_s += window.read_time.as_secs_f64();
                 let t = Instant::now();
+                let c = Clock::thread();
                 let df = window_frame(window.batches)?;
                 let out = norm.window(&df, &mut resolver)?;
                 norm_s += t.elapsed().as_secs_f64();
+                norm_cpu += c.seconds();
                 let t = Instant::now();
+                let c = Clock::thread();
                 let n = writer::write_window(conn, &out, true)?;
                 tracing::debug!(
                     seconds = t.elapsed().as_secs_f64(),
@@ -252,6 +262,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 }
                 fills += out.fills.fills();
                 write_s += t.elapsed().as_secs_f64();
+                write_cpu += c.seconds();
                 rows_read += n as u64;
                 if window.index < open_windows {
                     open_rows_read += n as u64;
@@ -263,6 +274,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         let reader_rows =
             reader_rows.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
         let t = Instant::now();
+        let c = Clock::thread();
         let late_rows = open_ids::present_in(conn, &open)?.saturating_sub(late_before);
         let added_facts = match opts.cursor {
             Cursor::Id => {
@@ -273,7 +285,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 let in_open = open_ids::present_in(conn, &open)?;
                 let new_rows_read = reader_rows - open_rows_read;
                 if (now as u64) < new_rows_read || in_open < open_rows_read {
-                    bail!("the target holds {now} scrobbles of the new ids and {in_open} of the open ones, but {new_rows_read} and {open_rows_read} were read: rows were lost on the way; nothing was committed (please report this)");
+                    bail!("the target holds {now} scrobbles of the new ids and {in_open} of the open ones, but {new_rows_read} and {open_rows_read} were read: rows were lost on the way; nothing was committed (unless a trigger of other software on the target explains it, please report this)");
                 }
                 (now - facts_before).max(0) as u64 + late_rows
             }
@@ -307,6 +319,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             },
         )?;
         write_s += t.elapsed().as_secs_f64();
+        write_cpu += c.seconds();
         Ok(SyncSummary {
             mode: "sync",
             source: opts.source.redacted().to_string(),
@@ -338,10 +351,18 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 write: write_s,
                 ..StageSeconds::default()
             },
+            cpu_seconds: StageSeconds {
+                plan: plan_cpu,
+                normalize: norm_cpu,
+                write: write_cpu,
+                ..StageSeconds::default()
+            },
         })
     });
     let mut s = result?;
     s.seconds.total = started.elapsed().as_secs_f64();
+    s.cpu_seconds.total = cpu.seconds();
+    s.cpu_seconds = s.cpu_seconds.clone().cpu_read_as_rest();
     // The run log was written inside the transaction, before its commit: it gets the same
     // total as the summary (a failure here leaves the slightly smaller one).
     if let Err(e) = target.read(|c| state::set_last_run_seconds(c, s.seconds.total)) {

@@ -101,6 +101,17 @@ impl Report for LoadSummary {
             count(self.windows as u64, "window"),
             count(self.partitions as u64, "partition")
         )?;
+        let c = &self.cpu_seconds;
+        writeln!(
+            w,
+            "  CPU seconds: read {:.2} · normalize {:.2} · write {:.2}",
+            c.read, c.normalize, c.write
+        )?;
+        writeln!(
+            w,
+            "               index {:.2} · check {:.2} · total {:.2}",
+            c.index, c.check, c.total
+        )?;
         print_retries(w, self.retries)?;
         Ok(())
     }
@@ -259,6 +270,12 @@ impl Report for BenchReport {
             "| stages of the median run (s) | plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} · index {:.2} · check {:.2} |",
             st.plan, st.read, st.normalize, st.write, st.index, st.check
         )?;
+        let c = &self.cpu_stages;
+        writeln!(
+            w,
+            "| scrobsync CPU of the median run (user+sys) | {:.2} s: plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} · index {:.2} · check {:.2} |",
+            self.load_cpu_seconds, c.plan, c.read, c.normalize, c.write, c.index, c.check
+        )?;
         if let Some(v) = &self.verify {
             writeln!(
                 w,
@@ -291,6 +308,12 @@ impl Report for BenchReport {
                 w,
                 "| stages of the sync (s) | plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} |",
                 t.plan, t.read, t.normalize, t.write
+            )?;
+            let c = &s.cpu_stages;
+            writeln!(
+                w,
+                "| scrobsync CPU of the sync (user+sys) | {:.2} s: plan {:.2} · read {:.2} · normalize {:.2} · write {:.2} |",
+                s.cpu_seconds, c.plan, c.read, c.normalize, c.write
             )?;
         }
         if !self.questions.is_empty() {

@@ -314,9 +314,12 @@ fn slots(conn: &Connection) -> Result<Vec<(&'static str, Slot)>> {
     Ok(out)
 }
 
-/// Triggers scrobsync did not make on the tables named `tables` (lower-case names), as
+/// Triggers scrobsync did not make on the tables `on` accepts (given lower-case names), as
 /// (trigger, table), by trigger name.
-fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, String)>> {
+fn triggers_not_ours(
+    conn: &Connection,
+    on: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>> {
     let mut stmt = conn
         .prepare("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")?;
     let all = stmt
@@ -325,13 +328,7 @@ fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, 
     Ok(all
         .into_iter()
         .filter(|(name, table)| {
-            let table = table.to_lowercase();
-            let named = tables.contains(&table.as_str())
-                // scrobsync's own state tables and the search index's tables, wherever
-                // `tables` names the tables scrobsync writes
-                || (tables.contains(&"scrobbles")
-                    && (table.starts_with("_scrobsync_") || table.starts_with("names_fts")));
-            named
+            on(&table.to_lowercase())
                 && !TRIGGERS
                     .iter()
                     .any(|(ours, _)| ours.eq_ignore_ascii_case(name))
@@ -339,14 +336,45 @@ fn triggers_not_ours(conn: &Connection, tables: &[&str]) -> Result<Vec<(String, 
         .collect())
 }
 
-/// Triggers that someone else put on the tables scrobsync writes (scrobbles, the dimensions,
-/// its state tables and the search index's), in words: they run inside every write scrobsync makes and may change what it
-/// stores or counts, so `verify` and every write name them. They are their owner's and stay.
+/// Whether a table (lower-case name) holds only what scrobsync keeps: the summary tables, its
+/// state tables (`_scrobsync_*`) and the search index with its FTS5 shadow tables
+/// (`names_fts*`). A trigger on one of them is damage, not an owner's choice: it would change
+/// scrobsync's own bookkeeping, and on an FTS5 shadow table it runs inside SQLite's own
+/// maintenance of the index.
+fn internal(table: &str) -> bool {
+    NAMES.contains(&table) || table.starts_with("_scrobsync_") || table.starts_with("names_fts")
+}
+
+/// Triggers that someone else put on the tables of the user's data that scrobsync writes
+/// (scrobbles and the dimensions), in words: they run inside every write scrobsync makes and
+/// may change what it stores or counts, so `verify` and every write name them. They are
+/// their owner's and stay.
 pub fn foreign_triggers(conn: &Connection) -> Result<Vec<String>> {
-    Ok(triggers_not_ours(conn, &super::schema::USER_TABLES)?
-        .into_iter()
-        .map(|(name, table)| format!("trigger {name} on {table}"))
-        .collect())
+    Ok(
+        triggers_not_ours(conn, |t| super::schema::USER_TABLES.contains(&t))?
+            .into_iter()
+            .map(|(name, table)| format!("trigger {name} on {table}"))
+            .collect(),
+    )
+}
+
+/// Whether someone else put a trigger on one of scrobsync's own tables (see [`internal`]).
+pub fn has_internal_triggers(conn: &Connection) -> Result<bool> {
+    Ok(!triggers_not_ours(conn, internal)?.is_empty())
+}
+
+/// Drops the triggers someone else put on scrobsync's own tables (see [`internal`]), with a
+/// warning naming each; returns how many. Every write does it first.
+pub fn drop_internal_triggers(conn: &Connection) -> Result<usize> {
+    let found = triggers_not_ours(conn, internal)?;
+    for (name, table) in &found {
+        tracing::warn!(
+            "dropping trigger {} on {table}: scrobsync's own tables hold only what scrobsync keeps",
+            name.escape_debug()
+        );
+        conn.execute_batch(&format!("DROP TRIGGER \"{}\"", name.replace('"', "\"\"")))?;
+    }
+    Ok(found.len())
 }
 
 /// What is wrong with the summaries' tables and triggers, in words: missing, altered,
@@ -371,10 +399,14 @@ pub fn damage(conn: &Connection) -> Result<Vec<String>> {
             out.push(format!("trigger {name} is missing or altered"));
         }
     }
-    for (name, table) in triggers_not_ours(conn, &NAMES)? {
+    for (name, table) in triggers_not_ours(conn, internal)? {
         out.push(format!(
-            "trigger {name} on {table} is not scrobsync's (the summary tables hold only counts \
-             that scrobsync keeps)"
+            "trigger {name} on {table} is not scrobsync's ({})",
+            if NAMES.contains(&table.to_lowercase().as_str()) {
+                "the summary tables hold only counts that scrobsync keeps"
+            } else {
+                "scrobsync's own tables hold only what scrobsync keeps"
+            }
         ));
     }
     Ok(out)
@@ -544,10 +576,7 @@ pub fn arm(conn: &Connection) -> Result<()> {
             conn.execute_batch(&format!("DROP {kind} \"{name}\""))?;
         }
     }
-    for (name, table) in triggers_not_ours(conn, &NAMES)? {
-        tracing::warn!("dropping trigger {name} on the summary table {table}: the summary tables hold only counts that scrobsync keeps");
-        conn.execute_batch(&format!("DROP TRIGGER \"{}\"", name.replace('"', "\"\"")))?;
-    }
+    drop_internal_triggers(conn)?;
     conn.execute_batch(TABLES)?;
     ensure_triggers(conn)
 }

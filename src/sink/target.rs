@@ -38,6 +38,9 @@ const SQLITE_READONLY_DBMOVED: i32 = 1032;
 /// SQLite's extended code for "the journal cannot be created: the folder is read-only".
 const SQLITE_READONLY_DIRECTORY: i32 = 1544;
 
+/// SQLite's extended code for "a trigger refused the change" (`RAISE(ABORT|FAIL|ROLLBACK)`).
+const SQLITE_CONSTRAINT_TRIGGER: i32 = 1811;
+
 /// The side files SQLite keeps beside a database file.
 pub const SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
 
@@ -216,9 +219,29 @@ pub fn open(path: &Path) -> Result<Target> {
     if version < super::schema::SCHEMA_VERSION {
         upgrade(&target, version)?;
     } else {
+        drop_internal_triggers(&target)?;
         restore_summaries(&target)?;
     }
     Ok(target)
+}
+
+/// Drops the triggers someone else put on scrobsync's own tables (the summaries, its state,
+/// the search index and its FTS5 shadow tables) before anything is written: they would run
+/// inside scrobsync's bookkeeping (see [`super::summary::drop_internal_triggers`]).
+fn drop_internal_triggers(target: &Target) -> Result<()> {
+    let found = super::summary::has_internal_triggers(&target.conn)
+        .map_err(|e| explain_any(&target.path, e))?;
+    if !found {
+        return Ok(());
+    }
+    target
+        .write(|c| super::summary::drop_internal_triggers(c).map(drop))
+        .with_context(|| {
+            format!(
+                "dropping other software's triggers on scrobsync's tables of {} failed; it is unchanged",
+                target.path.display()
+            )
+        })
 }
 
 /// Names the triggers someone else put on the tables scrobsync writes (see
@@ -334,9 +357,61 @@ impl Target {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                Err(explain_write(&self.path, e))
+                Err(self.name_triggers(explain_write(&self.path, e)))
             }
         }
+    }
+
+    /// A failed write's error, with the triggers other software put on the target named where
+    /// one may have caused it: one that refused the write (`RAISE(ABORT)` and the like), or one
+    /// that ignored or changed rows, which the checks of rows written then find. Interrupts,
+    /// locks and I/O errors stay as they are.
+    fn name_triggers(&self, e: anyhow::Error) -> anyhow::Error {
+        if e.downcast_ref::<crate::cancel::Interrupted>().is_some()
+            || e.downcast_ref::<InUse>().is_some()
+        {
+            return e;
+        }
+        let sqlite = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<rusqlite::Error>())
+            .and_then(|s| s.sqlite_error().copied());
+        if sqlite.is_some_and(|s| {
+            matches!(
+                s.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::OperationInterrupted
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+            )
+        }) {
+            return e;
+        }
+        let foreign = super::summary::foreign_triggers(&self.conn).unwrap_or_default();
+        let p = self.path.display();
+        if sqlite.is_some_and(|s| s.extended_code == SQLITE_CONSTRAINT_TRIGGER) {
+            let which = if foreign.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}, not made by scrobsync)", foreign.join(", "))
+            };
+            return e.context(format!(
+                "a trigger on {p}{which} refused this write, and nothing of it was kept; drop or \
+                 change that trigger, then run again. The trigger said"
+            ));
+        }
+        if foreign.is_empty() {
+            return e;
+        }
+        e.context(format!(
+            "{} (not made by scrobsync) ran inside this write to {p} and may have caused what \
+             follows; nothing of the write was kept",
+            foreign.join(", ")
+        ))
     }
 
     /// Starts a write transaction (waiting [`LOCK_WAIT`] for other writers) on the file the

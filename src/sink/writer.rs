@@ -166,7 +166,8 @@ impl Writer {
     }
 
     /// Commits the data, checks it (see [`super::check`]), builds the secondary indexes, counts
-    /// the summary tables and arms their triggers (see [`super::summary`]), and analyses. Returns the seconds spent indexing and checking, and the run's total.
+    /// the summary tables and arms their triggers (see [`super::summary`]), and analyses.
+    /// Returns the wall and CPU seconds spent checking and indexing, and the run's total.
     ///
     /// The checks run before the secondary indexes exist: `integrity_check` (`--check full`)
     /// then costs a fraction of what it costs after (it cross-checks every index entry against
@@ -177,7 +178,7 @@ impl Writer {
         expected_facts: u64,
         f: Finish<'_>,
         progress: &dyn crate::progress::Progress,
-    ) -> Result<(f64, f64, f64)> {
+    ) -> Result<Finished> {
         let Finish {
             run,
             source,
@@ -188,6 +189,7 @@ impl Writer {
             started,
         } = f;
         let t = std::time::Instant::now();
+        let cpu = crate::cpu::Clock::process();
         if let Some(h) = run.hwm_after {
             state::set(&self.conn, "hwm", &h.to_string())?;
         }
@@ -212,9 +214,11 @@ impl Writer {
             check::check_full(&self.conn, &self.path)?;
         }
         let check_secs = t.elapsed().as_secs_f64();
+        let check_cpu = cpu.seconds();
         tracing::debug!(seconds = check_secs, ?check, "checks");
 
         let t = std::time::Instant::now();
+        let cpu = crate::cpu::Clock::process();
         // A small cache on purpose: see INDEX_CACHE_KIB.
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
@@ -257,6 +261,7 @@ impl Writer {
         tracing::debug!(seconds = t.elapsed().as_secs_f64(), "indexes built");
         super::schema::analyse(&self.conn).context("analysing")?;
         let index_secs = t.elapsed().as_secs_f64();
+        let index_cpu = cpu.seconds();
         // The run log gets the run's whole time, the one the summary reports.
         let run = state::RunRecord {
             seconds: started.elapsed().as_secs_f64(),
@@ -267,8 +272,25 @@ impl Writer {
             .close()
             .map_err(|(_, e)| e)
             .with_context(|| format!("closing {}", self.path.display()))?;
-        Ok((index_secs, check_secs, run.seconds))
+        Ok(Finished {
+            index: index_secs,
+            check: check_secs,
+            index_cpu,
+            check_cpu,
+            total: run.seconds,
+        })
     }
+}
+
+/// What [`Writer::finish`] took: wall and CPU seconds of the index build (with the summaries,
+/// the search index and the analysis) and of the checks, and the whole run's wall seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub index: f64,
+    pub check: f64,
+    pub index_cpu: f64,
+    pub check_cpu: f64,
+    pub total: f64,
 }
 
 /// Writes a fact frame (scrobble_id, user_id, track_id, played_at, loved). With `upsert`, a

@@ -51,6 +51,8 @@ pub struct BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct ChildRun {
     pub seconds: f64,
+    /// CPU seconds (user + system) of the child, from `wait4`.
+    pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
     pub summary: serde_json::Value,
 }
@@ -62,10 +64,14 @@ pub struct SyncBench {
     /// Rows the sync read (more than `rows` when it re-checked the previous run's ids).
     pub rows_read: u64,
     pub seconds: f64,
+    /// CPU seconds (user + system) of the sync process.
+    pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
     /// Sync wall time as a percentage of the median full-load wall time.
     pub percent_of_load: f64,
     pub stages: StageSeconds,
+    /// CPU seconds per stage, as the sync reported them.
+    pub cpu_stages: StageSeconds,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +109,10 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// Stage seconds of the median load run.
     pub stages: StageSeconds,
+    /// CPU seconds (user + system) of the median load run's process, from `wait4`.
+    pub load_cpu_seconds: f64,
+    /// CPU seconds per stage of the median load run, as it reported them.
+    pub cpu_stages: StageSeconds,
     pub verify: Option<VerifyBench>,
     /// The questions of docs/queries.sql over the loaded target (sqlite defaults, one run each).
     pub questions: Vec<crate::sink::questions::Timing>,
@@ -159,6 +169,7 @@ fn run_child(exe: &PathBuf, source: &SourceUrl, args: &[String]) -> Result<Child
     }
     Ok(ChildRun {
         seconds,
+        cpu_seconds: crate::cpu::of_usage(&usage),
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         summary: serde_json::from_str(&out).context("parsing the child's --json summary")?,
     })
@@ -285,6 +296,9 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         .expect("median is one of the runs");
     let stages: StageSeconds =
         serde_json::from_value(median_run.summary["seconds"].clone()).unwrap_or_default();
+    let cpu_stages: StageSeconds =
+        serde_json::from_value(median_run.summary["cpu_seconds"].clone()).unwrap_or_default();
+    let load_cpu_seconds = median_run.cpu_seconds;
     let peak_rss_mib = loads.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
 
     let verify = if opts.verify {
@@ -372,9 +386,12 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
             rows: sync_rows,
             rows_read: run.summary["rows_read"].as_u64().unwrap_or(0),
             seconds: run.seconds,
+            cpu_seconds: run.cpu_seconds,
             peak_rss_mib: run.peak_rss_mib,
             percent_of_load: 100.0 * run.seconds / load_seconds,
             stages: serde_json::from_value(run.summary["seconds"].clone()).unwrap_or_default(),
+            cpu_stages: serde_json::from_value(run.summary["cpu_seconds"].clone())
+                .unwrap_or_default(),
         })
     } else {
         None
@@ -397,6 +414,8 @@ pub fn run(opts: &BenchOptions, status: &mut dyn FnMut(&str)) -> Result<BenchRep
         rows_per_second: rows as f64 / load_seconds,
         peak_rss_mib,
         stages,
+        load_cpu_seconds,
+        cpu_stages,
         verify,
         questions,
         question_params,

@@ -379,12 +379,15 @@ fn verify_once(
         },
     );
     let src = src?;
-    let dst = dst.with_context(|| {
-        format!(
-            "reading the target {} failed (if a value has a type scrobsync never writes, the file \
-             was changed by other software: a fresh `scrobsync load` rebuilds it)",
+    let dst = dst.map_err(|e| {
+        if !unreadable_value(&e) {
+            return e;
+        }
+        e.context(format!(
+            "reading the target {} failed: a value has a type scrobsync never writes, so the \
+             file was changed by other software (a fresh `scrobsync load` rebuilds it)",
             opts.target.display()
-        )
+        ))
     })?;
     let (checked, differing) = compare(opts.by, &src.windows, &dst.windows, opts.from, opts.to);
     if differing.iter().any(|d| d.source_rows > d.target_rows) {
@@ -443,11 +446,29 @@ fn verify_once(
     })
 }
 
+/// Whether `e` is a value of the target that scrobsync cannot read as the type it writes there.
+fn unreadable_value(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(
+                rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+                    | rusqlite::Error::Utf8Error(..)
+            )
+        )
+    })
+}
+
 /// Runs `verify`, and with `repair` backfills exactly the differing windows and verifies again.
 pub fn run(opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     if let (Some(f), Some(t)) = (opts.from, opts.to) {
         super::windows::check_range(f, t)?;
     }
+    // A target that cannot be opened (missing, busy, not scrobsync's) is said first, as it is,
+    // before the source is asked anything.
+    drop(sink_target::open_read_only(&opts.target)?);
     progress.stage("planning the verification", None);
     let table = pipeline::step(opts.retry, "resolving the source", progress, || {
         opts.table

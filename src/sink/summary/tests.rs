@@ -273,7 +273,7 @@ fn a_wrong_track_count_is_one_row_of_track_plays_and_nothing_else() {
 }
 
 #[test]
-fn triggers_of_others_are_named_and_those_on_summary_tables_are_damage_that_arm_drops() {
+fn triggers_of_others_are_named_and_those_on_scrobsync_s_own_tables_are_damage_that_arm_drops() {
     let c = target();
     c.execute_batch(
         "CREATE TABLE audit_log(id INTEGER);
@@ -286,26 +286,39 @@ fn triggers_of_others_are_named_and_those_on_summary_tables_are_damage_that_arm_
         foreign_triggers(&c).unwrap(),
         ["trigger audit on scrobbles"]
     );
-    // scrobsync's state tables are its tables too
+    // scrobsync's state tables and the search index's shadow tables are its own too
     crate::sink::state::create(&c).unwrap();
-    c.execute_batch("CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;")
-        .unwrap();
+    crate::sink::search::create(&c).unwrap();
+    c.execute_batch(
+        "CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;
+         CREATE TRIGGER shadow AFTER INSERT ON names_fts_data BEGIN SELECT 1; END;",
+    )
+    .unwrap();
     assert_eq!(
         foreign_triggers(&c).unwrap(),
-        [
-            "trigger audit on scrobbles",
-            "trigger runlog on _scrobsync_runs"
-        ]
+        ["trigger audit on scrobbles"],
+        "the owner's triggers only: those on scrobsync's tables are damage"
     );
-    c.execute_batch("DROP TRIGGER runlog").unwrap();
+    assert!(has_internal_triggers(&c).unwrap());
     let d = damage(&c).unwrap();
-    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d.len(), 3, "{d:?}");
     assert!(
-        d[0].starts_with("trigger Odd Name on Track_Plays is not scrobsync's"),
+        d[0].starts_with("trigger Odd Name on Track_Plays is not scrobsync's (the summary tables"),
+        "{d:?}"
+    );
+    assert!(
+        d[1].starts_with(
+            "trigger runlog on _scrobsync_runs is not scrobsync's (scrobsync's own tables"
+        ),
+        "{d:?}"
+    );
+    assert!(
+        d[2].starts_with("trigger shadow on names_fts_data is not scrobsync's"),
         "{d:?}"
     );
     arm(&c).unwrap();
     assert_eq!(damage(&c).unwrap(), Vec::<String>::new());
+    assert!(!has_internal_triggers(&c).unwrap());
     // the owner's triggers elsewhere stay
     let left: Vec<String> = {
         let mut s = c

@@ -11,8 +11,11 @@ use anyhow::{anyhow, bail, Result};
 use std::fmt;
 use std::time::Duration;
 
-/// Session option that makes every transaction of a connection read-only.
-const READ_ONLY: &str = "-c default_transaction_read_only=on";
+/// Session options of every reading connection: every transaction read-only, and no JIT
+/// compilation. scrobsync's statements stream columns with next to no expressions, so JIT has
+/// nothing to speed up, while compiling a large expression can take minutes inside LLVM, where
+/// PostgreSQL neither cancels nor terminates the backend.
+const READ_ONLY: &str = "-c default_transaction_read_only=on -c jit=off";
 
 /// Connection parameters scrobsync understands besides host, port, user, password and dbname.
 const KNOWN_PARAMS: [&str; 10] = [
