@@ -2,20 +2,22 @@
 //! regressions show without a database:
 //!   cargo bench --bench pipeline
 //! `read`: a binary COPY stream (as PostgreSQL sends it) → Arrow batch, by the default reader.
-//! `normalize`: Arrow batch → polars frame → fact frame with surrogate keys (fresh registry).
+//! `normalize`: Arrow batch (as the reader decoded it) → polars frame → fact frame with
+//! surrogate keys (fresh and warm registry).
 //! `write`: a normalised window (new dimension rows + facts) → SQLite through reused 100-row INSERTs.
 //! `check`: the key admission of a normalised window (what the default check proves per window).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use scrobsync::fixtures::copy::{binary_copy_stream, record_batch};
+use scrobsync::fixtures::copy::binary_copy_stream;
 use scrobsync::fixtures::{Generator, SeedOptions, SeedRow};
 use scrobsync::normalize::{window_frame, Normalizer};
 use scrobsync::sink::Writer;
 
 const ROWS: u64 = 100_000;
 
+/// The rows as the default reader hands them on: decoded from a binary COPY stream.
 fn batch() -> arrow::record_batch::RecordBatch {
-    record_batch(&rows())
+    scrobsync::source::copy::decode_canonical(&binary_copy_stream(&rows())).unwrap()
 }
 
 fn read(c: &mut Criterion) {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use rusqlite::Connection;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn ok(args: &[&str]) -> String {
     let o = bin().args(args).output().unwrap();
@@ -353,6 +353,17 @@ fn sync_ok(db: &TestDb, ts: &str) -> String {
     err
 }
 
+/// Runs a sync that must fail with exit code 1; returns its stderr.
+fn sync_failing(db: &TestDb, ts: &str) -> String {
+    let o = bin()
+        .args(["sync", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
 fn verify_json(db: &TestDb, ts: &str, repair: bool) -> (i32, Value) {
     let mut args = vec!["verify", "--json", "--source", &db.url, "--target", ts];
     if repair {
@@ -548,48 +559,98 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
     Connection::open(&t)
         .unwrap()
         .execute_batch(
-            "CREATE TRIGGER inflate AFTER INSERT ON scrobbles BEGIN
+            "CREATE TABLE audit_log(id INTEGER);
+             CREATE TRIGGER audit AFTER INSERT ON scrobbles BEGIN
+                 INSERT INTO audit_log VALUES (new.scrobble_id);
+             END;
+             CREATE TRIGGER inflate AFTER INSERT ON scrobbles BEGIN
                  UPDATE artist_plays SET plays = plays + 100;
              END;
              CREATE TRIGGER on_counts AFTER UPDATE ON track_plays BEGIN SELECT 1; END;",
         )
         .unwrap();
     let (code, v) = verify_json(&db, ts, false);
-    assert_eq!(code, 3, "a trigger on a summary table is damage: {v}");
     assert_eq!(
-        v["foreign_triggers"][0], "trigger inflate on scrobbles",
+        code, 3,
+        "triggers on or naming scrobsync's tables are damage: {v}"
+    );
+    assert_eq!(
+        v["foreign_triggers"],
+        json!(["trigger audit on scrobbles"]),
         "{v}"
     );
+    let damage = v["trigger_differences"].to_string();
     assert!(
-        v["summary_differences"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("trigger on_counts on track_plays is not scrobsync's"),
+        damage.contains("trigger inflate on scrobbles uses scrobsync's own table artist_plays")
+            && damage.contains("trigger on_counts on track_plays is not scrobsync's"),
         "{v}"
     );
 
+    // No write while a trigger could change scrobsync's counts behind its back.
     db.client()
         .batch_execute(
             "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
              VALUES (9130000000000000001, 'u', '2031-01-01Z', 'A', 'B', 'C')",
         )
         .unwrap();
+    let before = std::fs::read(&t).unwrap();
+    let err = sync_failing(&db, ts);
+    assert!(
+        err.contains("trigger inflate on scrobbles in")
+            && err
+                .contains("drop it (DROP TRIGGER \"inflate\") and run again; nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&t).unwrap(),
+        before,
+        "the target is unchanged"
+    );
+
+    // Without it, the sync runs the owner's trigger and drops the one on the counts.
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch("DROP TRIGGER inflate")
+        .unwrap();
     let err = sync_ok(&db, ts);
     assert!(
-        err.contains("trigger inflate on scrobbles was not made by scrobsync"),
+        err.contains("trigger audit on scrobbles was not made by scrobsync")
+            && err.contains("dropping trigger on_counts on track_plays"),
         "{err}"
     );
     let names = dump(
         &Connection::open(&t).unwrap(),
-        "SELECT name FROM sqlite_master WHERE name IN ('inflate', 'on_counts')",
+        "SELECT name FROM sqlite_master WHERE name IN ('audit', 'on_counts')",
     );
     assert!(
-        names.len() == 1 && names[0].contains("inflate"),
+        names.len() == 1 && names[0].contains("audit"),
         "the owner's trigger stays, the one on counts goes: {names:?}"
     );
+    assert_eq!(
+        dump(
+            &Connection::open(&t).unwrap(),
+            "SELECT count(*) FROM audit_log"
+        ),
+        ["Integer(1)|"],
+        "the owner's trigger ran for the new scrobble"
+    );
+    let (code, v) = verify_json(&db, ts, false);
+    assert_eq!(code, 0, "{v}");
+    let o = bin()
+        .args(["verify", "--source", &db.url, "--target", ts])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("note: trigger audit on scrobbles was not made by scrobsync"),
+        "{text}"
+    );
 
-    // The trigger fired in the sync: verify sees the counts, names the cause, and a repair
-    // recounts (it writes no scrobble, so the trigger does not fire again).
+    // Counts changed behind scrobsync's back are a difference that a repair recounts.
+    Connection::open(&t)
+        .unwrap()
+        .execute_batch("UPDATE artist_plays SET plays = plays + 100")
+        .unwrap();
     let (code, v) = verify_json(&db, ts, false);
     assert_eq!(code, 3, "{v}");
     assert!(
@@ -599,15 +660,6 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
             .starts_with("artist_plays: "),
         "{v}"
     );
-    let o = bin()
-        .args(["verify", "--source", &db.url, "--target", ts])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.contains("note: trigger inflate on scrobbles was not made by scrobsync"),
-        "{text}"
-    );
     let (code, v) = verify_json(&db, ts, true);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["summaries_recounted"], true, "{v}");
@@ -616,7 +668,7 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
     // A verify of part of the range says that it did not compare the summaries.
     Connection::open(&t)
         .unwrap()
-        .execute_batch("DROP TRIGGER inflate; UPDATE track_plays SET plays = plays + 1")
+        .execute_batch("UPDATE track_plays SET plays = plays + 1")
         .unwrap();
     let o = bin()
         .args([
@@ -659,7 +711,7 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
         .unwrap();
     let (code, v) = verify_json(&db, ts, false);
     assert_eq!(code, 3, "{v}");
-    let diffs = v["summary_differences"].to_string();
+    let diffs = v["trigger_differences"].to_string();
     assert!(
         diffs.contains("trigger shadow on names_fts_data is not scrobsync's")
             && diffs.contains("trigger runlog on _scrobsync_runs is not scrobsync's"),
@@ -706,27 +758,84 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
     };
     let before = state();
     add(9_130_000_000_000_000_002, "Another");
-    // one that refuses rows: named, with what it said
-    let err = failed_sync_with(
-        "CREATE TRIGGER no_more BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(ABORT, 'closed for writes'); END;",
-    );
-    assert!(
-        err.contains("trigger no_more on scrobbles, not made by scrobsync) refused this write")
-            && err.contains("closed for writes"),
-        "{err}"
-    );
-    assert_eq!(state(), before, "the target is unchanged");
-    // one that ignores rows: blamed for the lost rows, not reported as a bug
-    let err = failed_sync_with(
-        "DROP TRIGGER no_more;
-         CREATE TRIGGER skip BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(IGNORE); END;",
-    );
-    assert!(
-        err.contains("trigger skip on scrobbles (not made by scrobsync) ran inside this write to")
-            && err.contains("may have caused what follows; nothing of the write was kept: the target holds 0 scrobbles"),
-        "{err}"
-    );
-    assert_eq!(state(), before, "the target is unchanged");
+    let cases: [(&str, &[&str]); 4] = [
+        // one that refuses rows: named, with what it said
+        (
+            "CREATE TRIGGER no_more BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(ABORT, 'closed for writes'); END;",
+            &[
+                "a trigger refused this write to",
+                "saying \"closed for writes\" (trigger no_more on scrobbles, not made by scrobsync); the write was rolled back",
+            ],
+        ),
+        // one that ignores rows: blamed for the lost rows, not reported as a bug
+        (
+            "DROP TRIGGER no_more;
+             CREATE TRIGGER skip BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(IGNORE); END;",
+            &[
+                "trigger skip on scrobbles (not made by scrobsync) ran inside this write to",
+                "may have caused what follows; the write was rolled back: 1 scrobbles row that this write gave the target",
+            ],
+        ),
+        // one that ignores new dimension rows: the facts would point at nothing
+        (
+            "DROP TRIGGER skip;
+             CREATE TRIGGER no_new_artists BEFORE INSERT ON artists BEGIN SELECT RAISE(IGNORE); END;",
+            &[
+                "trigger no_new_artists on artists (not made by scrobsync) ran inside this write",
+                "1 artists row that this write gave the target or that its rows reference is not there after it",
+            ],
+        ),
+        // one that deletes what was just written, elsewhere
+        (
+            "DROP TRIGGER no_new_artists;
+             CREATE TRIGGER forget AFTER INSERT ON scrobbles BEGIN DELETE FROM users WHERE user_id = new.user_id; END;",
+            &["trigger forget on scrobbles", "users row"],
+        ),
+    ];
+    for (triggers, says) in cases {
+        let err = failed_sync_with(triggers);
+        for part in says {
+            assert!(err.contains(part), "{part:?} in {err}");
+        }
+        assert_eq!(state(), before, "the target is unchanged");
+    }
+}
+
+/// Triggers are looked at inside every write transaction, under the write lock: one made
+/// after a run opened the target (while it read the source) is found before anything is written.
+#[test]
+fn a_trigger_made_while_a_run_reads_the_source_is_found_by_its_write() {
+    let db = TestDb::new("trigrace");
+    seed(&db, &["--rows", "500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t.sqlite");
+    let ts = t.to_str().unwrap();
+    ok(&["load", "--source", &db.url, "--target", ts, "--fts"]);
+    let target = scrobsync::sink::target::open(&t).unwrap();
+    let other = Connection::open(&t).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER late BEFORE INSERT ON names_fts_data BEGIN SELECT RAISE(IGNORE); END;",
+        )
+        .unwrap();
+    target.write(|_| Ok(())).unwrap();
+    let left = dump(&other, "SELECT name FROM sqlite_master WHERE name = 'late'");
+    assert!(left.is_empty(), "dropped by the write: {left:?}");
+    other
+        .execute_batch(
+            "CREATE TRIGGER later AFTER INSERT ON scrobbles BEGIN DELETE FROM hourly_plays; END;",
+        )
+        .unwrap();
+    let e = target
+        .write(|c| {
+            c.execute_batch("DELETE FROM scrobbles")?;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("trigger later on scrobbles in"), "{e}");
+    let n = dump(&other, "SELECT count(*) FROM scrobbles");
+    assert_eq!(n, ["Integer(500)|"], "nothing was written");
 }
 
 /// A version-1 target whose owner made an object under a summary table's name is not
@@ -754,12 +863,7 @@ fn a_version_1_target_with_an_object_named_like_a_summary_table_is_not_upgraded_
         (0, &Value::Bool(false)),
         "a version-1 target has no summaries to compare: {v}"
     );
-    let o = bin()
-        .args(["sync", "--source", &db.url, "--target", ts])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = sync_failing(&db, ts);
     assert!(
         err.contains("a table named 'artist_plays'") && err.contains("rename"),
         "{err}"

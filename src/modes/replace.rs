@@ -10,6 +10,7 @@ use crate::pipeline::commit::{self, Written};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
+use crate::sink::check::{check_window_landed, LostRows};
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
 use crate::sink::{facts, search, state};
@@ -19,7 +20,7 @@ use crate::source::plan::partition_slices;
 use crate::source::query::{Filter, TimeRange, WindowSpec};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::collections::HashSet;
 
 /// How windows are read.
@@ -96,6 +97,7 @@ pub fn replace_windows(
         let df = window_frame(w.batches)?;
         let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
         let written = writer::write_window(conn, &out, true)? as u64;
+        check_window_landed(conn, &out)?;
         let mut new_rows = out.dims.heights();
         // Rows that left the window but not the source moved to another played_at: they go
         // to their new window, wherever that is.
@@ -111,6 +113,7 @@ pub fn replace_windows(
             let df = window_frame(follow.read_ids(&left)?)?;
             let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
             moved = writer::write_window(conn, &out, true)? as u64;
+            check_window_landed(conn, &out)?;
             for (n, h) in new_rows.iter_mut().zip(out.dims.heights()) {
                 *n += h;
             }
@@ -119,11 +122,12 @@ pub fn replace_windows(
         // window moved here; none may be lost or doubled).
         let now = facts::count_window(conn, (start, end))?;
         if now as u64 != w.rows {
-            bail!(
+            return Err(LostRows(format!(
                 "the window from {} holds {now} rows after the {} rows read for it were written: the source changed meanwhile, or a trigger of other software on the target changed them; the window was not changed: run the backfill again (with --resume to skip the windows already done)",
                 super::rfc3339_s(start).unwrap_or_else(|| start.to_string()),
                 w.rows
-            );
+            ))
+            .into());
         }
         search::add_after(conn, keys_before)?;
         state::backfill_window_done(conn, job, (start, end), deleted, written)?;

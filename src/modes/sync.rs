@@ -18,6 +18,7 @@ use crate::pipeline::commit;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
+use crate::sink::check::{check_window_landed, LostRows};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{facts, open_ids, search, target, writer};
@@ -29,7 +30,7 @@ use crate::source::plan::{current_xmin, plan, ReadPlan, Recheck, Scope, SourceTa
 use crate::source::query::{TimeRange, PG_MIN_US};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -252,6 +253,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 let t = Instant::now();
                 let c = Clock::thread();
                 let n = writer::write_window(conn, &out, true)?;
+                check_window_landed(conn, &out)?;
                 tracing::debug!(
                     seconds = t.elapsed().as_secs_f64(),
                     rows = n,
@@ -285,7 +287,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 let in_open = open_ids::present_in(conn, &open)?;
                 let new_rows_read = reader_rows - open_rows_read;
                 if (now as u64) < new_rows_read || in_open < open_rows_read {
-                    bail!("the target holds {now} scrobbles of the new ids and {in_open} of the open ones, but {new_rows_read} and {open_rows_read} were read: rows were lost on the way; nothing was committed (unless a trigger of other software on the target explains it, please report this)");
+                    return Err(LostRows(format!("the target holds {now} scrobbles of the new ids and {in_open} of the open ones, but {new_rows_read} and {open_rows_read} were read: rows were lost on the way; nothing was committed (unless a trigger of other software on the target explains it, please report this)")).into());
                 }
                 (now - facts_before).max(0) as u64 + late_rows
             }

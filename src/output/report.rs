@@ -412,6 +412,13 @@ fn print_verify_table(w: &mut dyn Write, r: &VerifyReport) -> fmt::Result {
             r.summary_differences.join("; ")
         )?;
     }
+    if !r.trigger_differences.is_empty() {
+        writeln!(
+            w,
+            "triggers of other software are in scrobsync's way: {}",
+            r.trigger_differences.join("; ")
+        )?;
+    }
     if r.summaries_skipped_for_range {
         writeln!(
             w,
@@ -517,6 +524,7 @@ mod tests {
             summaries_skipped_for_range: false,
             summaries_recounted: false,
             foreign_triggers: Vec::new(),
+            trigger_differences: Vec::new(),
             attributes_compared: false,
             repaired: Vec::new(),
             attributes_repaired: 0,

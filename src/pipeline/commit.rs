@@ -109,10 +109,27 @@ pub(super) fn per_window_from<R: WindowReader>(
             }
             failpoint::in_transaction(done + 1, conn);
             Ok(written.rows)
-        })?;
+        });
+        let n = n.map_err(|e| kept_before(e, done))?;
         done += 1;
         Ok(n)
     })
+}
+
+/// A window's error, saying which windows before it stayed committed (a Ctrl-C and a busy
+/// target keep their own errors, which the exit code depends on).
+fn kept_before(e: anyhow::Error, done: usize) -> anyhow::Error {
+    if done == 0
+        || e.downcast_ref::<crate::cancel::Interrupted>().is_some()
+        || e.downcast_ref::<crate::sink::target::InUse>().is_some()
+    {
+        return e;
+    }
+    e.context(format!(
+        "window {} failed, and the {done} {} before it stayed committed",
+        done + 1,
+        if done == 1 { "window" } else { "windows" }
+    ))
 }
 
 /// Reads, while a window is written, source rows by id wherever their `played_at` now lies:

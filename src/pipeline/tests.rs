@@ -326,10 +326,11 @@ fn a_transaction_per_window_keeps_the_windows_done_and_checks_followed_rows() {
         },
     )
     .unwrap_err();
+    let e = format!("{e:#}");
     assert!(
-        e.to_string()
-            .contains("window 2 read 2 rows and 2 moved rows, but 2 and 1 were written"),
-        "{e:#}"
+        e.starts_with("window 2 failed, and the 1 window before it stayed committed: ")
+            && e.contains("window 2 read 2 rows and 2 moved rows, but 2 and 1 were written"),
+        "{e}"
     );
     assert_eq!(
         count(&target),

@@ -31,6 +31,95 @@ pub enum CheckLevel {
     Full,
 }
 
+/// Rows a write into an existing target was given and did not leave there: what another
+/// program's trigger does when it ignores or deletes them (scrobsync's own writes do not).
+#[derive(Debug)]
+pub struct LostRows(pub String);
+
+impl std::fmt::Display for LostRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LostRows {}
+
+/// After a window was written into an existing target that holds other software's triggers
+/// (see `super::triggers`): every row it was given is there: its facts, its new dimension
+/// rows, and every row its facts and new rows reference. One point lookup per distinct key,
+/// in the transaction, before anything is committed; a target without such triggers skips it
+/// (scrobsync's own writes leave what they are given, which the row counts of every mode
+/// check).
+pub fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
+    if !super::triggers::any_foreign(conn)? {
+        return Ok(());
+    }
+    let d = &n.dims;
+    let want: [(&str, &str, Vec<&Int64Chunked>); 5] = [
+        (
+            "scrobbles",
+            "scrobble_id",
+            vec![n.facts.column("scrobble_id")?.i64()?],
+        ),
+        (
+            "users",
+            "user_id",
+            vec![
+                d.users.column("user_id")?.i64()?,
+                n.facts.column("user_id")?.i64()?,
+            ],
+        ),
+        (
+            "artists",
+            "artist_id",
+            vec![
+                d.artists.column("artist_id")?.i64()?,
+                d.albums.column("artist_id")?.i64()?,
+                d.tracks.column("artist_id")?.i64()?,
+            ],
+        ),
+        (
+            "albums",
+            "album_id",
+            vec![
+                d.albums.column("album_id")?.i64()?,
+                d.tracks.column("album_id")?.i64()?,
+            ],
+        ),
+        (
+            "tracks",
+            "track_id",
+            vec![
+                d.tracks.column("track_id")?.i64()?,
+                n.facts.column("track_id")?.i64()?,
+            ],
+        ),
+    ];
+    for (table, key, columns) in want {
+        let keys: hashbrown::HashSet<i64> =
+            columns.iter().flat_map(|c| c.into_no_null_iter()).collect();
+        let mut stmt = conn.prepare_cached(&format!("SELECT 1 FROM {table} WHERE {key} = ?1"))?;
+        let mut missing = 0usize;
+        let mut first = None;
+        for k in keys {
+            if !stmt.exists([k])? {
+                missing += 1;
+                first = Some(first.map_or(k, |f: i64| f.min(k)));
+            }
+        }
+        if let Some(k) = first {
+            return Err(LostRows(format!(
+                "{missing} {table} {} that this write gave the target or that its rows reference {} not there after it (e.g. {key} {k}): something inside the write ignored or deleted {}",
+                if missing == 1 { "row" } else { "rows" },
+                if missing == 1 { "is" } else { "are" },
+                if missing == 1 { "it" } else { "them" },
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn failed(what: String) -> anyhow::Error {
     anyhow::anyhow!("internal error: {what}; the new target was not installed")
 }

@@ -13,6 +13,7 @@ pub mod state;
 pub mod summary;
 pub mod target;
 pub mod temp;
+pub mod triggers;
 pub mod writer;
 
 pub use writer::Writer;

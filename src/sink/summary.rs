@@ -16,6 +16,9 @@
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension};
 
+mod counts;
+pub use counts::Counts;
+
 /// The summary tables, created with the others by every load (see `schema::TABLES`), and
 /// again by [`build`] where one was dropped.
 pub const TABLES: &str = "
@@ -314,72 +317,9 @@ fn slots(conn: &Connection) -> Result<Vec<(&'static str, Slot)>> {
     Ok(out)
 }
 
-/// Triggers scrobsync did not make on the tables `on` accepts (given lower-case names), as
-/// (trigger, table), by trigger name.
-fn triggers_not_ours(
-    conn: &Connection,
-    on: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn
-        .prepare("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")?;
-    let all = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(all
-        .into_iter()
-        .filter(|(name, table)| {
-            on(&table.to_lowercase())
-                && !TRIGGERS
-                    .iter()
-                    .any(|(ours, _)| ours.eq_ignore_ascii_case(name))
-        })
-        .collect())
-}
-
-/// Whether a table (lower-case name) holds only what scrobsync keeps: the summary tables, its
-/// state tables (`_scrobsync_*`) and the search index with its FTS5 shadow tables
-/// (`names_fts*`). A trigger on one of them is damage, not an owner's choice: it would change
-/// scrobsync's own bookkeeping, and on an FTS5 shadow table it runs inside SQLite's own
-/// maintenance of the index.
-fn internal(table: &str) -> bool {
-    NAMES.contains(&table) || table.starts_with("_scrobsync_") || table.starts_with("names_fts")
-}
-
-/// Triggers that someone else put on the tables of the user's data that scrobsync writes
-/// (scrobbles and the dimensions), in words: they run inside every write scrobsync makes and
-/// may change what it stores or counts, so `verify` and every write name them. They are
-/// their owner's and stay.
-pub fn foreign_triggers(conn: &Connection) -> Result<Vec<String>> {
-    Ok(
-        triggers_not_ours(conn, |t| super::schema::USER_TABLES.contains(&t))?
-            .into_iter()
-            .map(|(name, table)| format!("trigger {name} on {table}"))
-            .collect(),
-    )
-}
-
-/// Whether someone else put a trigger on one of scrobsync's own tables (see [`internal`]).
-pub fn has_internal_triggers(conn: &Connection) -> Result<bool> {
-    Ok(!triggers_not_ours(conn, internal)?.is_empty())
-}
-
-/// Drops the triggers someone else put on scrobsync's own tables (see [`internal`]), with a
-/// warning naming each; returns how many. Every write does it first.
-pub fn drop_internal_triggers(conn: &Connection) -> Result<usize> {
-    let found = triggers_not_ours(conn, internal)?;
-    for (name, table) in &found {
-        tracing::warn!(
-            "dropping trigger {} on {table}: scrobsync's own tables hold only what scrobsync keeps",
-            name.escape_debug()
-        );
-        conn.execute_batch(&format!("DROP TRIGGER \"{}\"", name.replace('"', "\"\"")))?;
-    }
-    Ok(found.len())
-}
-
-/// What is wrong with the summaries' tables and triggers, in words: missing, altered,
-/// another kind of object under a summary table's name, or a trigger scrobsync did not make
-/// on a summary table. Empty when all are this version's.
+/// What is wrong with the summaries' tables and triggers, in words: missing, altered, or
+/// another kind of object under a summary table's name (other software's triggers on them are
+/// `triggers::damage`). Empty when all are this version's.
 pub fn damage(conn: &Connection) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (name, slot) in slots(conn)? {
@@ -398,16 +338,6 @@ pub fn damage(conn: &Connection) -> Result<Vec<String>> {
         if super::schema::definition(conn, "trigger", name)?.as_deref() != Some(sql) {
             out.push(format!("trigger {name} is missing or altered"));
         }
-    }
-    for (name, table) in triggers_not_ours(conn, internal)? {
-        out.push(format!(
-            "trigger {name} on {table} is not scrobsync's ({})",
-            if NAMES.contains(&table.to_lowercase().as_str()) {
-                "the summary tables hold only counts that scrobsync keeps"
-            } else {
-                "scrobsync's own tables hold only what scrobsync keeps"
-            }
-        ));
     }
     Ok(out)
 }
@@ -576,7 +506,7 @@ pub fn arm(conn: &Connection) -> Result<()> {
             conn.execute_batch(&format!("DROP {kind} \"{name}\""))?;
         }
     }
-    drop_internal_triggers(conn)?;
+    super::triggers::drop_on_own_tables(conn)?;
     conn.execute_batch(TABLES)?;
     ensure_triggers(conn)
 }

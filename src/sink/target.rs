@@ -18,6 +18,7 @@
 //!   checked before the first statement that could change the file;
 //! - a target that cannot be written is refused in one line before a run does any work.
 
+use super::check::LostRows;
 use super::inspect::{self, Refused};
 use crate::normalize::registry::{Registry, Resolver};
 use anyhow::{anyhow, bail, Context, Result};
@@ -219,36 +220,16 @@ pub fn open(path: &Path) -> Result<Target> {
     if version < super::schema::SCHEMA_VERSION {
         upgrade(&target, version)?;
     } else {
-        drop_internal_triggers(&target)?;
         restore_summaries(&target)?;
     }
     Ok(target)
 }
 
-/// Drops the triggers someone else put on scrobsync's own tables (the summaries, its state,
-/// the search index and its FTS5 shadow tables) before anything is written: they would run
-/// inside scrobsync's bookkeeping (see [`super::summary::drop_internal_triggers`]).
-fn drop_internal_triggers(target: &Target) -> Result<()> {
-    let found = super::summary::has_internal_triggers(&target.conn)
-        .map_err(|e| explain_any(&target.path, e))?;
-    if !found {
-        return Ok(());
-    }
-    target
-        .write(|c| super::summary::drop_internal_triggers(c).map(drop))
-        .with_context(|| {
-            format!(
-                "dropping other software's triggers on scrobsync's tables of {} failed; it is unchanged",
-                target.path.display()
-            )
-        })
-}
-
 /// Names the triggers someone else put on the tables scrobsync writes (see
-/// [`super::summary::foreign_triggers`]) before a write: they stay, but they run inside it.
+/// [`super::triggers::foreign`]) before a write: they stay, but they run inside it.
 fn warn_foreign_triggers(target: &Target) -> Result<()> {
     let foreign =
-        super::summary::foreign_triggers(&target.conn).map_err(|e| explain_any(&target.path, e))?;
+        super::triggers::foreign(&target.conn).map_err(|e| explain_any(&target.path, e))?;
     if !foreign.is_empty() {
         tracing::warn!(
             "{}: {} {} not made by scrobsync: {} on every write and may change what scrobsync stores and counts (`verify` checks the result)",
@@ -363,54 +344,47 @@ impl Target {
     }
 
     /// A failed write's error, with the triggers other software put on the target named where
-    /// one may have caused it: one that refused the write (`RAISE(ABORT)` and the like), or one
-    /// that ignored or changed rows, which the checks of rows written then find. Interrupts,
-    /// locks and I/O errors stay as they are.
+    /// one may have caused it: one that refused the write (`RAISE(ABORT)` and the like, whose
+    /// words are quoted), a constraint that one of them broke, or rows that one ignored or
+    /// deleted, which the checks of what a write left then find ([`LostRows`]). Other errors
+    /// stay as they are.
     fn name_triggers(&self, e: anyhow::Error) -> anyhow::Error {
-        if e.downcast_ref::<crate::cancel::Interrupted>().is_some()
-            || e.downcast_ref::<InUse>().is_some()
-        {
-            return e;
-        }
         let sqlite = e
             .chain()
             .find_map(|c| c.downcast_ref::<rusqlite::Error>())
-            .and_then(|s| s.sqlite_error().copied());
-        if sqlite.is_some_and(|s| {
-            matches!(
-                s.code,
-                ErrorCode::DiskFull
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::DatabaseBusy
-                    | ErrorCode::DatabaseLocked
-                    | ErrorCode::OperationInterrupted
-                    | ErrorCode::ReadOnly
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::OutOfMemory
-            )
-        }) {
+            .and_then(|s| match s {
+                rusqlite::Error::SqliteFailure(f, msg) => Some((*f, msg.clone())),
+                _ => None,
+            });
+        let lost = e.chain().any(|c| c.downcast_ref::<LostRows>().is_some());
+        let constraint = sqlite
+            .as_ref()
+            .is_some_and(|(f, _)| f.code == ErrorCode::ConstraintViolation);
+        if !lost && !constraint {
             return e;
         }
-        let foreign = super::summary::foreign_triggers(&self.conn).unwrap_or_default();
+        let foreign = super::triggers::foreign(&self.conn).unwrap_or_default();
         let p = self.path.display();
-        if sqlite.is_some_and(|s| s.extended_code == SQLITE_CONSTRAINT_TRIGGER) {
-            let which = if foreign.is_empty() {
-                String::new()
-            } else {
-                format!(" ({}, not made by scrobsync)", foreign.join(", "))
-            };
-            return e.context(format!(
-                "a trigger on {p}{which} refused this write, and nothing of it was kept; drop or \
-                 change that trigger, then run again. The trigger said"
-            ));
+        let list = foreign.join(", ");
+        if let Some((f, msg)) = sqlite.filter(|(f, _)| f.extended_code == SQLITE_CONSTRAINT_TRIGGER)
+        {
+            let said = msg.unwrap_or_else(|| f.to_string());
+            return anyhow!(
+                "a trigger refused this write to {p}, saying \"{}\" ({}); the write was rolled back: drop or change that trigger, then run again",
+                said.escape_debug(),
+                match foreign.len() {
+                    0 => "no trigger of other software is left on scrobsync's tables".to_string(),
+                    1 => format!("{list}, not made by scrobsync"),
+                    _ => format!("one of {list}, not made by scrobsync"),
+                }
+            );
         }
         if foreign.is_empty() {
             return e;
         }
         e.context(format!(
-            "{} (not made by scrobsync) ran inside this write to {p} and may have caused what \
-             follows; nothing of the write was kept",
-            foreign.join(", ")
+            "{list} (not made by scrobsync) ran inside this write to {p} and may have caused what \
+             follows; the write was rolled back"
         ))
     }
 
@@ -426,6 +400,12 @@ impl Target {
                 "{} was replaced by another run (a load) while this one waited for it; run the command again",
                 self.path.display()
             );
+        }
+        // Other software's triggers are looked at under the write lock, so none made while
+        // this run waited or read the source runs inside it unseen.
+        if let Err(e) = super::triggers::guard(&self.conn, &self.path) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(explain_any(&self.path, e));
         }
         Ok(())
     }

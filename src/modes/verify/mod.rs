@@ -106,6 +106,11 @@ pub struct VerifyReport {
     /// not a difference by themselves, but they run inside every write and may change what
     /// scrobsync stores, so they are named.
     pub foreign_triggers: Vec<String>,
+    /// Triggers of other software that are damage ("trigger x on track_plays is not
+    /// scrobsync's …"): on scrobsync's own tables (summaries, state, search index; the next
+    /// write drops them), or naming them in their body (every write is refused until they are
+    /// dropped). Checked whatever the range.
+    pub trigger_differences: Vec<String>,
     /// Whether attributes were compared at all (`--attributes`, `--repair`, whole range).
     pub attributes_compared: bool,
     /// With `--repair`: the windows that were backfilled, and the report after the repair.
@@ -128,6 +133,7 @@ impl VerifyReport {
                     && self.attributes_differ.is_empty()
                     && !self.search_index_differs
                     && !self.summaries_differ
+                    && self.trigger_differences.is_empty()
             }
         }
     }
@@ -404,7 +410,11 @@ fn verify_once(
     let (src, dst) = (src.windows, dst.windows);
     let target = sink_target::open_read_only(&opts.target)?;
     let search_index_differs = crate::sink::search::matches(&target)? == Some(false);
-    let foreign_triggers = crate::sink::summary::foreign_triggers(&target)?;
+    let foreign_triggers = crate::sink::triggers::foreign(&target)?;
+    let trigger_differences = crate::sink::triggers::damage(&target)?;
+    for d in &trigger_differences {
+        tracing::warn!("{d}");
+    }
     for t in &foreign_triggers {
         tracing::warn!("{t} was not made by scrobsync: it runs on every write to the target");
     }
@@ -437,6 +447,7 @@ fn verify_once(
         summaries_skipped_for_range,
         summaries_recounted: false,
         foreign_triggers,
+        trigger_differences,
         summary_differences: summaries.unwrap_or_default(),
         repaired: Vec::new(),
         attributes_repaired: 0,

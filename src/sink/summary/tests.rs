@@ -273,56 +273,62 @@ fn a_wrong_track_count_is_one_row_of_track_plays_and_nothing_else() {
 }
 
 #[test]
-fn triggers_of_others_are_named_and_those_on_scrobsync_s_own_tables_are_damage_that_arm_drops() {
+fn triggers_of_others_are_named_and_those_on_or_naming_scrobsync_s_tables_are_damage() {
+    use crate::sink::triggers;
     let c = target();
-    c.execute_batch(
-        "CREATE TABLE audit_log(id INTEGER);
-         CREATE TRIGGER audit AFTER INSERT ON scrobbles BEGIN INSERT INTO audit_log VALUES (new.scrobble_id); END;
-         CREATE TRIGGER \"Odd Name\" AFTER UPDATE ON Track_Plays BEGIN SELECT 1; END;
-         CREATE TRIGGER on_log AFTER INSERT ON audit_log BEGIN SELECT 1; END;",
-    )
-    .unwrap();
-    assert_eq!(
-        foreign_triggers(&c).unwrap(),
-        ["trigger audit on scrobbles"]
-    );
-    // scrobsync's state tables and the search index's shadow tables are its own too
     crate::sink::state::create(&c).unwrap();
     crate::sink::search::create(&c).unwrap();
     c.execute_batch(
-        "CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;
-         CREATE TRIGGER shadow AFTER INSERT ON names_fts_data BEGIN SELECT 1; END;",
+        "CREATE TABLE audit_log(id INTEGER);
+         CREATE TABLE names_fts_mine(id INTEGER);
+         CREATE TRIGGER audit AFTER INSERT ON scrobbles BEGIN INSERT INTO audit_log VALUES (new.scrobble_id); END;
+         CREATE TRIGGER \"Odd\nName\" AFTER UPDATE ON Track_Plays BEGIN SELECT 1; END;
+         CREATE TRIGGER on_log AFTER INSERT ON audit_log BEGIN SELECT 1; END;
+         CREATE TRIGGER mine AFTER INSERT ON names_fts_mine BEGIN SELECT 1; END;
+         CREATE TRIGGER runlog AFTER INSERT ON _scrobsync_runs BEGIN SELECT 1; END;
+         CREATE TRIGGER shadow AFTER INSERT ON names_fts_data BEGIN SELECT 1; END;
+         CREATE TRIGGER tamper AFTER INSERT ON users BEGIN
+             UPDATE \"_scrobsync_state\" SET value = '1' WHERE key = 'schema_version';
+         END;",
     )
     .unwrap();
     assert_eq!(
-        foreign_triggers(&c).unwrap(),
+        triggers::foreign(&c).unwrap(),
         ["trigger audit on scrobbles"],
-        "the owner's triggers only: those on scrobsync's tables are damage"
+        "the owner's triggers on the user's data only"
     );
-    assert!(has_internal_triggers(&c).unwrap());
-    let d = damage(&c).unwrap();
-    assert_eq!(d.len(), 3, "{d:?}");
+    let d = triggers::damage(&c).unwrap();
+    assert_eq!(d.len(), 4, "{d:?}");
     assert!(
-        d[0].starts_with("trigger Odd Name on Track_Plays is not scrobsync's (the summary tables"),
-        "{d:?}"
+        d[0].starts_with("trigger Odd\\nName on Track_Plays is not scrobsync's"),
+        "a name cannot break the line: {d:?}"
     );
     assert!(
-        d[1].starts_with(
-            "trigger runlog on _scrobsync_runs is not scrobsync's (scrobsync's own tables"
-        ),
+        d[1].starts_with("trigger runlog on _scrobsync_runs is not scrobsync's"),
         "{d:?}"
     );
     assert!(
         d[2].starts_with("trigger shadow on names_fts_data is not scrobsync's"),
         "{d:?}"
     );
-    arm(&c).unwrap();
+    assert!(
+        d[3].starts_with("trigger tamper on users uses scrobsync's own table _scrobsync_state"),
+        "{d:?}"
+    );
+    // a write is refused while one names scrobsync's tables, and changes nothing
+    let e = triggers::guard(&c, std::path::Path::new("t.sqlite"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("drop it (DROP TRIGGER \"tamper\")"), "{e}");
+    assert_eq!(triggers::damage(&c).unwrap().len(), 4);
+    c.execute_batch("DROP TRIGGER tamper").unwrap();
+    triggers::guard(&c, std::path::Path::new("t.sqlite")).unwrap();
+    assert_eq!(triggers::damage(&c).unwrap(), Vec::<String>::new());
     assert_eq!(damage(&c).unwrap(), Vec::<String>::new());
-    assert!(!has_internal_triggers(&c).unwrap());
-    // the owner's triggers elsewhere stay
+    // the owner's triggers elsewhere stay, names_fts_mine's too
     let left: Vec<String> = {
         let mut s = c
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ('audit', 'on_log') ORDER BY 1")
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ('audit', 'on_log', 'mine') ORDER BY 1")
             .unwrap();
         let v = s
             .query_map([], |r| r.get(0))
@@ -331,7 +337,7 @@ fn triggers_of_others_are_named_and_those_on_scrobsync_s_own_tables_are_damage_t
             .unwrap();
         v
     };
-    assert_eq!(left, ["audit", "on_log"]);
+    assert_eq!(left, ["audit", "mine", "on_log"]);
 }
 
 #[test]
@@ -348,4 +354,95 @@ fn a_version_1_target_with_a_trigger_named_like_scrobsync_s_is_occupied() {
         occupied(&c).unwrap(),
         ["a trigger named 'Scrobbles_Counted_Insert'"]
     );
+}
+
+/// A target written window by window from generated rows (NULL albums, negative times, the
+/// fixtures' traps), its summaries counted as the facts were written.
+fn loaded_with_counts(rows: u64, windows: usize) -> (Connection, Counts, u64) {
+    use crate::fixtures::{copy::record_batch, Generator, SeedOptions};
+    use crate::normalize::{window_frame, Normalizer};
+    let all: Vec<_> = Generator::new(
+        SeedOptions {
+            rows,
+            users: 7,
+            seed: 3,
+        },
+        0,
+    )
+    .collect();
+    let c = Connection::open_in_memory().unwrap();
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    schema::create_tables(&c).unwrap();
+    let mut norm = Normalizer::default();
+    let mut counts = Counts::default();
+    let mut facts = 0;
+    for chunk in all.chunks(all.len().div_ceil(windows)) {
+        let df = window_frame(vec![record_batch(chunk)]).unwrap();
+        let out = norm
+            .window(&df, &mut crate::normalize::registry::NoResolver)
+            .unwrap();
+        facts += crate::sink::writer::write_window(&c, &out, false).unwrap() as u64;
+        counts.add(&out);
+    }
+    c.execute_batch(schema::INDEXES).unwrap();
+    arm(&c).unwrap();
+    (c, counts, facts)
+}
+
+#[test]
+fn counts_made_while_writing_equal_a_count_of_the_scrobbles() {
+    let (c, counts, facts) = loaded_with_counts(5000, 4);
+    assert!(counts.write(&c, facts).unwrap());
+    let held = |c: &Connection| {
+        NAMES
+            .iter()
+            .map(|t| rows(c, &format!("SELECT * FROM {t} ORDER BY 1")))
+            .collect::<Vec<_>>()
+    };
+    let written = held(&c);
+    assert!(
+        written[0].len() > 100 && written[3].len() > 100,
+        "{written:?}"
+    );
+    assert_eq!(exact(&c), Vec::<String>::new());
+    rebuild(&c).unwrap();
+    assert_eq!(
+        held(&c),
+        written,
+        "the same rows as counted from the scrobbles"
+    );
+    // plays that do not add up to the facts written are an error, not a summary
+    let (c, counts, facts) = loaded_with_counts(300, 1);
+    let e = counts.write(&c, facts + 1).unwrap_err().to_string();
+    assert!(e.contains("plays for"), "{e}");
+}
+
+#[test]
+fn keys_that_do_not_fit_turn_the_counts_off() {
+    use crate::normalize::{window_frame, Normalizer};
+    let all: Vec<_> = crate::fixtures::Generator::new(
+        crate::fixtures::SeedOptions {
+            rows: 50,
+            users: 2,
+            seed: 1,
+        },
+        0,
+    )
+    .collect();
+    let df = window_frame(vec![crate::fixtures::copy::record_batch(&all)]).unwrap();
+    let mut out = Normalizer::default()
+        .window(&df, &mut crate::normalize::registry::NoResolver)
+        .unwrap();
+    let mut counts = Counts::default();
+    counts.add(&out);
+    use polars::prelude::*;
+    let shifted = out.dims.tracks.column("track_id").unwrap().i64().unwrap() + (1i64 << 40);
+    out.dims
+        .tracks
+        .with_column(shifted.into_series().with_name("track_id".into()))
+        .unwrap();
+    counts.add(&out);
+    let c = Connection::open_in_memory().unwrap();
+    schema::create_tables(&c).unwrap();
+    assert!(!counts.write(&c, 100).unwrap(), "off: the caller counts");
 }
