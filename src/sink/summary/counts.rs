@@ -82,10 +82,32 @@ impl Counts {
         if f.height() > 0 {
             let tracks = f.column("track_id").ok()?.i64().ok()?;
             let played = f.column("played_at").ok()?.i64().ok()?;
-            for (track, at) in tracks.iter().zip(played) {
-                let plays = self.tracks.get_mut(index(track?)?)?;
-                *plays = plays.checked_add(1)?;
-                *self.hours.entry(hour_of(at?)).or_default() += 1;
+            if tracks.null_count() + played.null_count() > 0 {
+                return None;
+            }
+            // Runs of plays in one hour (rows in id order are mostly in time order) count
+            // once in the map.
+            let mut run: Option<(i64, u64)> = None;
+            for (t, p) in tracks.downcast_iter().zip(played.downcast_iter()) {
+                if t.len() != p.len() {
+                    return None; // chunked apart: counted from the scrobbles instead
+                }
+                for (&track, &at) in t.values().iter().zip(p.values().iter()) {
+                    let plays = self.tracks.get_mut(index(track)?)?;
+                    *plays = plays.checked_add(1)?;
+                    let hour = hour_of(at);
+                    run = match run {
+                        Some((h, n)) if h == hour => Some((h, n + 1)),
+                        Some((h, n)) => {
+                            *self.hours.entry(h).or_default() += n;
+                            Some((hour, 1))
+                        }
+                        None => Some((hour, 1)),
+                    };
+                }
+            }
+            if let Some((h, n)) = run {
+                *self.hours.entry(h).or_default() += n;
             }
         }
         Some(())
