@@ -607,10 +607,17 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
         "the target is unchanged"
     );
 
-    // Without it, the sync runs the owner's trigger and drops the one on the counts.
+    // Without it, the sync runs the owner's trigger and drops the one on the counts (and a
+    // new track without an album references no album).
     Connection::open(&t)
         .unwrap()
         .execute_batch("DROP TRIGGER inflate")
+        .unwrap();
+    db.client()
+        .batch_execute(
+            "INSERT INTO scrobbles (id, username, played_at, artist_name, album_name, track_name)
+             VALUES (9130000000000000002, 'u', '2031-01-02Z', 'A', NULL, 'No album')",
+        )
         .unwrap();
     let err = sync_ok(&db, ts);
     assert!(
@@ -631,8 +638,8 @@ fn triggers_of_others_are_named_and_cannot_hide_wrong_counts() {
             &Connection::open(&t).unwrap(),
             "SELECT count(*) FROM audit_log"
         ),
-        ["Integer(1)|"],
-        "the owner's trigger ran for the new scrobble"
+        ["Integer(2)|"],
+        "the owner's trigger ran for the new scrobbles"
     );
     let (code, v) = verify_json(&db, ts, false);
     assert_eq!(code, 0, "{v}");
@@ -758,7 +765,7 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
     };
     let before = state();
     add(9_130_000_000_000_000_002, "Another");
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 5] = [
         // one that refuses rows: named, with what it said
         (
             "CREATE TRIGGER no_more BEFORE INSERT ON scrobbles BEGIN SELECT RAISE(ABORT, 'closed for writes'); END;",
@@ -785,9 +792,18 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
                 "1 artists row that this write gave the target or that its rows reference is not there after it",
             ],
         ),
-        // one that deletes what was just written, elsewhere
+        // one that deletes rows that were there before, elsewhere
         (
             "DROP TRIGGER no_new_artists;
+             CREATE TRIGGER purge AFTER INSERT ON scrobbles BEGIN DELETE FROM users WHERE user_id = 1; END;",
+            &[
+                "trigger purge on scrobbles",
+                "and 0 were added: something inside the write deleted or added users rows",
+            ],
+        ),
+        // one that deletes what was just written, elsewhere
+        (
+            "DROP TRIGGER purge;
              CREATE TRIGGER forget AFTER INSERT ON scrobbles BEGIN DELETE FROM users WHERE user_id = new.user_id; END;",
             &["trigger forget on scrobbles", "users row"],
         ),

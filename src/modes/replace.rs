@@ -10,7 +10,7 @@ use crate::pipeline::commit::{self, Written};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
-use crate::sink::check::{check_window_landed, LostRows};
+use crate::sink::check::{check_window_landed, LostRows, Tally};
 use crate::sink::target::{self, Target};
 use crate::sink::writer;
 use crate::sink::{facts, search, state};
@@ -92,6 +92,7 @@ pub fn replace_windows(
     let rows_read = commit::per_window(target, reading, specs, progress, |conn, w, follow| {
         let (start, end) = windows[w.index];
         let keys_before = search::max_keys(conn)?;
+        let tally = Tally::begin(conn)?;
         let gone = facts::delete_window(conn, (start, end))?;
         let deleted = gone.len() as u64;
         let df = window_frame(w.batches)?;
@@ -129,6 +130,9 @@ pub fn replace_windows(
             ))
             .into());
         }
+        // (the scrobbles' count moves with rows that left or entered the window: the
+        // window's own count is checked above)
+        tally.check(conn, new_rows.map(|n| n as u64), None)?;
         search::add_after(conn, keys_before)?;
         state::backfill_window_done(conn, job, (start, end), deleted, written)?;
         totals.done += 1;

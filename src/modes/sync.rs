@@ -18,7 +18,7 @@ use crate::pipeline::commit;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
-use crate::sink::check::{check_window_landed, LostRows};
+use crate::sink::check::{check_window_landed, LostRows, Tally};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
 use crate::sink::{facts, open_ids, search, target, writer};
@@ -232,6 +232,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             .into());
         }
         let facts_before = present()?;
+        let tally = Tally::begin(conn)?;
         let late_before = open_ids::present_in(conn, &open)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
@@ -293,6 +294,11 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             }
             Cursor::PlayedAt { .. } => (present()? - facts_before).max(0) as u64,
         };
+        tally.check(
+            conn,
+            new_rows,
+            matches!(opts.cursor, Cursor::Id).then_some(added_facts),
+        )?;
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
             state::set(conn, mark_key, &m.to_string())?;

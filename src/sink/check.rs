@@ -96,8 +96,11 @@ pub fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
         ),
     ];
     for (table, key, columns) in want {
-        let keys: hashbrown::HashSet<i64> =
-            columns.iter().flat_map(|c| c.into_no_null_iter()).collect();
+        // (a NULL is no reference: a track without an album)
+        let keys: hashbrown::HashSet<i64> = columns
+            .iter()
+            .flat_map(|c| c.into_iter().flatten())
+            .collect();
         let mut stmt = conn.prepare_cached(&format!("SELECT 1 FROM {table} WHERE {key} = ?1"))?;
         let mut missing = 0usize;
         let mut first = None;
@@ -118,6 +121,51 @@ pub fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Row counts of the user's tables when a write into a target that holds other software's
+/// triggers began (nothing without such triggers: scrobsync's own writes delete no row and add
+/// only the rows they count). Checked before the commit, it finds rows that a trigger deleted
+/// or added anywhere in the file, not only among the rows written.
+pub struct Tally(Option<[u64; 5]>);
+
+impl Tally {
+    pub fn begin(conn: &Connection) -> Result<Self> {
+        Ok(Self(if super::triggers::any_foreign(conn)? {
+            Some(super::writer::table_counts(conn)?)
+        } else {
+            None
+        }))
+    }
+
+    /// Each dimension table must hold its rows before plus `new_rows` (users, artists, albums,
+    /// tracks), and `scrobbles` its rows before plus `added_facts` where that is known.
+    pub fn check(
+        &self,
+        conn: &Connection,
+        new_rows: [u64; 4],
+        added_facts: Option<u64>,
+    ) -> Result<()> {
+        let Some(before) = self.0 else {
+            return Ok(());
+        };
+        let after = super::writer::table_counts(conn)?;
+        for (i, table) in super::schema::USER_TABLES.iter().enumerate() {
+            let added = match new_rows.get(i) {
+                Some(&n) => Some(n),
+                None => added_facts,
+            };
+            let Some(added) = added else { continue };
+            if after[i] != before[i] + added {
+                return Err(LostRows(format!(
+                    "{table} holds {} rows after this write, but it held {} and {added} were added: something inside the write deleted or added {table} rows",
+                    after[i], before[i]
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn failed(what: String) -> anyhow::Error {

@@ -357,13 +357,28 @@ impl Target {
                 _ => None,
             });
         let lost = e.chain().any(|c| c.downcast_ref::<LostRows>().is_some());
-        let constraint = sqlite
-            .as_ref()
-            .is_some_and(|(f, _)| f.code == ErrorCode::ConstraintViolation);
-        if !lost && !constraint {
+        // SQL errors other than the file's own (locks, I/O, space, a Ctrl-C): a constraint
+        // broken, "triggers nested too deep", a table a trigger names that is not there.
+        let sql = sqlite.as_ref().is_some_and(|(f, _)| {
+            !matches!(
+                f.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::OperationInterrupted
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::DatabaseCorrupt
+                    | ErrorCode::NotADatabase
+            )
+        });
+        if !lost && !sql {
             return e;
         }
-        let foreign = super::triggers::foreign(&self.conn).unwrap_or_default();
+        // wherever they are: one on a table of the owner's may run from one on scrobbles
+        let foreign = super::triggers::all_foreign(&self.conn).unwrap_or_default();
         let p = self.path.display();
         let list = foreign.join(", ");
         if let Some((f, msg)) = sqlite.filter(|(f, _)| f.extended_code == SQLITE_CONSTRAINT_TRIGGER)
@@ -373,7 +388,7 @@ impl Target {
                 "a trigger refused this write to {p}, saying \"{}\" ({}); the write was rolled back: drop or change that trigger, then run again",
                 said.escape_debug(),
                 match foreign.len() {
-                    0 => "no trigger of other software is left on scrobsync's tables".to_string(),
+                    0 => "no trigger of other software is in the file".to_string(),
                     1 => format!("{list}, not made by scrobsync"),
                     _ => format!("one of {list}, not made by scrobsync"),
                 }

@@ -76,6 +76,8 @@ impl Trigger {
         super::summary::NAMES
             .iter()
             .chain(OWN_TABLES.iter())
+            // the search index itself: writing it writes its FTS5 tables
+            .chain(std::iter::once(&"names_fts"))
             .copied()
             .filter(|t| names_word(&body, t))
             .collect()
@@ -130,6 +132,11 @@ pub fn foreign(conn: &Connection) -> Result<Vec<String>> {
         .filter(|t| t.on_user_data() && t.names_own_tables().is_empty())
         .map(Trigger::words)
         .collect())
+}
+
+/// Every trigger in the file that scrobsync did not make, wherever it is, in words.
+pub fn all_foreign(conn: &Connection) -> Result<Vec<String>> {
+    Ok(not_ours(conn)?.iter().map(Trigger::words).collect())
 }
 
 /// Whether any trigger scrobsync did not make is in the file.
@@ -191,7 +198,7 @@ pub fn guard(conn: &Connection, path: &std::path::Path) -> Result<()> {
         .collect();
     if let Some((t, named)) = tampering.first() {
         bail!(
-            "{} in {} (not made by scrobsync) uses scrobsync's own {} {}, so it could change scrobsync's marks or counts inside its writes; drop it ({}) and run again; nothing was written",
+            "{} in {} (not made by scrobsync) uses scrobsync's own {} {}, so it could change scrobsync's marks or counts inside its writes; drop it ({}) and run again; nothing was written in this transaction",
             t.words(),
             path.display(),
             if named.len() == 1 { "table" } else { "tables" },

@@ -289,7 +289,8 @@ fn triggers_of_others_are_named_and_those_on_or_naming_scrobsync_s_tables_are_da
          CREATE TRIGGER shadow AFTER INSERT ON names_fts_data BEGIN SELECT 1; END;
          CREATE TRIGGER tamper AFTER INSERT ON users BEGIN
              UPDATE \"_scrobsync_state\" SET value = '1' WHERE key = 'schema_version';
-         END;",
+         END;
+         CREATE TRIGGER unindex AFTER INSERT ON artists BEGIN DELETE FROM names_fts; END;",
     )
     .unwrap();
     assert_eq!(
@@ -298,7 +299,7 @@ fn triggers_of_others_are_named_and_those_on_or_naming_scrobsync_s_tables_are_da
         "the owner's triggers on the user's data only"
     );
     let d = triggers::damage(&c).unwrap();
-    assert_eq!(d.len(), 4, "{d:?}");
+    assert_eq!(d.len(), 5, "{d:?}");
     assert!(
         d[0].starts_with("trigger Odd\\nName on Track_Plays is not scrobsync's"),
         "a name cannot break the line: {d:?}"
@@ -315,13 +316,18 @@ fn triggers_of_others_are_named_and_those_on_or_naming_scrobsync_s_tables_are_da
         d[3].starts_with("trigger tamper on users uses scrobsync's own table _scrobsync_state"),
         "{d:?}"
     );
+    assert!(
+        d[4].starts_with("trigger unindex on artists uses scrobsync's own table names_fts"),
+        "the search index itself counts: {d:?}"
+    );
     // a write is refused while one names scrobsync's tables, and changes nothing
     let e = triggers::guard(&c, std::path::Path::new("t.sqlite"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("drop it (DROP TRIGGER \"tamper\")"), "{e}");
-    assert_eq!(triggers::damage(&c).unwrap().len(), 4);
-    c.execute_batch("DROP TRIGGER tamper").unwrap();
+    assert_eq!(triggers::damage(&c).unwrap().len(), 5);
+    c.execute_batch("DROP TRIGGER tamper; DROP TRIGGER unindex")
+        .unwrap();
     triggers::guard(&c, std::path::Path::new("t.sqlite")).unwrap();
     assert_eq!(triggers::damage(&c).unwrap(), Vec::<String>::new());
     assert_eq!(damage(&c).unwrap(), Vec::<String>::new());
