@@ -10,18 +10,19 @@
 //! copied once, and a uuid is formatted into a stack buffer. Each parallel partition keeps its
 //! connection for the whole run instead of opening a pool per window.
 //!
-//! Text arrives as Arrow string views (connectorx produces Utf8): polars keeps its strings as
-//! views, so it takes these columns without a copy, where Utf8 is converted string by string
-//! (criterion `normalize/100k_rows_arrow_to_polars_only`: 5.9 → 0.5 ms). Everything after the
-//! frame is shared, and the connectorx reader stays available (`--reader connectorx`) and is
-//! tested against this one.
+//! The Arrow types are the ones connectorx produces (strings as Utf8 instead of LargeUtf8, which
+//! polars imports the same way), so everything after the reader is shared, and the connectorx
+//! reader stays available (`--reader connectorx`) and is tested against this one. (Arrow string
+//! views, which polars takes without converting, made the criterion benches of the conversion
+//! and the normaliser faster, but a 5M-row load slower: the decoder spent 0.2–0.5 CPU-seconds
+//! more building views than the normaliser saved; docs/HISTORY.md.)
 
 use super::conn::{describe_error, ReadOnlyClient, SourceError, SourceUrl};
 use super::mapping::SourceTable;
 use super::query::{slice_query, Filter, Slice};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, StringViewBuilder,
+    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Field, Schema};
@@ -71,7 +72,7 @@ enum Builder {
     I16(Int16Builder),
     I32(Int32Builder),
     I64(Int64Builder),
-    Text(StringViewBuilder),
+    Text(StringBuilder),
     Ts(TimestampMicrosecondBuilder),
     Bool(BooleanBuilder),
 }
@@ -82,7 +83,8 @@ impl Builder {
             Kind::I16 => Builder::I16(Int16Builder::with_capacity(rows)),
             Kind::I32 => Builder::I32(Int32Builder::with_capacity(rows)),
             Kind::I64 => Builder::I64(Int64Builder::with_capacity(rows)),
-            Kind::Text | Kind::Uuid => Builder::Text(StringViewBuilder::with_capacity(rows)),
+            Kind::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+            Kind::Uuid => Builder::Text(StringBuilder::with_capacity(rows, rows * 36)),
             Kind::TimestampTz => Builder::Ts(
                 TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("+00:00"),
             ),
