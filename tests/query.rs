@@ -749,13 +749,7 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
             .unwrap()
             .execute_batch(triggers)
             .unwrap();
-        let o = bin()
-            .args(["sync", "--source", &db.url, "--target", ts])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(1), "{err}");
-        err
+        sync_failing(&db, ts)
     };
     let state = || {
         dump(

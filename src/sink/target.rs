@@ -18,7 +18,6 @@
 //!   checked before the first statement that could change the file;
 //! - a target that cannot be written is refused in one line before a run does any work.
 
-use super::check::LostRows;
 use super::inspect::{self, Refused};
 use crate::normalize::registry::{Registry, Resolver};
 use anyhow::{anyhow, bail, Context, Result};
@@ -38,9 +37,6 @@ const SQLITE_READONLY_DBMOVED: i32 = 1032;
 
 /// SQLite's extended code for "the journal cannot be created: the folder is read-only".
 const SQLITE_READONLY_DIRECTORY: i32 = 1544;
-
-/// SQLite's extended code for "a trigger refused the change" (`RAISE(ABORT|FAIL|ROLLBACK)`).
-const SQLITE_CONSTRAINT_TRIGGER: i32 = 1811;
 
 /// The side files SQLite keeps beside a database file.
 pub const SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
@@ -338,69 +334,13 @@ impl Target {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                Err(self.name_triggers(explain_write(&self.path, e)))
+                Err(super::triggers::name_in_error(
+                    &self.conn,
+                    &self.path,
+                    explain_write(&self.path, e),
+                ))
             }
         }
-    }
-
-    /// A failed write's error, with the triggers other software put on the target named where
-    /// one may have caused it: one that refused the write (`RAISE(ABORT)` and the like, whose
-    /// words are quoted), a constraint that one of them broke, or rows that one ignored or
-    /// deleted, which the checks of what a write left then find ([`LostRows`]). Other errors
-    /// stay as they are.
-    fn name_triggers(&self, e: anyhow::Error) -> anyhow::Error {
-        let sqlite = e
-            .chain()
-            .find_map(|c| c.downcast_ref::<rusqlite::Error>())
-            .and_then(|s| match s {
-                rusqlite::Error::SqliteFailure(f, msg) => Some((*f, msg.clone())),
-                _ => None,
-            });
-        let lost = e.chain().any(|c| c.downcast_ref::<LostRows>().is_some());
-        // SQL errors other than the file's own (locks, I/O, space, a Ctrl-C): a constraint
-        // broken, "triggers nested too deep", a table a trigger names that is not there.
-        let sql = sqlite.as_ref().is_some_and(|(f, _)| {
-            !matches!(
-                f.code,
-                ErrorCode::DiskFull
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::DatabaseBusy
-                    | ErrorCode::DatabaseLocked
-                    | ErrorCode::OperationInterrupted
-                    | ErrorCode::ReadOnly
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::OutOfMemory
-                    | ErrorCode::DatabaseCorrupt
-                    | ErrorCode::NotADatabase
-            )
-        });
-        if !lost && !sql {
-            return e;
-        }
-        // wherever they are: one on a table of the owner's may run from one on scrobbles
-        let foreign = super::triggers::all_foreign(&self.conn).unwrap_or_default();
-        let p = self.path.display();
-        let list = foreign.join(", ");
-        if let Some((f, msg)) = sqlite.filter(|(f, _)| f.extended_code == SQLITE_CONSTRAINT_TRIGGER)
-        {
-            let said = msg.unwrap_or_else(|| f.to_string());
-            return anyhow!(
-                "a trigger refused this write to {p}, saying \"{}\" ({}); the write was rolled back: drop or change that trigger, then run again",
-                said.escape_debug(),
-                match foreign.len() {
-                    0 => "no trigger of other software is in the file".to_string(),
-                    1 => format!("{list}, not made by scrobsync"),
-                    _ => format!("one of {list}, not made by scrobsync"),
-                }
-            );
-        }
-        if foreign.is_empty() {
-            return e;
-        }
-        e.context(format!(
-            "{list} (not made by scrobsync) ran inside this write to {p} and may have caused what \
-             follows; the write was rolled back"
-        ))
     }
 
     /// Starts a write transaction (waiting [`LOCK_WAIT`] for other writers) on the file the

@@ -16,10 +16,15 @@
 //!   every write is refused until they are dropped ([`guard`]).
 //!
 //! [`guard`] runs at the start of every write transaction, under the write lock, so a trigger
-//! made while a run waited or read the source is found too.
+//! made while a run waited or read the source is found too; [`name_in_error`] names them in
+//! the error of a write they may have broken.
 
-use anyhow::{bail, Result};
-use rusqlite::Connection;
+use super::check::LostRows;
+use anyhow::{anyhow, bail, Result};
+use rusqlite::{Connection, ErrorCode};
+
+/// SQLite's extended code for "a trigger refused the change" (`RAISE(ABORT|FAIL|ROLLBACK)`).
+const SQLITE_CONSTRAINT_TRIGGER: i32 = 1811;
 
 /// scrobsync's own tables besides the summary tables (lower case): its state and the FTS5
 /// tables of the search index (`names_fts` itself is virtual and takes no trigger).
@@ -208,6 +213,65 @@ pub fn guard(conn: &Connection, path: &std::path::Path) -> Result<()> {
     }
     drop_on_own_tables(conn)?;
     Ok(())
+}
+
+/// The error of a failed write transaction on `conn`, with the triggers other software put
+/// into the file named where one may have caused it: one that refused the write
+/// (`RAISE(ABORT)` and the like, whose words are quoted), an SQL error inside the write, or
+/// rows that one ignored, deleted or added, which the checks of what a write left then find
+/// ([`LostRows`]). Other errors (the file's locks, I/O, space, a Ctrl-C) stay as they are.
+pub fn name_in_error(conn: &Connection, path: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
+    let sqlite = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<rusqlite::Error>())
+        .and_then(|s| match s {
+            rusqlite::Error::SqliteFailure(f, msg) => Some((*f, msg.clone())),
+            _ => None,
+        });
+    let lost = e.chain().any(|c| c.downcast_ref::<LostRows>().is_some());
+    // SQL errors other than the file's own (locks, I/O, space, a Ctrl-C): a constraint
+    // broken, "triggers nested too deep", a table a trigger names that is not there.
+    let sql = sqlite.as_ref().is_some_and(|(f, _)| {
+        !matches!(
+            f.code,
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::OperationInterrupted
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+        )
+    });
+    if !lost && !sql {
+        return e;
+    }
+    // wherever they are: one on a table of the owner's may run from one on scrobbles
+    let foreign = all_foreign(conn).unwrap_or_default();
+    let p = path.display();
+    let list = foreign.join(", ");
+    if let Some((f, msg)) = sqlite.filter(|(f, _)| f.extended_code == SQLITE_CONSTRAINT_TRIGGER) {
+        let said = msg.unwrap_or_else(|| f.to_string());
+        return anyhow!(
+            "a trigger refused this write to {p}, saying \"{}\" ({}); the write was rolled back: drop or change that trigger, then run again",
+            said.escape_debug(),
+            match foreign.len() {
+                0 => "no trigger of other software is in the file".to_string(),
+                1 => format!("{list}, not made by scrobsync"),
+                _ => format!("one of {list}, not made by scrobsync"),
+            }
+        );
+    }
+    if foreign.is_empty() {
+        return e;
+    }
+    e.context(format!(
+        "{list} (not made by scrobsync) ran inside this write to {p} and may have caused what \
+         follows; the write was rolled back"
+    ))
 }
 
 #[cfg(test)]
