@@ -46,7 +46,9 @@ fn error_response(code: &str, msg: &str) -> Vec<u8> {
     out
 }
 
-fn serve(mut s: TcpStream, expected: &str) -> Option<Login> {
+/// Serves one login, recording it before the reply (a client that has its answer may look at
+/// the record at once).
+fn serve(mut s: TcpStream, expected: &str, logins: &Mutex<Vec<Login>>) -> Option<()> {
     let params = loop {
         let len = i32::from_be_bytes(read_exact(&mut s, 4)?.try_into().ok()?) as usize;
         let body = read_exact(&mut s, len - 4)?;
@@ -89,8 +91,9 @@ fn serve(mut s: TcpStream, expected: &str) -> Option<Login> {
         ),
         None => Vec::new(),
     };
+    logins.lock().unwrap().push(Login { params, password });
     let _ = s.write_all(&reply);
-    Some(Login { params, password })
+    Some(())
 }
 
 impl AuthServer {
@@ -101,9 +104,7 @@ impl AuthServer {
         let l = logins.clone();
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
-                if let Some(login) = serve(s, expected) {
-                    l.lock().unwrap().push(login);
-                }
+                let _ = serve(s, expected, &l);
             }
         });
         Self { port, logins }

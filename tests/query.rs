@@ -792,7 +792,7 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
              CREATE TRIGGER purge AFTER INSERT ON scrobbles BEGIN DELETE FROM users WHERE user_id = 1; END;",
             &[
                 "trigger purge on scrobbles",
-                "and 0 were added: something inside the write deleted or added users rows",
+                "and the write added 0: something inside the write deleted or added users rows",
             ],
         ),
         // one that deletes what was just written, elsewhere
@@ -809,6 +809,49 @@ fn triggers_on_scrobsync_s_tables_are_dropped_and_triggers_that_break_a_write_ar
         }
         assert_eq!(state(), before, "the target is unchanged");
     }
+
+    // A backfill runs beside an audit trigger, and fails beside one that deletes other
+    // scrobbles, keeping the window as it was.
+    let backfill = |triggers: &str| {
+        Connection::open(&t)
+            .unwrap()
+            .execute_batch(triggers)
+            .unwrap();
+        bin()
+            .args([
+                "backfill",
+                "--source",
+                &db.url,
+                "--target",
+                ts,
+                "--from",
+                "2031-01-01",
+                "--to",
+                "2031-01-03",
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = backfill(
+        "DROP TRIGGER forget;
+         CREATE TABLE audit(id INTEGER);
+         CREATE TRIGGER audited AFTER INSERT ON scrobbles BEGIN INSERT INTO audit VALUES (new.scrobble_id); END;",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = state();
+    let o = backfill(
+        "CREATE TRIGGER thin AFTER INSERT ON scrobbles BEGIN
+             DELETE FROM scrobbles WHERE scrobble_id = (SELECT min(scrobble_id) FROM scrobbles);
+         END;",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("trigger thin on scrobbles")
+            && err.contains("something inside the write deleted or added scrobbles rows"),
+        "{err}"
+    );
+    assert_eq!(state(), before, "the target is unchanged");
 }
 
 /// Triggers are looked at inside every write transaction, under the write lock: one made

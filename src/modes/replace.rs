@@ -97,6 +97,7 @@ pub fn replace_windows(
         let deleted = gone.len() as u64;
         let df = window_frame(w.batches)?;
         let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
+        let mut facts_net = tally.adding(conn, &out.facts)? - deleted as i64;
         let written = writer::write_window(conn, &out, true)? as u64;
         check_window_landed(conn, &out)?;
         let mut new_rows = out.dims.heights();
@@ -113,6 +114,7 @@ pub fn replace_windows(
         if !left.is_empty() {
             let df = window_frame(follow.read_ids(&left)?)?;
             let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
+            facts_net += tally.adding(conn, &out.facts)?;
             moved = writer::write_window(conn, &out, true)? as u64;
             check_window_landed(conn, &out)?;
             for (n, h) in new_rows.iter_mut().zip(out.dims.heights()) {
@@ -130,9 +132,7 @@ pub fn replace_windows(
             ))
             .into());
         }
-        // (the scrobbles' count moves with rows that left or entered the window: the
-        // window's own count is checked above)
-        tally.check(conn, new_rows.map(|n| n as u64), None)?;
+        tally.check(conn, new_rows.map(|n| n as u64), facts_net)?;
         search::add_after(conn, keys_before)?;
         state::backfill_window_done(conn, job, (start, end), deleted, written)?;
         totals.done += 1;

@@ -233,6 +233,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
         }
         let facts_before = present()?;
         let tally = Tally::begin(conn)?;
+        let mut facts_adding = 0i64;
         let late_before = open_ids::present_in(conn, &open)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
@@ -253,6 +254,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 norm_cpu += c.seconds();
                 let t = Instant::now();
                 let c = Clock::thread();
+                facts_adding += tally.adding(conn, &out.facts)?;
                 let n = writer::write_window(conn, &out, true)?;
                 check_window_landed(conn, &out)?;
                 tracing::debug!(
@@ -294,11 +296,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             }
             Cursor::PlayedAt { .. } => (present()? - facts_before).max(0) as u64,
         };
-        tally.check(
-            conn,
-            new_rows,
-            matches!(opts.cursor, Cursor::Id).then_some(added_facts),
-        )?;
+        tally.check(conn, new_rows, facts_adding)?;
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
             state::set(conn, mark_key, &m.to_string())?;

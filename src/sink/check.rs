@@ -138,27 +138,35 @@ impl Tally {
         }))
     }
 
+    /// How many of the facts about to be upserted add a row (their id is not in the target
+    /// yet); 0 when nothing is counted. Call it right before they are written.
+    pub fn adding(&self, conn: &Connection, facts: &DataFrame) -> Result<i64> {
+        if self.0.is_none() || facts.height() == 0 {
+            return Ok(0);
+        }
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM scrobbles WHERE scrobble_id = ?1")?;
+        let mut n = 0;
+        for id in facts.column("scrobble_id")?.i64()?.into_iter().flatten() {
+            if !stmt.exists([id])? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Each dimension table must hold its rows before plus `new_rows` (users, artists, albums,
-    /// tracks), and `scrobbles` its rows before plus `added_facts` where that is known.
-    pub fn check(
-        &self,
-        conn: &Connection,
-        new_rows: [u64; 4],
-        added_facts: Option<u64>,
-    ) -> Result<()> {
+    /// tracks), and `scrobbles` its rows before changed by `facts_net` (rows added, minus rows
+    /// the write deleted itself).
+    pub fn check(&self, conn: &Connection, new_rows: [u64; 4], facts_net: i64) -> Result<()> {
         let Some(before) = self.0 else {
             return Ok(());
         };
         let after = super::writer::table_counts(conn)?;
         for (i, table) in super::schema::USER_TABLES.iter().enumerate() {
-            let added = match new_rows.get(i) {
-                Some(&n) => Some(n),
-                None => added_facts,
-            };
-            let Some(added) = added else { continue };
-            if after[i] != before[i] + added {
+            let added = new_rows.get(i).map_or(facts_net, |&n| n as i64);
+            if after[i] as i64 != before[i] as i64 + added {
                 return Err(LostRows(format!(
-                    "{table} holds {} rows after this write, but it held {} and {added} were added: something inside the write deleted or added {table} rows",
+                    "{table} holds {} rows after this write, but it held {} and the write added {added}: something inside the write deleted or added {table} rows",
                     after[i], before[i]
                 ))
                 .into());
