@@ -10,9 +10,8 @@ use crate::pipeline::commit::{self, Written};
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
-use crate::sink::check::{check_window_landed, LostRows, Tally};
+use crate::sink::check::{LostRows, Tally};
 use crate::sink::target::{self, Target};
-use crate::sink::writer;
 use crate::sink::{facts, search, state};
 use crate::source::checks::{check_unique_ids_in, warn_without_played_at_index};
 use crate::source::mapping::SourceTable;
@@ -92,14 +91,12 @@ pub fn replace_windows(
     let rows_read = commit::per_window(target, reading, specs, progress, |conn, w, follow| {
         let (start, end) = windows[w.index];
         let keys_before = search::max_keys(conn)?;
-        let tally = Tally::begin(conn)?;
+        let mut tally = Tally::begin(conn)?;
         let gone = facts::delete_window(conn, (start, end))?;
         let deleted = gone.len() as u64;
         let df = window_frame(w.batches)?;
         let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
-        let mut facts_net = tally.adding(conn, &out.facts)? - deleted as i64;
-        let written = writer::write_window(conn, &out, true)? as u64;
-        check_window_landed(conn, &out)?;
+        let written = tally.write(conn, &out)? as u64;
         let mut new_rows = out.dims.heights();
         // Rows that left the window but not the source moved to another played_at: they go
         // to their new window, wherever that is.
@@ -114,9 +111,7 @@ pub fn replace_windows(
         if !left.is_empty() {
             let df = window_frame(follow.read_ids(&left)?)?;
             let out = norm.window(&df, &mut target::TargetResolver::new(conn))?;
-            facts_net += tally.adding(conn, &out.facts)?;
-            moved = writer::write_window(conn, &out, true)? as u64;
-            check_window_landed(conn, &out)?;
+            moved = tally.write(conn, &out)? as u64;
             for (n, h) in new_rows.iter_mut().zip(out.dims.heights()) {
                 *n += h;
             }
@@ -132,7 +127,7 @@ pub fn replace_windows(
             ))
             .into());
         }
-        tally.check(conn, new_rows.map(|n| n as u64), facts_net)?;
+        tally.check(conn, new_rows.map(|n| n as u64), deleted)?;
         search::add_after(conn, keys_before)?;
         state::backfill_window_done(conn, job, (start, end), deleted, written)?;
         totals.done += 1;

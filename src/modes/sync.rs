@@ -18,10 +18,10 @@ use crate::pipeline::commit;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
-use crate::sink::check::{check_window_landed, LostRows, Tally};
+use crate::sink::check::{LostRows, Tally};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{self, now_iso, RunRecord};
-use crate::sink::{facts, open_ids, search, target, writer};
+use crate::sink::{facts, open_ids, search, target};
 use crate::source::checks::{check_unique_ids_in, explain_infinite};
 use crate::source::conn::ReadOnlyClient;
 use crate::source::mapping::SourceSpec;
@@ -232,8 +232,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             .into());
         }
         let facts_before = present()?;
-        let tally = Tally::begin(conn)?;
-        let mut facts_adding = 0i64;
+        let mut tally = Tally::begin(conn)?;
         let late_before = open_ids::present_in(conn, &open)?;
         let keys_before = search::max_keys(conn)?;
         let mut norm = Normalizer::new(target::registry_for(conn)?);
@@ -254,9 +253,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
                 norm_cpu += c.seconds();
                 let t = Instant::now();
                 let c = Clock::thread();
-                facts_adding += tally.adding(conn, &out.facts)?;
-                let n = writer::write_window(conn, &out, true)?;
-                check_window_landed(conn, &out)?;
+                let n = tally.write(conn, &out)?;
                 tracing::debug!(
                     seconds = t.elapsed().as_secs_f64(),
                     rows = n,
@@ -296,7 +293,7 @@ pub fn run(opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncSummary> {
             }
             Cursor::PlayedAt { .. } => (present()? - facts_before).max(0) as u64,
         };
-        tally.check(conn, new_rows, facts_adding)?;
+        tally.check(conn, new_rows, 0)?;
         let [users, artists, albums, tracks] = new_rows;
         if let Some(m) = mark_after {
             state::set(conn, mark_key, &m.to_string())?;

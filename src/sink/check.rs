@@ -47,13 +47,8 @@ impl std::error::Error for LostRows {}
 /// After a window was written into an existing target that holds other software's triggers
 /// (see `super::triggers`): every row it was given is there: its facts, its new dimension
 /// rows, and every row its facts and new rows reference. One point lookup per distinct key,
-/// in the transaction, before anything is committed; a target without such triggers skips it
-/// (scrobsync's own writes leave what they are given, which the row counts of every mode
-/// check).
-pub fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
-    if !super::triggers::any_foreign(conn)? {
-        return Ok(());
-    }
+/// in the transaction, before anything is committed.
+fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
     let d = &n.dims;
     let want: [(&str, &str, Vec<&Int64Chunked>); 5] = [
         (
@@ -123,44 +118,56 @@ pub fn check_window_landed(conn: &Connection, n: &Normalized) -> Result<()> {
     Ok(())
 }
 
-/// Row counts of the user's tables when a write into a target that holds other software's
-/// triggers began (nothing without such triggers: scrobsync's own writes delete no row and add
-/// only the rows they count). Checked before the commit, it finds rows that a trigger deleted
-/// or added anywhere in the file, not only among the rows written.
-pub struct Tally(Option<[u64; 5]>);
+/// The windows an incremental write upserts into an existing target, watched where the file
+/// holds other software's triggers (see `super::triggers`); scrobsync's own writes leave what
+/// they are given, so without such triggers nothing is re-read. Watched, each window's rows
+/// are looked up after it is written ([`check_window_landed`]), and [`Self::check`] compares
+/// the user tables' row counts before the commit with what the writes added: rows a trigger
+/// deleted or added anywhere in the file are found, not only among the rows written.
+pub struct Tally {
+    /// Row counts of the user tables when the write began (None: not watched).
+    before: Option<[u64; 5]>,
+    /// Scrobbles the windows added (ids that were not in the target before their write).
+    facts_added: i64,
+}
 
 impl Tally {
     pub fn begin(conn: &Connection) -> Result<Self> {
-        Ok(Self(if super::triggers::any_foreign(conn)? {
+        let before = if super::triggers::any_foreign(conn)? {
             Some(super::writer::table_counts(conn)?)
         } else {
             None
-        }))
+        };
+        Ok(Self {
+            before,
+            facts_added: 0,
+        })
     }
 
-    /// How many of the facts about to be upserted add a row (their id is not in the target
-    /// yet); 0 when nothing is counted. Call it right before they are written.
-    pub fn adding(&self, conn: &Connection, facts: &DataFrame) -> Result<i64> {
-        if self.0.is_none() || facts.height() == 0 {
-            return Ok(0);
+    /// Upserts a normalised window (see `writer::write_window`); returns the facts written.
+    pub fn write(&mut self, conn: &Connection, n: &Normalized) -> Result<usize> {
+        if self.before.is_none() {
+            return super::writer::write_window(conn, n, true);
         }
         let mut stmt = conn.prepare_cached("SELECT 1 FROM scrobbles WHERE scrobble_id = ?1")?;
-        let mut n = 0;
-        for id in facts.column("scrobble_id")?.i64()?.into_iter().flatten() {
+        for id in n.facts.column("scrobble_id")?.i64()?.into_iter().flatten() {
             if !stmt.exists([id])? {
-                n += 1;
+                self.facts_added += 1;
             }
         }
-        Ok(n)
+        let written = super::writer::write_window(conn, n, true)?;
+        check_window_landed(conn, n)?;
+        Ok(written)
     }
 
     /// Each dimension table must hold its rows before plus `new_rows` (users, artists, albums,
-    /// tracks), and `scrobbles` its rows before changed by `facts_net` (rows added, minus rows
-    /// the write deleted itself).
-    pub fn check(&self, conn: &Connection, new_rows: [u64; 4], facts_net: i64) -> Result<()> {
-        let Some(before) = self.0 else {
+    /// tracks), and `scrobbles` its rows before plus those the windows added, minus
+    /// `facts_deleted` that the write deleted itself.
+    pub fn check(&self, conn: &Connection, new_rows: [u64; 4], facts_deleted: u64) -> Result<()> {
+        let Some(before) = self.before else {
             return Ok(());
         };
+        let facts_net = self.facts_added - facts_deleted as i64;
         let after = super::writer::table_counts(conn)?;
         for (i, table) in super::schema::USER_TABLES.iter().enumerate() {
             let added = new_rows.get(i).map_or(facts_net, |&n| n as i64);
