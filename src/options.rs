@@ -125,6 +125,7 @@ pub fn load(a: &cli::LoadArgs) -> Result<LoadOptions> {
         fts: a.fts,
         check: a.pipeline.check.into(),
         retry: retry(&a.retry),
+        resume: a.resume,
     })
 }
 

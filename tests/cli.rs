@@ -382,23 +382,60 @@ fn ctrl_c_stops_a_load_cleanly_and_stale_temp_files_are_swept() {
     assert_eq!(out.status.code(), Some(130), "{err}");
     // What the stopped load leaves, and nothing about other commands.
     assert!(
-        err.contains("interrupted: the target is as it was"),
+        err.contains("interrupted: the target is as it was")
+            && err.contains("scrobsync load --resume"),
         "{err}"
     );
-    assert!(
-        !err.contains("--resume") && !err.contains("next sync"),
-        "{err}"
-    );
+    assert!(!err.contains("next sync"), "{err}");
     assert_untouched(&t);
-    let left: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+    let files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // The stale file was swept; the interrupted load's file stays for --resume, and status
+    // says how to continue it.
+    let left: Vec<String> = files()
+        .into_iter()
+        .filter(|f| !f.ends_with("-journal"))
         .collect();
-    assert_eq!(
-        left,
-        vec!["precious.sqlite".to_string()],
-        "no temporary files, stale one swept"
-    );
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.iter().any(|f| f.contains("4000000")), "{left:?}");
+    bin()
+        .args(["status", "--target"])
+        .arg(&t)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("interrupted load")
+                .and(predicate::str::contains("scrobsync load --resume --source"))
+                .and(predicate::str::contains("leftover").not()),
+        );
+    // A plain load over it would start over; --resume continues it and replaces the target.
+    let out = bin()
+        .args([
+            "load",
+            "--resume",
+            "--json",
+            "--batch-rows",
+            "1000",
+            "--source",
+            &db.url,
+            "--target",
+        ])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["resumed_rows"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["rows"]["scrobbles"], 200_000, "{summary}");
+    assert_eq!(files(), vec!["precious.sqlite".to_string()]);
+    assert_lossless(&mut db.client(), &t);
 }
 
 #[test]

@@ -24,9 +24,10 @@ impl Command {
     /// What an interrupt leaves behind, for this command.
     pub fn after_interrupt(&self) -> &'static str {
         match self {
-            Command::Load(_) | Command::Demo(_) => {
-                "interrupted: the target is as it was, and the new file was removed"
+            Command::Load(_) => {
+                "interrupted: the target is as it was; the new file is kept, and `scrobsync load --resume` with the same source and target continues it (a plain load starts over)"
             }
+            Command::Demo(_) => "interrupted: the target is as it was",
             Command::Sync(_) => {
                 "interrupted: nothing of this sync was committed; the next sync continues from the target's mark"
             }

@@ -360,6 +360,12 @@ pub struct LoadArgs {
     #[arg(long)]
     pub fts: bool,
 
+    /// Continue the load of --target that was interrupted (kill, power loss, Ctrl-C) from its
+    /// last durable point, with the same source, mapping, --indexes and --fts. Refused when
+    /// the rows it read have changed on the source since.
+    #[arg(long)]
+    pub resume: bool,
+
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -81,6 +81,7 @@ pub fn run(
         fts: false,
         check: Default::default(),
         retry: Default::default(),
+        resume: false,
     };
     super::load::run(&opts, progress)
 }

@@ -10,6 +10,7 @@ use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::{self, Reading};
 use crate::progress::{Progress, Total};
 use crate::sink::check::CheckLevel;
+use crate::sink::resume::{LoadProgress, Phase};
 use crate::sink::schema::IndexSet;
 use crate::sink::state::{now_iso, RunRecord};
 use crate::sink::temp::TempTarget;
@@ -18,10 +19,10 @@ use crate::sink::Writer;
 use crate::source::checks::explain_infinite;
 use crate::source::identity::SourceIdentity;
 use crate::source::mapping::SourceSpec;
-use crate::source::plan::{plan_full, settled_max_id, Recheck};
+use crate::source::plan::{plan_full, settled_max_id, Recheck, Scope};
 use crate::source::read::ReaderKind;
 use crate::source::SourceUrl;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,6 +52,8 @@ pub struct LoadOptions {
     /// How much the new file is checked before it replaces the target.
     pub check: CheckLevel,
     pub retry: RetryPolicy,
+    /// Continue the interrupted load of the target (see [`crate::sink::resume`]).
+    pub resume: bool,
 }
 
 /// The machine-readable result of a load (`--json`).
@@ -72,16 +75,126 @@ pub struct LoadSummary {
     /// and the rest, `total` the whole run's.
     pub cpu_seconds: StageSeconds,
     pub rows_per_second: f64,
+    /// When resumed: the rows the interrupted run(s) had written, which this run kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_rows: Option<u64>,
 }
 
-/// Runs a full load.
+/// How often a load makes a durable point while rows stream in (see [`crate::sink::resume`]).
+/// Each costs a commit with two fsyncs; `SCROBSYNC_DURABLE_SECONDS` changes it (0: after
+/// every window).
+const DURABLE_EVERY: f64 = 2.0;
+
+fn durable_every() -> f64 {
+    std::env::var("SCROBSYNC_DURABLE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(DURABLE_EVERY)
+}
+
+/// What must match for a temporary file to be continued: the index set and the search index.
+fn options_text(opts: &LoadOptions) -> String {
+    format!("indexes={:?} fts={}", opts.indexes, opts.fts)
+}
+
+/// Why `load --resume` would not continue a temporary file (which stays for another try).
+#[derive(Debug)]
+struct ResumeRefused(String);
+
+impl std::fmt::Display for ResumeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ResumeRefused {}
+
+/// Runs a full load, or continues an interrupted one (`resume`). An interrupted run keeps its
+/// temporary file for `load --resume`; any other failure removes it.
 pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     let started = Instant::now();
     let cpu = Clock::process();
-    let started_at = now_iso();
-    let temp = TempTarget::new(&opts.target, opts.force)?;
+    let (mut temp, record) = if opts.resume {
+        let (t, r) = TempTarget::resume(&opts.target, opts.force)?;
+        (t, Some(r))
+    } else {
+        (TempTarget::new(&opts.target, opts.force)?, None)
+    };
+    let out = load_into(opts, progress, &temp, record, started, cpu);
+    if let Err(e) = &out {
+        if crate::cancel::requested() || e.downcast_ref::<ResumeRefused>().is_some() {
+            temp.keep();
+        }
+    }
+    let out = out?;
+    temp.install()?;
+    progress.finish();
+    Ok(out)
+}
+
+/// Refuses to continue `record` when the source, the mapping or the options differ from the
+/// interrupted run's, or when rows it read have changed on the source since.
+fn check_resumable(
+    opts: &LoadOptions,
+    record: &LoadProgress,
+    identity: &SourceIdentity,
+    client: &mut crate::source::conn::ReadOnlyClient,
+    table: &crate::source::mapping::SourceTable,
+) -> Result<()> {
+    let again = "run a plain load (without --resume) to start over";
+    if identity.to_state() != record.source_identity {
+        let was = SourceIdentity::from_state(&record.source_identity);
+        let what = match &was {
+            Some(w) if w.mapping != identity.mapping => "the mapping (or the source table)",
+            _ => "the source (server, database or table)",
+        };
+        bail!(
+            "cannot resume: {what} differs from the interrupted load's ({}); give the same --source and --config, or {again}",
+            record.source
+        );
+    }
+    if options_text(opts) != record.options {
+        bail!(
+            "cannot resume: the interrupted load was started with {} and this one with {}; give the same --indexes and --fts, or {again}",
+            record.options,
+            options_text(opts)
+        );
+    }
+    if let Some(through) = record.through_id {
+        let seen =
+            crate::source::changes::rows_since(client, table, through, record.snapshot_xmin)?;
+        if seen.newer > 0 || seen.rows != record.facts {
+            bail!(
+                "cannot resume: the source changed below id {through} since the interrupted load read it ({} rows there now where {} were read, {} of them written since); {again}",
+                seen.rows,
+                record.facts,
+                seen.newer
+            );
+        }
+    }
+    Ok(())
+}
+
+fn load_into(
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+    temp: &TempTarget,
+    record: Option<LoadProgress>,
+    started: Instant,
+    cpu: Clock,
+) -> Result<LoadSummary> {
+    let started_at = record
+        .as_ref()
+        .map_or_else(now_iso, |r| r.started_at.clone());
+    let resumed_rows = record.as_ref().map(|r| r.facts);
 
     let _span = tracing::info_span!("load", source = %opts.source).entered();
+    // Where an interrupted load continues: after the ids it wrote, or, once it had read every
+    // row, with no read at all (rows added to the source since wait for the next sync, as
+    // rows added after any load's mark do).
+    let finishing = record.as_ref().is_some_and(|r| r.phase == Phase::Finishing);
+    let after_id = record.as_ref().and_then(|r| r.through_id);
     progress.stage("planning the read", None);
     let (mut client, table, plan, settled) =
         pipeline::step(opts.retry, "planning the read", progress, || {
@@ -92,35 +205,103 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             // the first sync (see `Recheck`); waiting briefly for the ones running now gives
             // that a tight bound.
             let settled = settled_max_id(&mut client, &table, SETTLE_WAIT)?;
-            let plan = plan_full(&mut client, &table, opts.batch_rows)?;
+            let plan = match after_id {
+                None => plan_full(&mut client, &table, opts.batch_rows)?,
+                Some(a) => crate::source::plan::plan(
+                    &mut client,
+                    &table,
+                    &Scope {
+                        after_id: Some(a),
+                        ..Scope::default()
+                    },
+                    opts.batch_rows,
+                )?,
+            };
             Ok((client, table, plan, settled))
         })?;
-    if settled.is_none() {
+    let identity = SourceIdentity::of(&opts.source, &table);
+    if let Some(r) = &record {
+        // After the plan: its snapshot is the one the next resume compares with, so a row
+        // changed between the two is caught by this check or by that one.
+        check_resumable(opts, r, &identity, &mut client, &table)
+            .map_err(|e| anyhow::Error::new(ResumeRefused(format!("{e:#}"))))?;
+        tracing::info!(progress = %r.describe(), "resuming an interrupted load");
+    }
+    if settled.is_none() && !finishing {
         tracing::warn!(
             "writing transactions on the source did not end within {} s; the first sync will re-read every id below the mark",
             SETTLE_WAIT.as_secs()
         );
     }
     let recheck = Recheck::after(plan.snapshot, settled.unwrap_or(i64::MIN), None);
-    let windows = plan.windows(opts.partitions);
+    let windows = if finishing {
+        Vec::new()
+    } else {
+        plan.windows(opts.partitions)
+    };
+    let his: Vec<i64> = windows
+        .iter()
+        .map(|w| w.slices.last().map_or(i64::MIN, |s| s.hi))
+        .collect();
+    let hwm = match &record {
+        Some(r) if finishing => r.hwm.unwrap_or(i64::MIN),
+        // A resumed read with nothing left keeps the mark of the rows it has.
+        Some(r) if plan.slices.is_empty() => r.through_id.unwrap_or(i64::MIN).max(plan.hwm),
+        _ => plan.hwm,
+    };
     let plan_secs = started.elapsed().as_secs_f64();
     let plan_cpu = cpu.seconds();
     tracing::info!(
-        hwm = plan.hwm,
+        hwm,
         est_rows = plan.est_rows,
         slices = plan.slices.len(),
         windows = windows.len(),
         "planned"
     );
     let nwindows = windows.len();
-    let mut writer = Writer::create(temp.path())?;
+    let (mut writer, mut norm, mut record) = match record {
+        Some(mut r) => {
+            let writer = Writer::resume(temp.path(), &r)?;
+            progress.stage("reading back the interrupted load's keys", None);
+            let registry = if finishing {
+                Default::default()
+            } else {
+                crate::sink::resume::registry_of(writer.connection())
+                    .context("reading back the interrupted load's keys")?
+            };
+            r.snapshot_xmin = plan.snapshot.xmin;
+            (writer, Normalizer { registry }, r)
+        }
+        None => {
+            let mut writer = Writer::create(temp.path())?;
+            let r = LoadProgress {
+                source_identity: identity.to_state(),
+                source: opts.source.redacted().to_string(),
+                options: options_text(opts),
+                snapshot_xmin: plan.snapshot.xmin,
+                phase: Phase::Streaming,
+                through_id: None,
+                hwm: None,
+                facts: 0,
+                dims: [0; 4],
+                windows: 0,
+                started_at: started_at.clone(),
+                recheck: None,
+                summaries_done: false,
+                fts_done: false,
+            };
+            writer.durable(&r)?;
+            (writer, Normalizer::default(), r)
+        }
+    };
 
     progress.stage("loading", Some(Total::about(plan.est_rows, "rows")));
-    let mut norm = Normalizer::default();
     let (mut read_secs, mut normalize_secs, mut write_secs) = (0.0, 0.0, 0.0);
     let (mut normalize_cpu, mut write_cpu) = (0.0, 0.0);
-    let mut facts_written = 0u64;
-    let mut dims_written = [0u64; 4];
+    let every = durable_every();
+    let mut durable_at = Instant::now();
+    // Whether the open transaction ends at a window's end (no window half written).
+    let mut whole = true;
     let reading = Reading::new(
         &opts.source,
         &table,
@@ -141,17 +322,27 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             let out = norm.window(&df, &mut NoResolver)?;
             normalize_secs += t.elapsed().as_secs_f64();
             normalize_cpu += c.seconds();
-            Ok(out)
+            Ok((w.index, out))
         },
-        |out| {
+        |(index, out)| {
             let t = Instant::now();
             let c = Clock::thread();
+            whole = false;
             let n = writer
                 .write_window(&out)
                 .with_context(|| format!("writing {}", temp.path().display()))?;
-            facts_written += n as u64;
-            for (total, h) in dims_written.iter_mut().zip(out.dims.heights()) {
+            record.facts += n as u64;
+            for (total, h) in record.dims.iter_mut().zip(out.dims.heights()) {
                 *total += h as u64;
+            }
+            record.windows += 1;
+            record.through_id = Some(his[index]);
+            whole = true;
+            if durable_at.elapsed().as_secs_f64() >= every {
+                writer
+                    .durable(&record)
+                    .with_context(|| format!("writing {}", temp.path().display()))?;
+                durable_at = Instant::now();
             }
             progress.advance(n as u64);
             write_secs += t.elapsed().as_secs_f64();
@@ -159,7 +350,13 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             Ok(n as u64)
         },
     );
-    let rows_read = rows_read.map_err(|e| explain_infinite(e, &mut client, &table, plan.hwm))?;
+    if rows_read.is_err() && crate::cancel::requested() && whole {
+        // Interrupted between windows: what is written is kept for `load --resume`.
+        if let Err(e) = writer.durable(&record) {
+            tracing::debug!("no durable point at the interrupt: {e:#}");
+        }
+    }
+    let rows_read = rows_read.map_err(|e| explain_infinite(e, &mut client, &table, hwm))?;
     let [users, artists, albums, tracks] = norm.registry.counts();
     tracing::info!(
         users,
@@ -171,7 +368,8 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     );
     drop(norm);
 
-    let [users, artists, albums, tracks] = dims_written;
+    let facts_written = record.facts;
+    let [users, artists, albums, tracks] = record.dims;
     let rows = TableRows {
         users,
         artists,
@@ -185,14 +383,14 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         started_at,
         outcome: "ok",
         hwm_before: None,
-        hwm_after: (facts_written > 0).then_some(plan.hwm),
+        hwm_after: (facts_written > 0).then_some(hwm),
         scrobbles_net: facts_written as i64,
         rows: [users, artists, albums, tracks],
         seconds: started.elapsed().as_secs_f64(),
     };
-    let identity = SourceIdentity::of(&opts.source, &table);
+    let expected = resumed_rows.unwrap_or(0) + rows_read;
     let finished = writer.finish(
-        rows_read,
+        expected,
         Finish {
             run: &run,
             source: &identity,
@@ -201,14 +399,13 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
             fts: opts.fts,
             check: opts.check,
             started,
+            progress: Some(record),
         },
         progress,
     )?;
     // A Ctrl-C during the index build or the checks stops here: the target stays as it was.
     crate::cancel::check()?;
     progress.stage("replacing the target", None);
-    temp.install()?;
-    progress.finish();
     let total = finished.total;
 
     Ok(LoadSummary {
@@ -245,5 +442,6 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
         } else {
             0.0
         },
+        resumed_rows,
     })
 }

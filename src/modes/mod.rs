@@ -43,6 +43,7 @@ pub fn sync_or_load(opts: &sync::SyncOptions, progress: &dyn Progress) -> Result
         fts: false,
         check: opts.check,
         retry: opts.retry,
+        resume: false,
     };
     let summary = load::run(&first, progress)?;
     if let sync::Cursor::PlayedAt { .. } = opts.cursor {

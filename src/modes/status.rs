@@ -39,11 +39,85 @@ pub struct Status {
     pub rows: TableRows,
     /// The most recent runs, newest first.
     pub last_runs: Vec<RunInfo>,
-    /// Temporary files that killed loads of this target left beside it.
+    /// Temporary files that killed loads of this target left beside it (not resumable).
     pub leftover_temporary_files: Vec<String>,
+    /// Interrupted loads of this target that `load --resume` continues.
+    pub resumable_loads: Vec<ResumableLoad>,
+}
+
+/// An interrupted load that `load --resume` continues.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumableLoad {
+    pub file: String,
+    /// How far it got, in words.
+    pub progress: String,
+    pub rows_written: u64,
+    /// The command that continues it.
+    pub command: String,
+}
+
+/// `s` quoted for a POSIX shell where it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@=,+%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The interrupted loads of the target at `path`, with the command that continues each.
+pub fn resumable(path: &Path) -> Vec<ResumableLoad> {
+    crate::sink::temp::resumable_loads(path)
+        .into_iter()
+        .map(|(file, p)| {
+            let mut command = format!(
+                "scrobsync load --resume --source {} --target {}",
+                shell_word(&p.source),
+                shell_word(&path.display().to_string())
+            );
+            if p.options.contains("fts=true") {
+                command.push_str(" --fts");
+            }
+            let mapped = crate::source::identity::SourceIdentity::from_state(&p.source_identity)
+                .is_some_and(|i| i.relation != "scrobbles");
+            if mapped {
+                command.push_str(" --config <the same mapping>");
+            }
+            ResumableLoad {
+                file,
+                progress: p.describe(),
+                rows_written: p.facts,
+                command,
+            }
+        })
+        .collect()
+}
+
+/// The status of a target that does not exist yet but whose first load was interrupted.
+fn only_resumable(path: &Path, resumable_loads: Vec<ResumableLoad>) -> Status {
+    Status {
+        mode: "status",
+        target: path.display().to_string(),
+        source: None,
+        high_water_mark: None,
+        high_water_mark_text: None,
+        played_at_mark: None,
+        played_at_mark_rfc3339: None,
+        rows: TableRows::default(),
+        last_runs: Vec::new(),
+        leftover_temporary_files: Vec::new(),
+        resumable_loads,
+    }
 }
 
 pub fn run(path: &Path, last: usize) -> Result<Status> {
+    let resumable_loads = resumable(path);
+    if !path.exists() && !resumable_loads.is_empty() {
+        return Ok(only_resumable(path, resumable_loads));
+    }
     let conn = target::open_read_only(path)?;
     let num =
         |k: &str| -> Result<Option<i64>> { Ok(state::get(&conn, k)?.and_then(|v| v.parse().ok())) };
@@ -80,6 +154,14 @@ pub fn run(path: &Path, last: usize) -> Result<Status> {
             scrobbles,
         },
         last_runs,
-        leftover_temporary_files: crate::sink::temp::leftover_temp_files(path),
+        leftover_temporary_files: crate::sink::temp::leftover_temp_files(path)
+            .into_iter()
+            .filter(|f| {
+                !resumable_loads
+                    .iter()
+                    .any(|r| f.starts_with(r.file.as_str()))
+            })
+            .collect(),
+        resumable_loads,
     })
 }

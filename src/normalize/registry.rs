@@ -123,6 +123,16 @@ struct Entry {
     has_mbid: bool,
 }
 
+/// A learnt row whose key was already known under another id: the file holds one entity twice.
+fn learnt(got: i64, id: i64, kind: &str, name: &str) -> Result<()> {
+    if got != id {
+        anyhow::bail!(
+            "the temporary file holds the {kind} {name:?} under two keys ({got} and {id}); it cannot be resumed: run a plain load"
+        );
+    }
+    Ok(())
+}
+
 /// Builds an album key in the reused buffer: the ids (8 bytes LE each), then the title.
 fn composite_key(buf: &mut Vec<u8>, ids: &[i64], title: &str) {
     buf.clear();
@@ -241,6 +251,66 @@ impl Registry {
             next_track: tracks,
             ..Self::default()
         }
+    }
+
+    /// Remembers a user the target already holds (a resumed load's file): exactly what the
+    /// row that wrote it left in the registry. A name known under another key is an error.
+    pub fn learn_user(&mut self, name: &str, id: i64) -> Result<()> {
+        let got = *self
+            .users
+            .get_or_try_insert_with(name.as_bytes(), || Ok(id))?;
+        learnt(got, id, "user", name)
+    }
+
+    /// See [`Registry::learn_user`].
+    pub fn learn_artist(&mut self, name: &str, id: i64, has_mbid: bool) -> Result<()> {
+        let got = self
+            .artists
+            .get_or_try_insert_with(name.as_bytes(), || Ok(Entry { id, has_mbid }))?
+            .id;
+        learnt(got, id, "artist", name)
+    }
+
+    /// See [`Registry::learn_user`].
+    pub fn learn_album(
+        &mut self,
+        artist_id: i64,
+        title: &str,
+        id: i64,
+        has_mbid: bool,
+    ) -> Result<()> {
+        composite_key(&mut self.scratch, &[artist_id], title);
+        let got = self
+            .albums
+            .get_or_try_insert_with(&self.scratch, || Ok(Entry { id, has_mbid }))?
+            .id;
+        learnt(got, id, "album", title)
+    }
+
+    /// See [`Registry::learn_user`]. The track's knowledge of its artist's and album's mbids
+    /// starts false: that only makes its next row look them up.
+    pub fn learn_track(
+        &mut self,
+        artist: &str,
+        album: Option<&str>,
+        title: &str,
+        id: i64,
+        has_mbid: bool,
+        has_duration: bool,
+    ) -> Result<()> {
+        track_key(&mut self.track_scratch, artist, album, title);
+        let e = TrackEntry {
+            id,
+            has_mbid,
+            has_duration,
+            artist_mbid: false,
+            album_mbid: false,
+        };
+        let got = self
+            .tracks
+            .get_or_try_insert_with(&self.track_scratch, || Ok(e))?
+            .id;
+        learnt(got, id, "track", title)
     }
 
     /// Number of (users, artists, albums, tracks) known.

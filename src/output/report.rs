@@ -219,6 +219,13 @@ impl Report for Status {
         for f in &self.leftover_temporary_files {
             writeln!(w, "  leftover temporary file of a killed load: {f} (remove it with rm; the next load of this target removes it too)")?;
         }
+        for r in &self.resumable_loads {
+            writeln!(
+                w,
+                "  interrupted load: {} ({}); continue it with: {}",
+                r.file, r.progress, r.command
+            )?;
+        }
         Ok(())
     }
 }

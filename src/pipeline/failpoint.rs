@@ -42,13 +42,54 @@ fn is_known(fp: &str) -> bool {
             number(n) && ["lose-facts", "dangling-key", "lose-track", "swap-keys"].contains(&kind)
         });
     }
+    if let Some(stage) = fp
+        .strip_prefix("abort-at=")
+        .or_else(|| fp.strip_prefix("flush-and-abort-at="))
+    {
+        return STAGES.contains(&stage);
+    }
     [
         "abort-after-windows=",
+        "flush-and-abort-in-index=",
         "flush-and-abort-after-windows=",
         "reader-panic-after-windows=",
     ]
     .iter()
     .any(|p| fp.strip_prefix(p).is_some_and(number))
+}
+
+/// The moments of a load's finish that `abort-at=` and `flush-and-abort-at=` name.
+const STAGES: [&str; 3] = ["finishing", "checks", "summaries"];
+
+/// `abort-at=STAGE` aborts the process (a kill) when a load's finish reaches STAGE: `finishing`
+/// (the data committed), `checks` (checked, no index built).
+pub fn at(stage: &str) {
+    if std::env::var("SCROBSYNC_FAILPOINT").ok().as_deref() == Some(&format!("abort-at={stage}")) {
+        tracing::warn!("failpoint: aborting at {stage}");
+        std::process::abort();
+    }
+}
+
+/// `flush-and-abort-at=STAGE`, called inside a transaction of a load's finish (`summaries`):
+/// writes its pages into the file and aborts, as [`in_transaction`] does.
+pub fn in_transaction_at(stage: &str, conn: &Connection) {
+    if std::env::var("SCROBSYNC_FAILPOINT").ok().as_deref()
+        == Some(&format!("flush-and-abort-at={stage}"))
+    {
+        tracing::warn!("failpoint: flushing and aborting at {stage}");
+        let _ = conn.cache_flush();
+        std::process::abort();
+    }
+}
+
+/// `flush-and-abort-in-index=N`: inside the transaction that builds a load's N-th index,
+/// writes its pages into the file and aborts (a kill during the index build).
+pub fn in_index(n: usize, conn: &Connection) {
+    if value("flush-and-abort-in-index=") == Some(n) {
+        tracing::warn!("failpoint: flushing and aborting while building index {n}");
+        let _ = conn.cache_flush();
+        std::process::abort();
+    }
 }
 
 fn value(prefix: &str) -> Option<usize> {
@@ -159,6 +200,9 @@ mod tests {
             "reader-panic-after-windows=2",
             "pause-after-windows=1,4",
             "damage-window=2:swap-keys",
+            "abort-at=checks",
+            "flush-and-abort-at=summaries",
+            "flush-and-abort-in-index=2",
         ] {
             assert!(is_known(ok), "{ok}");
         }
@@ -174,6 +218,8 @@ mod tests {
             "damage-window= 2:lose-facts",
             "pause-after-windows=1, 2",
             "abort-after-windows=0",
+            "abort-at=nowhere",
+            "flush-and-abort-in-index=0",
         ] {
             assert!(!is_known(bad), "{bad}");
         }

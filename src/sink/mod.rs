@@ -6,6 +6,7 @@ pub mod facts;
 pub mod inspect;
 pub mod open_ids;
 pub mod questions;
+pub mod resume;
 pub mod scan;
 pub mod schema;
 pub mod search;

@@ -2,6 +2,7 @@
 //! the target is replaced by a rename under the old target's lock (see
 //! [`super::target::lock_for_replace`]), or the temporary file is removed.
 
+use super::resume::LoadProgress;
 use super::target::{check_replaceable, lock_for_replace, side_file, Existing, SIDE_FILES};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
@@ -15,6 +16,8 @@ pub struct TempTarget {
     /// What was at `target` when the load started.
     existing: Existing,
     installed: bool,
+    /// Left in place when dropped: an interrupted load that `load --resume` continues.
+    kept: bool,
 }
 
 /// The file a target path finally names. Symbolic links are followed (dangling ones too), so a
@@ -44,6 +47,79 @@ impl TempTarget {
     /// A new empty temporary file beside the target `given` names (links followed), after
     /// checking that the target may be replaced (`force`) and removing stale ones.
     pub fn new(given: &Path, force: bool) -> Result<Self> {
+        let (target, existing, dir, name) = Self::prepare(given, force)?;
+        for (path, p) in resumable(&dir, &name) {
+            tracing::warn!(
+                "starting over: the interrupted load in {} ({}) is removed; `scrobsync load --resume` would have continued it",
+                path.display(),
+                p.describe()
+            );
+        }
+        remove_stale_temp_files(&dir, &name);
+        let path = dir.join(temp_name(&name, std::process::id()));
+        let t = Self {
+            path,
+            target,
+            existing,
+            installed: false,
+            kept: false,
+        };
+        t.remove_files();
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&t.path)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot write in target folder {}: {}; choose a writable folder",
+                    dir.display(),
+                    e
+                )
+            })?;
+        Ok(t)
+    }
+
+    /// Takes over the temporary file of an interrupted load of the target (see
+    /// [`super::resume`]), with its progress record; the newest one if there are several.
+    pub fn resume(given: &Path, force: bool) -> Result<(Self, LoadProgress)> {
+        let (target, existing, dir, name) = Self::prepare(given, force)?;
+        let mut found = resumable(&dir, &name);
+        found.sort_by_key(|(p, _)| fs::metadata(p).and_then(|m| m.modified()).ok());
+        let Some((old, progress)) = found.pop() else {
+            bail!(
+                "no interrupted load of {} to resume (none left a temporary file beside it); run the load without --resume",
+                target.display()
+            );
+        };
+        let path = dir.join(temp_name(&name, std::process::id()));
+        let t = Self {
+            path,
+            target,
+            existing,
+            installed: false,
+            kept: false,
+        };
+        t.remove_files();
+        // Read through SQLite above, so a hot journal was rolled back: the side files are done.
+        fs::rename(&old, &t.path).with_context(|| {
+            format!(
+                "cannot take over {} (another load may be resuming it)",
+                old.display()
+            )
+        })?;
+        for suffix in SIDE_FILES {
+            let _ = fs::remove_file(side_file(&old, suffix));
+        }
+        Ok((t, progress))
+    }
+
+    /// Leaves the file in place for `load --resume` (an interrupted load).
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    /// Checks the target path and what is there: (file it names, what is there, folder, file name).
+    fn prepare(given: &Path, force: bool) -> Result<(PathBuf, Existing, PathBuf, String)> {
         let target = resolve_links(given)?;
         let target = target.as_path();
         if target.is_dir() {
@@ -81,27 +157,7 @@ impl TempTarget {
             );
         }
         let existing = check_replaceable(target, force)?;
-        remove_stale_temp_files(&dir, &name);
-        let path = dir.join(temp_name(&name, std::process::id()));
-        let t = Self {
-            path,
-            target: target.to_path_buf(),
-            existing,
-            installed: false,
-        };
-        t.remove_files();
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&t.path)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot write in target folder {}: {}; choose a writable folder",
-                    dir.display(),
-                    e
-                )
-            })?;
-        Ok(t)
+        Ok((target.to_path_buf(), existing, dir, name))
     }
 
     /// The temporary file.
@@ -122,6 +178,10 @@ impl TempTarget {
         fs::File::open(&self.path)
             .and_then(|f| f.sync_all())
             .context("syncing the new target to disk")?;
+        // The file was closed after its last commit: its journal holds nothing to play back.
+        for suffix in SIDE_FILES {
+            let _ = fs::remove_file(side_file(&self.path, suffix));
+        }
         let target = self.target.clone();
         // What is there now, not what was there at the start: the target may have been
         // created, replaced or removed meanwhile.
@@ -173,6 +233,34 @@ fn stale_temp_files(dir: &Path, name: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Temporary files of killed loads of target file `name` in `dir` that can be resumed, with
+/// their progress records.
+fn resumable(dir: &Path, name: &str) -> Vec<(PathBuf, LoadProgress)> {
+    stale_temp_files(dir, name)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .filter_map(|p| match super::resume::inspect(&p) {
+            Ok(Some(progress)) => Some((p, progress)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(file = %p.display(), "not resumable: {e:#}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Interrupted loads of the target at `path` that `load --resume` continues (for `status`):
+/// each temporary file with its progress.
+pub fn resumable_loads(path: &Path) -> Vec<(String, LoadProgress)> {
+    split_path(path)
+        .map(|(dir, name)| resumable(&dir, &name))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(p, r)| (p.display().to_string(), r))
+        .collect()
+}
+
 /// Removes temporary files that killed loads of the same target left behind, so they do not
 /// pile up.
 fn remove_stale_temp_files(dir: &Path, name: &str) {
@@ -204,7 +292,7 @@ pub fn leftover_temp_files(path: &Path) -> Vec<String> {
 
 impl Drop for TempTarget {
     fn drop(&mut self) {
-        if !self.installed {
+        if !self.installed && !self.kept {
             self.remove_files();
         }
     }

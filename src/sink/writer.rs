@@ -2,6 +2,7 @@
 //! the data, and the checks that must pass before a file may replace the user's target.
 
 use super::check::{self, CheckLevel, KeyBounds};
+use super::resume::{LoadProgress, Phase};
 use super::schema::{IndexSet, INDEXES, QUERY_INDEXES, USER_TABLES};
 use super::state;
 use crate::normalize::frames::Normalized;
@@ -19,14 +20,16 @@ use std::path::{Path, PathBuf};
 /// that the gain is within noise (see `benches/pipeline.rs`).
 pub const ROWS_PER_STATEMENT: usize = 100;
 
-/// PRAGMAs for building a fresh file that nobody else sees until it is renamed into place:
-/// durability comes from the rename, so the journal and fsyncs are pure cost here. The index
+/// PRAGMAs for building a fresh file that nobody else sees until it is renamed into place. The
+/// rollback journal and `synchronous = NORMAL` make each commit a durable point that a killed
+/// load resumes from (see [`super::resume`]): a load appends, so the journal holds only the few
+/// pages each commit changes that existed before it, and the commits are seconds apart. The index
 /// build sorts on one thread: measured on 5M rows, SQLite's helper threads (`threads = 2`)
 /// spent 16.8 CPU-seconds on the build against 12.6 without them, for no shorter build.
 const BULK_PRAGMAS: &str = "
 PRAGMA page_size = 8192;
-PRAGMA journal_mode = OFF;
-PRAGMA synchronous = OFF;
+PRAGMA journal_mode = PERSIST;
+PRAGMA synchronous = NORMAL;
 PRAGMA locking_mode = EXCLUSIVE;
 PRAGMA temp_store = FILE;
 PRAGMA cache_size = -16384;
@@ -57,6 +60,9 @@ pub struct Finish<'a> {
     pub check: CheckLevel,
     /// When the run began (the run log records its whole time).
     pub started: std::time::Instant,
+    /// The load's progress record, updated at each durable point of the finish; None for a
+    /// file that is not resumable.
+    pub progress: Option<LoadProgress>,
 }
 
 /// A writer on a fresh SQLite file.
@@ -68,6 +74,23 @@ pub struct Writer {
     windows: usize,
     /// The summaries, counted as the facts are written.
     counts: super::summary::Counts,
+}
+
+/// Whether an index named `name` exists (built by the run a resumed load continues).
+fn index_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+/// The name an index statement creates.
+fn index_name(sql: &str) -> &str {
+    sql.split_whitespace()
+        .skip_while(|w| *w != "INDEX")
+        .nth(1)
+        .unwrap_or("")
 }
 
 /// `table` may carry a conflict clause, e.g. `OR REPLACE INTO scrobbles`.
@@ -153,6 +176,49 @@ impl Writer {
         })
     }
 
+    /// Opens the temporary file of a killed load to continue it: the keys written so far are
+    /// those its progress record counts (checked against the file), and the summaries are
+    /// counted from the scrobbles at the end.
+    pub fn resume(path: &Path, progress: &LoadProgress) -> Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the temporary file {}", path.display()))?;
+        conn.execute_batch(BULK_PRAGMAS)?;
+        crate::cancel::interrupt_on_signal(&conn);
+        let [users, artists, albums, tracks] = progress.dims.map(|n| n as i64);
+        let bounds = KeyBounds {
+            users,
+            artists,
+            albums,
+            tracks,
+        };
+        check::check_counts(&conn, &bounds, progress.facts).map_err(|e| {
+            anyhow::anyhow!(
+                "the temporary file {} does not hold what its progress record says ({e:#}); it cannot be resumed: run a plain load",
+                path.display()
+            )
+        })?;
+        conn.execute_batch("BEGIN")?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            bounds,
+            windows: progress.windows as usize,
+            counts: super::summary::Counts::off(),
+        })
+    }
+
+    /// The connection (a resumed load learns its registry from it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A durable point: records `progress` and commits everything written so far with it.
+    pub fn durable(&mut self, progress: &LoadProgress) -> Result<()> {
+        progress.save(&self.conn)?;
+        self.conn.execute_batch("COMMIT; BEGIN")?;
+        Ok(())
+    }
+
     /// Checks one normalised window against the keys written before it (see
     /// [`KeyBounds::admit`]) and writes it. Returns the number of facts written.
     pub fn write_window(&mut self, n: &Normalized) -> Result<usize> {
@@ -162,6 +228,7 @@ impl Writer {
             let written = write_window(&self.conn, n, false)?;
             check::check_written_facts(&self.conn, &n.facts)?;
             self.counts.add(n);
+            failpoint::in_transaction(self.windows, &self.conn);
             return Ok(written);
         };
         let (admitted, written) = damaged(n, damage, self.bounds.tracks)?;
@@ -181,7 +248,7 @@ impl Writer {
     /// its row, which for indexes that `CREATE INDEX` has just built from those very rows
     /// proves little).
     pub fn finish(
-        self,
+        mut self,
         expected_facts: u64,
         f: Finish<'_>,
         progress: &dyn crate::progress::Progress,
@@ -194,22 +261,32 @@ impl Writer {
             fts,
             check,
             started,
+            progress: mut record,
         } = f;
         let t = std::time::Instant::now();
         let cpu = crate::cpu::Clock::process();
-        if let Some(h) = run.hwm_after {
-            state::set(&self.conn, "hwm", &h.to_string())?;
+        // A resumed load that had finished streaming committed all of this before.
+        if record.as_ref().is_none_or(|r| r.phase == Phase::Streaming) {
+            if let Some(h) = run.hwm_after {
+                state::set(&self.conn, "hwm", &h.to_string())?;
+            }
+            state::set_recheck(&self.conn, recheck)?;
+            super::open_ids::record_after_load(&self.conn, state::unix_now())?;
+            state::set(&self.conn, "source", run.source)?;
+            state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
+            state::set(
+                &self.conn,
+                state::SCHEMA_VERSION_KEY,
+                &super::schema::SCHEMA_VERSION.to_string(),
+            )?;
+            if let Some(r) = &mut record {
+                r.phase = Phase::Finishing;
+                r.hwm = run.hwm_after;
+                r.save(&self.conn)?;
+            }
         }
-        state::set_recheck(&self.conn, recheck)?;
-        super::open_ids::record_after_load(&self.conn, state::unix_now())?;
-        state::set(&self.conn, "source", run.source)?;
-        state::set(&self.conn, state::SOURCE_IDENTITY, &source.to_state())?;
-        state::set(
-            &self.conn,
-            state::SCHEMA_VERSION_KEY,
-            &super::schema::SCHEMA_VERSION.to_string(),
-        )?;
         self.conn.execute_batch("COMMIT")?;
+        failpoint::at("finishing");
         progress.stage("checking the new file (keys, row counts)", None);
         check::check_counts(&self.conn, &self.bounds, expected_facts)?;
         if check == CheckLevel::Full {
@@ -220,12 +297,20 @@ impl Writer {
             progress.stage("checking the new file (foreign keys, integrity)", None);
             check::check_full(&self.conn, &self.path)?;
         }
+        failpoint::at("checks");
         let check_secs = t.elapsed().as_secs_f64();
         let check_cpu = cpu.seconds();
         tracing::debug!(seconds = check_secs, ?check, "checks");
 
         let t = std::time::Instant::now();
         let cpu = crate::cpu::Clock::process();
+        // Summaries counted while the facts were written need no index: written now, they are
+        // one durable point fewer for a resumed load to redo.
+        let mut summaries_done = record.as_ref().is_some_and(|r| r.summaries_done);
+        if self.counts.usable() && !summaries_done {
+            self.summaries(expected_facts, &mut record, progress)?;
+            summaries_done = true;
+        }
         // A small cache on purpose: see INDEX_CACHE_KIB.
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
@@ -236,12 +321,19 @@ impl Writer {
         statements.retain(|s| !s.trim().is_empty());
         for (i, sql) in statements.iter().enumerate() {
             crate::cancel::check()?;
+            // Each index is its own transaction: a durable point a resumed load skips.
+            if index_exists(&self.conn, index_name(sql))? {
+                continue;
+            }
             progress.stage(
                 &format!("building indexes {} of {}", i + 1, statements.len()),
                 None,
             );
             let ti = std::time::Instant::now();
+            self.conn.execute_batch("BEGIN")?;
             self.conn.execute_batch(sql).context("building indexes")?;
+            failpoint::in_index(i + 1, &self.conn);
+            self.conn.execute_batch("COMMIT")?;
             tracing::debug!(
                 seconds = ti.elapsed().as_secs_f64(),
                 index = sql.trim(),
@@ -249,28 +341,18 @@ impl Writer {
             );
         }
         crate::cancel::check()?;
-        progress.stage("counting the summary tables", None);
-        let ti = std::time::Instant::now();
-        // Counting joins tracks with track_plays: a larger cache than the index builds' pays.
-        self.conn
-            .execute_batch(&format!("PRAGMA cache_size = -{SUMMARY_CACHE_KIB}; BEGIN"))?;
-        super::summary::arm(&self.conn).context("counting the summary tables")?;
-        // Counted as the facts were written, or else from the scrobbles.
-        if !self
-            .counts
-            .write(&self.conn, expected_facts)
-            .context("writing the summary tables")?
-        {
-            super::summary::rebuild(&self.conn).context("counting the summary tables")?;
+        if !summaries_done {
+            self.summaries(expected_facts, &mut record, progress)?;
         }
-        self.conn.execute_batch("COMMIT")?;
-        tracing::debug!(
-            seconds = ti.elapsed().as_secs_f64(),
-            "summary tables counted"
-        );
-        if fts {
+        if fts && !record.as_ref().is_some_and(|r| r.fts_done) {
             progress.stage("building the search index", None);
+            self.conn.execute_batch("BEGIN")?;
             super::search::create(&self.conn).context("building the search index")?;
+            if let Some(r) = &mut record {
+                r.fts_done = true;
+                r.save(&self.conn)?;
+            }
+            self.conn.execute_batch("COMMIT")?;
         }
         progress.stage("analysing", None);
         tracing::debug!(seconds = t.elapsed().as_secs_f64(), "indexes built");
@@ -282,7 +364,10 @@ impl Writer {
             seconds: started.elapsed().as_secs_f64(),
             ..run.clone()
         };
+        self.conn.execute_batch("BEGIN")?;
         state::record_run(&self.conn, &run)?;
+        LoadProgress::clear(&self.conn)?;
+        self.conn.execute_batch("COMMIT")?;
         self.conn
             .close()
             .map_err(|(_, e)| e)
@@ -294,6 +379,45 @@ impl Writer {
             check_cpu,
             total: run.seconds,
         })
+    }
+}
+
+impl Writer {
+    /// Arms and fills the summary tables, from the counts made while the facts were written
+    /// or else from the scrobbles, in one transaction that records them done.
+    fn summaries(
+        &mut self,
+        expected_facts: u64,
+        record: &mut Option<LoadProgress>,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<()> {
+        progress.stage("counting the summary tables", None);
+        let ti = std::time::Instant::now();
+        // Counting joins tracks with track_plays: a larger cache than the index builds' pays.
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{SUMMARY_CACHE_KIB}; BEGIN"))?;
+        super::summary::arm(&self.conn).context("counting the summary tables")?;
+        // Counted as the facts were written, or else from the scrobbles.
+        let counts = std::mem::replace(&mut self.counts, super::summary::Counts::off());
+        if !counts
+            .write(&self.conn, expected_facts)
+            .context("writing the summary tables")?
+        {
+            super::summary::rebuild(&self.conn).context("counting the summary tables")?;
+        }
+        if let Some(r) = record {
+            r.summaries_done = true;
+            r.save(&self.conn)?;
+        }
+        failpoint::in_transaction_at("summaries", &self.conn);
+        self.conn.execute_batch("COMMIT")?;
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{INDEX_CACHE_KIB};"))?;
+        tracing::debug!(
+            seconds = ti.elapsed().as_secs_f64(),
+            "summary tables counted"
+        );
+        Ok(())
     }
 }
 

@@ -35,6 +35,9 @@ pub struct SourceTable {
     sampled: Option<String>,
     /// The table whose planner statistics estimate the row count (tables only).
     pub stats_table: Option<String>,
+    /// The relation's `id` beside each row's `xmin` (as `row_xmin`), for tables: what tells a
+    /// resumed load whether rows it read before have changed. None for a query.
+    pub versioned: Option<String>,
     /// True for config mappings.
     pub mapped: bool,
     /// Where the connection that resolved it arrived (see `identity::ServerId`).
@@ -48,6 +51,7 @@ impl Default for SourceTable {
             name: "scrobbles".into(),
             relation: t.clone(),
             sampled: Some(format!("{t} TABLESAMPLE SYSTEM ({{pct}})")),
+            versioned: Some(format!("(SELECT id, xmin AS row_xmin FROM {t}) AS src")),
             stats_table: Some(t),
             mapped: false,
             server: None,
@@ -453,6 +457,10 @@ fn resolve_table(
             "(SELECT {} FROM {quoted} TABLESAMPLE SYSTEM ({{pct}})) AS src",
             select.join(", ")
         )),
+        versioned: Some(format!(
+            "(SELECT {}, xmin AS row_xmin FROM {quoted}) AS src",
+            select.join(", ")
+        )),
         stats_table: Some(quoted),
         mapped: true,
     };
@@ -525,6 +533,7 @@ fn resolve_query(
         relation: format!("(SELECT {} FROM ({query}) AS q) AS src", select.join(", ")),
         sampled: None,
         stats_table: None,
+        versioned: None,
         mapped: true,
     };
     let resolved = Resolved {

@@ -1,6 +1,7 @@
 //! The PostgreSQL side: connection handling, planning of partitioned reads, the connectorx
 //! readers, and the demo-data generator.
 
+pub mod changes;
 pub mod checks;
 pub mod conn;
 pub mod connectorx;

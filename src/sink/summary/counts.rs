@@ -47,6 +47,20 @@ fn index(key: i64) -> Option<usize> {
 }
 
 impl Counts {
+    /// Counts that are off from the start: a resumed load, whose earlier rows were counted by
+    /// a process that is gone, counts from the scrobbles.
+    pub fn off() -> Self {
+        Self {
+            usable: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the counts are on (the summaries are written from them).
+    pub fn usable(&self) -> bool {
+        self.usable
+    }
+
     /// Counts one written window: its new tracks' owners, then its facts' plays.
     pub fn add(&mut self, n: &Normalized) {
         if self.usable && self.try_add(n).is_none() {
