@@ -56,15 +56,7 @@ impl TempTarget {
             );
         }
         remove_stale_temp_files(&dir, &name);
-        let path = dir.join(temp_name(&name, std::process::id()));
-        let t = Self {
-            path,
-            target,
-            existing,
-            installed: false,
-            kept: false,
-        };
-        t.remove_files();
+        let t = Self::ours(target, existing, &dir, &name);
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -91,15 +83,7 @@ impl TempTarget {
                 target.display()
             );
         };
-        let path = dir.join(temp_name(&name, std::process::id()));
-        let t = Self {
-            path,
-            target,
-            existing,
-            installed: false,
-            kept: false,
-        };
-        t.remove_files();
+        let t = Self::ours(target, existing, &dir, &name);
         // Read through SQLite above, so a hot journal was rolled back: the side files are done.
         fs::rename(&old, &t.path).with_context(|| {
             format!(
@@ -111,6 +95,19 @@ impl TempTarget {
             let _ = fs::remove_file(side_file(&old, suffix));
         }
         Ok((t, progress))
+    }
+
+    /// This process's temporary file for target file `name` in `dir`, with nothing there yet.
+    fn ours(target: PathBuf, existing: Existing, dir: &Path, name: &str) -> Self {
+        let t = Self {
+            path: dir.join(temp_name(name, std::process::id())),
+            target,
+            existing,
+            installed: false,
+            kept: false,
+        };
+        t.remove_files();
+        t
     }
 
     /// Leaves the file in place for `load --resume` (an interrupted load).
