@@ -276,3 +276,77 @@ fn resume_refuses_a_changed_source_or_other_options_and_takes_new_rows() {
     assert_eq!(contents(&t3), contents(&fresh));
     assert_lossless(&mut client, &t3);
 }
+
+#[test]
+fn resume_refuses_a_table_made_anew_or_an_expression_mapping_and_keeps_its_file_when_the_source_is_down(
+) {
+    let db = TestDb::new("resumeswap");
+    seed(&db, &["--rows", "12000"]);
+    let mut client = db.client();
+
+    // The table swapped for an identical copy: its rows' versions are older than the load,
+    // yet it is another table (it might not have been identical).
+    client
+        .batch_execute(
+            "CREATE TABLE scrobbles_copy (LIKE scrobbles INCLUDING ALL);
+             INSERT INTO scrobbles_copy SELECT * FROM scrobbles;",
+        )
+        .unwrap();
+    // Rows written before the interrupted load: make their versions as old as the load's.
+    let (_dir0, t0) = interrupted(&db);
+    client
+        .batch_execute(
+            "BEGIN; ALTER TABLE scrobbles RENAME TO scrobbles_old;
+             ALTER TABLE scrobbles_copy RENAME TO scrobbles; COMMIT;",
+        )
+        .unwrap();
+    let err = refused(&db.url, &t0, &[]);
+    assert!(err.contains("made anew"), "{err}");
+
+    // A mapping with an expression (here reading another table) cannot be resumed.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("expr.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\ntable = \"scrobbles\"\n[source.columns]\nid = \"id\"\nplayed_at = \"played_at\"\n\
+         artist_name = \"artist_name\"\ntrack_name = \"track_name\"\n\
+         username = \"(SELECT upper(s.username) FROM scrobbles_old s WHERE s.id = scrobbles.id)\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (_dir1, t1) = {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t.sqlite");
+        killed_load(&db, &t, "abort-after-windows=3", &["--config", cfg]);
+        (dir, t)
+    };
+    let err = refused(&db.url, &t1, &["--config", cfg]);
+    assert!(err.contains("expression"), "{err}");
+
+    // The source is not up (yet): the resume fails and keeps the file; once it is, it resumes.
+    let (dir2, t2) = interrupted(&db);
+    let mut down = url::Url::parse(&db.url).unwrap();
+    down.set_port(Some(1)).unwrap();
+    let out = bin()
+        .args(LOAD)
+        .args([
+            "--resume",
+            "--retries",
+            "0",
+            "--source",
+            down.as_str(),
+            "--target",
+        ])
+        .arg(&t2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        files(dir2.path()).iter().any(|f| f.ends_with(".tmp")),
+        "{:?}",
+        files(dir2.path())
+    );
+    let s = resumed(&db, &t2, &[]);
+    assert!(s["resumed_rows"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(verify_code(&db, &t2), 0);
+}

@@ -95,7 +95,35 @@ fn durable_every() -> f64 {
 
 /// What must match for a temporary file to be continued: the index set and the search index.
 fn options_text(opts: &LoadOptions) -> String {
-    format!("indexes={:?} fts={}", opts.indexes, opts.fts)
+    let indexes = match opts.indexes {
+        crate::sink::schema::IndexSet::Essential => "essential",
+        crate::sink::schema::IndexSet::Full => "full",
+    };
+    format!(
+        "--indexes {indexes}{}",
+        if opts.fts { " --fts" } else { "" }
+    )
+}
+
+/// The object ids of the source database and of the table read (see
+/// [`LoadProgress::source_oids`]).
+fn source_oids(
+    client: &mut crate::source::conn::ReadOnlyClient,
+    table: &crate::source::mapping::SourceTable,
+) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT oid FROM pg_database WHERE datname = current_database())::int8, \
+                    to_regclass($1::text)::oid::int8",
+            &[&table.stats_table],
+        )
+        .context("cannot read the source's object ids")?;
+    let (db, rel): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+    Ok(format!(
+        "database {} table {}",
+        db.map_or("-".into(), |v| v.to_string()),
+        rel.map_or("-".into(), |v| v.to_string())
+    ))
 }
 
 /// Why `load --resume` would not continue a temporary file (which stays for another try).
@@ -123,7 +151,10 @@ pub fn run(opts: &LoadOptions, progress: &dyn Progress) -> Result<LoadSummary> {
     };
     let out = load_into(opts, progress, &temp, record, started, cpu);
     if let Err(e) = &out {
-        if crate::cancel::requested() || e.downcast_ref::<ResumeRefused>().is_some() {
+        // A resumed load's file stays whatever stopped it (a source not up yet after a crash,
+        // say): it rolled back to its last durable point, and a plain load removes it.
+        if opts.resume || crate::cancel::requested() || e.downcast_ref::<ResumeRefused>().is_some()
+        {
             temp.keep();
         }
     }
@@ -159,6 +190,13 @@ fn check_resumable(
             "cannot resume: the interrupted load was started with {} and this one with {}; give the same --indexes and --fts, or {again}",
             record.options,
             options_text(opts)
+        );
+    }
+    let oids = source_oids(client, table)?;
+    if oids != record.source_oids {
+        bail!(
+            "cannot resume: the source database or table was made anew since the interrupted load read it ({} then, {oids} now); {again}",
+            record.source_oids
         );
     }
     if let Some(through) = record.through_id {
@@ -277,6 +315,7 @@ fn load_into(
             let r = LoadProgress {
                 source_identity: identity.to_state(),
                 source: opts.source.redacted().to_string(),
+                source_oids: source_oids(&mut client, &table)?,
                 options: options_text(opts),
                 snapshot_xmin: plan.snapshot.xmin,
                 phase: Phase::Streaming,

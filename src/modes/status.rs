@@ -78,9 +78,8 @@ pub fn resumable(path: &Path) -> Vec<ResumableLoad> {
                 shell_word(&p.source),
                 shell_word(&path.display().to_string())
             );
-            if p.options.contains("fts=true") {
-                command.push_str(" --fts");
-            }
+            command.push(' ');
+            command.push_str(&p.options);
             let mapped = crate::source::identity::SourceIdentity::from_state(&p.source_identity)
                 .is_some_and(|i| i.relation != "scrobbles");
             if mapped {

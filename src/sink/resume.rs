@@ -35,6 +35,10 @@ pub struct LoadProgress {
     pub source_identity: String,
     /// The redacted source, for messages and `status`.
     pub source: String,
+    /// The source database's and table's object ids: a database made anew or a table swapped
+    /// in under the same name holds rows whose versions may be older than the load.
+    #[serde(default)]
+    pub source_oids: String,
     /// What else decides the file's content: the index set and the search index.
     pub options: String,
     /// The oldest writing transaction of the source when its rows began to be read (a full

@@ -250,7 +250,9 @@ fn resumable(dir: &Path, name: &str) -> Vec<(PathBuf, LoadProgress)> {
 /// Interrupted loads of the target at `path` that `load --resume` continues (for `status`):
 /// each temporary file with its progress.
 pub fn resumable_loads(path: &Path) -> Vec<(String, LoadProgress)> {
-    split_path(path)
+    // Beside the file a link names, where a load writes.
+    let path = resolve_links(path).unwrap_or_else(|_| path.to_path_buf());
+    split_path(&path)
         .map(|(dir, name)| resumable(&dir, &name))
         .unwrap_or_default()
         .into_iter()
@@ -279,7 +281,8 @@ fn split_path(path: &Path) -> Option<(PathBuf, String)> {
 
 /// Temporary files that killed loads of the target at `path` left beside it (for `status`).
 pub fn leftover_temp_files(path: &Path) -> Vec<String> {
-    split_path(path)
+    let path = resolve_links(path).unwrap_or_else(|_| path.to_path_buf());
+    split_path(&path)
         .map(|(dir, name)| stale_temp_files(&dir, &name))
         .unwrap_or_default()
         .into_iter()

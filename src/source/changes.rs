@@ -26,10 +26,11 @@ pub fn rows_since(
     through_id: i64,
     since_xid: i64,
 ) -> Result<RowsSince> {
-    let Some(versioned) = &table.versioned else {
-        bail!(
-            "the source is a query, whose rows carry no row versions: scrobsync cannot tell whether the rows the killed load read have changed; run a plain load (without --resume)"
-        );
+    let versioned = match &table.versioned {
+        Ok(v) => v,
+        Err(why) => bail!(
+            "{why}: scrobsync cannot tell whether the rows the killed load read have changed; run a plain load (without --resume)"
+        ),
     };
     let next: i64 = client
         .query_one(

@@ -36,8 +36,8 @@ pub struct SourceTable {
     /// The table whose planner statistics estimate the row count (tables only).
     pub stats_table: Option<String>,
     /// The relation's `id` beside each row's `xmin` (as `row_xmin`), for tables: what tells a
-    /// resumed load whether rows it read before have changed. None for a query.
-    pub versioned: Option<String>,
+    /// resumed load whether rows it read before have changed. Else why it cannot tell.
+    pub versioned: std::result::Result<String, String>,
     /// True for config mappings.
     pub mapped: bool,
     /// Where the connection that resolved it arrived (see `identity::ServerId`).
@@ -51,7 +51,7 @@ impl Default for SourceTable {
             name: "scrobbles".into(),
             relation: t.clone(),
             sampled: Some(format!("{t} TABLESAMPLE SYSTEM ({{pct}})")),
-            versioned: Some(format!("(SELECT id, xmin AS row_xmin FROM {t}) AS src")),
+            versioned: Ok(format!("(SELECT id, xmin AS row_xmin FROM {t}) AS src")),
             stats_table: Some(t),
             mapped: false,
             server: None,
@@ -393,6 +393,8 @@ fn resolve_table(
     };
     let mut fields = Vec::new();
     let mut select = Vec::new();
+    // The first field mapped to an expression rather than a column.
+    let mut expression: Option<&str> = None;
     for (field, required) in FIELDS {
         let given = c.columns.get(field).map(|s| s.trim());
         let (src_sql, ty) = match given {
@@ -412,6 +414,7 @@ fn resolve_table(
                                 explain_query_error(err)
                             )
                         }))?;
+                    expression = expression.or(Some(field));
                     (Some(format!("({e})")), Some(stmt.columns()[0].type_().clone()))
                 }
             },
@@ -457,10 +460,15 @@ fn resolve_table(
             "(SELECT {} FROM {quoted} TABLESAMPLE SYSTEM ({{pct}})) AS src",
             select.join(", ")
         )),
-        versioned: Some(format!(
-            "(SELECT {}, xmin AS row_xmin FROM {quoted}) AS src",
-            select.join(", ")
-        )),
+        versioned: match expression {
+            None => Ok(format!(
+                "(SELECT {}, xmin AS row_xmin FROM {quoted}) AS src",
+                select.join(", ")
+            )),
+            Some(field) => Err(format!(
+                "the mapping's field {field} is an SQL expression, which may read what the rows' versions do not show (other tables, functions)"
+            )),
+        },
         stats_table: Some(quoted),
         mapped: true,
     };
@@ -533,7 +541,7 @@ fn resolve_query(
         relation: format!("(SELECT {} FROM ({query}) AS q) AS src", select.join(", ")),
         sampled: None,
         stats_table: None,
-        versioned: None,
+        versioned: Err("the source is a query, whose rows carry no row versions".into()),
         mapped: true,
     };
     let resolved = Resolved {
