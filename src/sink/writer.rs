@@ -177,8 +177,8 @@ impl Writer {
     }
 
     /// Opens the temporary file of a killed load to continue it: the keys written so far are
-    /// those its progress record counts (checked against the file), and the summaries are
-    /// counted from the scrobbles at the end.
+    /// those its progress record counts (checked against the file), and the summaries of the
+    /// rows written before are counted again from the file.
     pub fn resume(path: &Path, progress: &LoadProgress) -> Result<Self> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the temporary file {}", path.display()))?;
@@ -197,13 +197,20 @@ impl Writer {
                 path.display()
             )
         })?;
+        // The summaries of the rows written before, counted again from the file: a scan of
+        // the scrobbles instead of the index-driven count after the indexes.
+        let counts = if progress.summaries_done {
+            super::summary::Counts::off()
+        } else {
+            super::summary::Counts::of_file(&conn)?
+        };
         conn.execute_batch("BEGIN")?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
             bounds,
             windows: progress.windows as usize,
-            counts: super::summary::Counts::off(),
+            counts,
         })
     }
 

@@ -72,6 +72,64 @@ impl Counts {
         }
     }
 
+    /// Records a track's artist and album (None: keys that do not fit).
+    fn owner(&mut self, id: Option<i64>, artist: Option<i64>, album: Option<i64>) -> Option<()> {
+        let id = index(id?)?;
+        let artist = u32::try_from(index(artist?)?).ok()?;
+        let album = match album {
+            None => 0,
+            Some(a) => u32::try_from(index(a)?).ok()?,
+        };
+        if self.owners.len() <= id {
+            self.owners.resize(id + 1, (0, 0));
+            self.tracks.resize(id + 1, 0);
+        }
+        self.owners[id] = (artist, album);
+        Some(())
+    }
+
+    /// Counts one play. Runs of plays in one hour (rows in id order are mostly in time order)
+    /// count once in the map: `run` is the open one.
+    fn play(&mut self, track: i64, at: i64, run: &mut Option<(i64, u64)>) -> Option<()> {
+        let plays = self.tracks.get_mut(index(track)?)?;
+        *plays = plays.checked_add(1)?;
+        let hour = hour_of(at);
+        *run = match *run {
+            Some((h, n)) if h == hour => Some((h, n + 1)),
+            Some((h, n)) => {
+                *self.hours.entry(h).or_default() += n;
+                Some((hour, 1))
+            }
+            None => Some((hour, 1)),
+        };
+        Some(())
+    }
+
+    /// The counts of what a file holds, read from its tracks and scrobbles (a resumed load's:
+    /// the process that counted the rows written before is gone). Off when a key does not fit.
+    pub fn of_file(conn: &Connection) -> Result<Self> {
+        let mut c = Self::default();
+        let mut stmt = conn.prepare("SELECT track_id, artist_id, album_id FROM tracks")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            if c.owner(r.get(0)?, r.get(1)?, r.get(2)?).is_none() {
+                return Ok(Self::off());
+            }
+        }
+        let mut stmt = conn.prepare("SELECT track_id, played_at FROM scrobbles")?;
+        let mut rows = stmt.query([])?;
+        let mut run = None;
+        while let Some(r) = rows.next()? {
+            if c.play(r.get(0)?, r.get(1)?, &mut run).is_none() {
+                return Ok(Self::off());
+            }
+        }
+        if let Some((h, n)) = run {
+            *c.hours.entry(h).or_default() += n;
+        }
+        Ok(c)
+    }
+
     fn try_add(&mut self, n: &Normalized) -> Option<()> {
         let t = &n.dims.tracks;
         if t.height() > 0 {
@@ -79,17 +137,7 @@ impl Counts {
             let artists = t.column("artist_id").ok()?.i64().ok()?;
             let albums = t.column("album_id").ok()?.i64().ok()?;
             for ((id, artist), album) in ids.iter().zip(artists).zip(albums) {
-                let id = index(id?)?;
-                let artist = u32::try_from(index(artist?)?).ok()?;
-                let album = match album {
-                    None => 0,
-                    Some(a) => u32::try_from(index(a)?).ok()?,
-                };
-                if self.owners.len() <= id {
-                    self.owners.resize(id + 1, (0, 0));
-                    self.tracks.resize(id + 1, 0);
-                }
-                self.owners[id] = (artist, album);
+                self.owner(id, artist, album)?;
             }
         }
         let f = &n.facts;
@@ -99,25 +147,13 @@ impl Counts {
             if tracks.null_count() + played.null_count() > 0 {
                 return None;
             }
-            // Runs of plays in one hour (rows in id order are mostly in time order) count
-            // once in the map.
             let mut run: Option<(i64, u64)> = None;
             for (t, p) in tracks.downcast_iter().zip(played.downcast_iter()) {
                 if t.len() != p.len() {
                     return None; // chunked apart: counted from the scrobbles instead
                 }
                 for (&track, &at) in t.values().iter().zip(p.values().iter()) {
-                    let plays = self.tracks.get_mut(index(track)?)?;
-                    *plays = plays.checked_add(1)?;
-                    let hour = hour_of(at);
-                    run = match run {
-                        Some((h, n)) if h == hour => Some((h, n + 1)),
-                        Some((h, n)) => {
-                            *self.hours.entry(h).or_default() += n;
-                            Some((hour, 1))
-                        }
-                        None => Some((hour, 1)),
-                    };
+                    self.play(track, at, &mut run)?;
                 }
             }
             if let Some((h, n)) = run {

@@ -417,6 +417,12 @@ fn counts_made_while_writing_equal_a_count_of_the_scrobbles() {
         written,
         "the same rows as counted from the scrobbles"
     );
+    // Counted again from the file (a resumed load): the same rows.
+    let (c2, _, facts2) = loaded_with_counts(5000, 4);
+    let again = Counts::of_file(&c2).unwrap();
+    assert!(again.usable());
+    assert!(again.write(&c2, facts2).unwrap());
+    assert_eq!(held(&c2), written, "counted from the file");
     // plays that do not add up to the facts written are an error, not a summary
     let (c, counts, facts) = loaded_with_counts(300, 1);
     let e = counts.write(&c, facts + 1).unwrap_err().to_string();
