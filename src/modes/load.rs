@@ -325,7 +325,6 @@ fn load_into(
                 dims: [0; 4],
                 windows: 0,
                 started_at: started_at.clone(),
-                recheck: None,
                 summaries_done: false,
                 fts_done: false,
             };

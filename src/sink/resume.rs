@@ -56,9 +56,8 @@ pub struct LoadProgress {
     pub windows: u64,
     /// When the first run started.
     pub started_at: String,
-    /// The pending re-check the streaming run recorded (after_id, until_xmin).
-    pub recheck: Option<(i64, i64)>,
-    /// Indexes that are built, summaries counted, search index built (Finishing).
+    /// The summary tables are counted; the search index is built (built indexes are found
+    /// by name in the file).
     #[serde(default)]
     pub summaries_done: bool,
     #[serde(default)]
